@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import http.client
 import io
 import os
 import struct
@@ -457,6 +458,17 @@ def test_download_interrupted_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="connection reset by peer"):
         _download.download_file(["https://example.org/file.gz"], str(path), "0" * 32)
     assert os.listdir(tmp_path / "sub") == []
+
+
+def test_download_incomplete_http_read(tmp_path, monkeypatch):
+    class Incomplete(io.BytesIO):
+        def read(self, size=-1):
+            raise http.client.IncompleteRead(b"0123", 10)
+
+    monkeypatch.setattr(_download, "urlopen", lambda url, timeout: Incomplete())
+    with pytest.raises(OSError, match="IncompleteRead"):
+        _download.download_file(["https://a/f"], str(tmp_path / "f"), "0" * 32)
+    assert os.listdir(tmp_path) == []
 
 
 def test_download_replaces_atomically(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 import contextlib
 import hashlib
+import http.client
 import logging
 import os
 import uuid
@@ -49,7 +50,7 @@ def download_file(urls: Sequence[str], path: str, md5: str) -> str:
         logger.info("Downloading %s to %s", url, path)
         try:
             _fetch_verified(url, path, md5)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             failures.append(f"  - {url}: {exc}")
             continue
         return path
