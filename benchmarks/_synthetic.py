@@ -1,0 +1,22 @@
+"""Synthetic sparse multinomial problems shared by the benchmarks and tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def make_sparse_multinomial(
+    n_samples: int = 1000,
+    n_features: int = 20_000,
+    n_classes: int = 10,
+    n_informative: int = 200,
+    random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 Gaussian features; labels sampled from a softmax of a row-sparse model."""
+    rng = np.random.default_rng(random_state)
+    X = rng.standard_normal((n_samples, n_features), dtype=np.float32)
+    informative = rng.choice(n_features, n_informative, replace=False)
+    coef = rng.standard_normal((n_informative, n_classes)) / np.sqrt(n_informative) * 3.0
+    logits = X[:, informative] @ coef
+    gumbel = -np.log(-np.log(rng.uniform(size=logits.shape)))
+    return X, np.argmax(logits + gumbel, axis=1)

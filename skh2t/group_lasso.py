@@ -1,0 +1,495 @@
+"""GroupLassoClassifier: multinomial logistic regression with a group-lasso penalty."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.extmath import softmax
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from skh2t._solver import GroupLasso, MultinomialLogistic, fit_ridge_multinomial, solve_group_lasso
+from skh2t._solver.working_set import full_gradient
+
+
+class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
+    """Softmax classifier with a group-lasso penalty and Head2Toe's select-and-refit.
+
+    Minimises, over coefficients ``W`` (one row per feature, one column per
+    class) and an unpenalised intercept ``b``::
+
+        mean_i s_i * CE(softmax(x_i W + b), y_i) + alpha * sum_g w_g * ||W_g||_2
+
+    where ``s_i`` are the sample weights normalised to mean one, ``W_g`` is the
+    block of rows of the features in group ``g`` (by default one row: one
+    feature across all classes, the Head2Toe penalty) and ``w_g`` defaults to
+    ``sqrt(group size)``. The problem is solved by accelerated proximal
+    gradient (FISTA, adaptive step, restart) inside a working-set loop, to a
+    KKT tolerance relative to ``alpha``.
+
+    With ``keep_fraction`` or ``n_features_to_select`` set, the features are
+    then scored by the sum of squares of their row of ``W``, the best ones are
+    kept, and a fresh softmax head with a small ridge penalty ``refit_l2`` is
+    fitted on them (Head2Toe, Evci et al. 2022). ``coef_`` is always expressed
+    in the full input space, with zeros for dropped features.
+
+    Parameters
+    ----------
+    alpha : float, default=1e-3
+        Group-lasso strength. ``alpha >= alpha_max(X, y)`` gives all-zero
+        coefficients; a fraction of :meth:`alpha_max` is a good way to set it.
+    groups : array-like of shape (n_features,), default=None
+        Group label of every feature (e.g. the layer it comes from). ``None``
+        puts every feature in a group of its own.
+    group_weights : array-like of shape (n_groups,), default=None
+        Weight of every group, in the order of ``np.unique(groups)``.
+        ``None`` uses the square root of each group's size.
+    keep_fraction : float in (0, 1], default=None
+        Fraction of features kept by Head2Toe selection, ``floor(n_features *
+        keep_fraction)`` (at least one). ``None`` with ``n_features_to_select``
+        also ``None`` disables selection: the penalised fit is the model.
+    n_features_to_select : int, default=None
+        Number of features kept by selection, as an alternative to
+        ``keep_fraction``.
+    refit_l2 : float, default=1e-4
+        Ridge strength of the refitted head, ``refit_l2 / 2 * ||W||^2`` added
+        to the mean loss; keeps the refit finite on separable data.
+    fit_intercept : bool, default=True
+        Whether to fit an (unpenalised) intercept.
+    class_weight : dict or "balanced", default=None
+        Weights of the classes, multiplied into the sample weights.
+    tol : float, default=1e-4
+        Stop when every group's KKT violation is below ``tol * alpha * w_g``
+        (and the intercept gradient below ``tol * alpha``). With ``alpha=0``
+        the criterion is an absolute gradient norm.
+    max_iter : int, default=1000
+        Maximum number of FISTA iterations (and of L-BFGS iterations for the
+        refit).
+    warm_start : bool, default=False
+        Start from the previous penalised solution when refitting.
+    verbose : int, default=0
+        Print solver progress when positive.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        Coefficients of the final model in the full input space. Binary
+        problems have one row, for ``classes_[1]``.
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+        Intercept of the final model.
+    group_lasso_coef_ : ndarray of the shape of ``coef_``
+        Coefficients of the penalised fit (before selection and refit).
+    group_lasso_intercept_ : ndarray of the shape of ``intercept_``
+        Intercept of the penalised fit.
+    feature_scores_ : ndarray of shape (n_features,)
+        Head2Toe relevance of every feature: the sum of squares of its row of
+        the penalised coefficients.
+    support_ : ndarray of shape (n_features,)
+        Mask of the features used by the final model (only features with a
+        non-zero score are ever kept).
+    group_labels_ : ndarray of shape (n_groups,)
+        The distinct group labels.
+    group_weights_ : ndarray of shape (n_groups,)
+        The group weights used.
+    kkt_violation_ : float
+        Largest KKT violation of the penalised fit, relative to ``alpha * w_g``.
+    objective_ : float
+        Value of the penalised objective at the solution.
+    n_iter_ : ndarray of shape (1,)
+        FISTA iterations of the penalised fit.
+    refit_n_iter_ : int
+        L-BFGS iterations of the refit (0 without selection).
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features, when ``X`` has string column names.
+
+    See Also
+    --------
+    sklearn.linear_model.LogisticRegression : Multinomial logistic regression with L1/L2 penalties.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skh2t import GroupLassoClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16.0
+    >>> clf = GroupLassoClassifier(alpha=0.002, keep_fraction=0.25).fit(X, y)
+    >>> int(clf.get_support().sum())
+    16
+    >>> clf.coef_.shape
+    (10, 64)
+    >>> bool(clf.score(X, y) > 0.9)
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "groups": ["array-like", None],
+        "group_weights": ["array-like", None],
+        "keep_fraction": [Interval(Real, 0, 1, closed="right"), None],
+        "n_features_to_select": [Interval(Integral, 1, None, closed="left"), None],
+        "refit_l2": [Interval(Real, 0, None, closed="left")],
+        "fit_intercept": ["boolean"],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1e-3,
+        groups: ArrayLike | None = None,
+        group_weights: ArrayLike | None = None,
+        keep_fraction: float | None = None,
+        n_features_to_select: int | None = None,
+        refit_l2: float = 1e-4,
+        fit_intercept: bool = True,
+        class_weight: dict | str | None = None,
+        tol: float = 1e-4,
+        max_iter: int = 1000,
+        warm_start: bool = False,
+        verbose: int = 0,
+    ):
+        self.alpha = alpha
+        self.groups = groups
+        self.group_weights = group_weights
+        self.keep_fraction = keep_fraction
+        self.n_features_to_select = n_features_to_select
+        self.refit_l2 = refit_l2
+        self.fit_intercept = fit_intercept
+        self.class_weight = class_weight
+        self.tol = tol
+        self.max_iter = max_iter
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None):
+        """Fit the penalised model, then (optionally) select features and refit.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; float32 data stays float32 for the large products.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; an integer weight is equivalent to repeating
+            the sample.
+
+        Returns
+        -------
+        self : GroupLassoClassifier
+            The fitted classifier.
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
+        datafit = self._make_datafit(X, y, sample_weight)
+        penalty = self._make_penalty(X.shape[1])
+        self._check_selection_size(X.shape[1])
+        coef, intercept = self._initial_solution(X.shape[1], datafit)
+        result = solve_group_lasso(
+            X,
+            datafit,
+            penalty,
+            coef,
+            intercept,
+            fit_intercept=self.fit_intercept,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            verbose=self.verbose,
+        )
+        if not result.converged:
+            warnings.warn(
+                f"GroupLassoClassifier did not converge in max_iter={self.max_iter} "
+                f"iterations: the relative KKT violation is {result.kkt_violation:.2e} "
+                f"> tol={self.tol:g}. Increase max_iter or tol.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self.n_iter_ = np.array([result.n_iter])
+        self.kkt_violation_ = result.kkt_violation
+        self.objective_ = result.objective
+        self.group_lasso_coef_, self.group_lasso_intercept_ = self._to_public(
+            result.coef, result.intercept
+        )
+        self.feature_scores_ = np.einsum("ij,ij->i", result.coef, result.coef)
+        self.support_ = self._select(self.feature_scores_)
+        self.coef_, self.intercept_ = self._refit(X, datafit, result)
+        return self
+
+    def _make_datafit(self, X, y, sample_weight) -> MultinomialLogistic:
+        check_classification_targets(y)
+        encoder = LabelEncoder().fit(y)
+        self.classes_ = encoder.classes_
+        if self.classes_.shape[0] < 2:
+            raise ValueError(
+                "GroupLassoClassifier needs samples of at least 2 classes in the data, "
+                f"but the data contains only one class: {self.classes_[0]!r}."
+            )
+        y_encoded = encoder.transform(y)
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        weighted_classes = np.unique(y_encoded[sample_weight > 0])
+        if weighted_classes.shape[0] < 2:
+            raise ValueError(
+                "GroupLassoClassifier needs samples of at least 2 classes with positive "
+                "sample_weight, but only one class has any weight: "
+                f"{self.classes_[weighted_classes]!r}."
+            )
+        if self.class_weight is not None:
+            class_weight = compute_class_weight(
+                self.class_weight, classes=self.classes_, y=y, sample_weight=sample_weight
+            )
+            sample_weight = sample_weight * class_weight[y_encoded]
+        return MultinomialLogistic(y_encoded, self.classes_.shape[0], sample_weight)
+
+    def _make_penalty(self, n_features: int) -> GroupLasso:
+        labels, group_index = _encode_groups(self.groups, n_features)
+        weights = _check_group_weights(self.group_weights, group_index, labels.shape[0])
+        self.group_labels_, self.group_weights_ = labels, weights
+        return GroupLasso(self.alpha, group_index, weights)
+
+    def _check_selection_size(self, n_features: int) -> None:
+        if self.keep_fraction is not None and self.n_features_to_select is not None:
+            raise ValueError(
+                "Set only one of keep_fraction and n_features_to_select, not both "
+                f"(got {self.keep_fraction} and {self.n_features_to_select})."
+            )
+        if self.n_features_to_select is not None and self.n_features_to_select > n_features:
+            raise ValueError(
+                f"n_features_to_select={self.n_features_to_select} is larger than the "
+                f"number of features ({n_features}); use at most {n_features}."
+            )
+
+    def _initial_solution(self, n_features: int, datafit: MultinomialLogistic):
+        n_classes = datafit.n_classes
+        previous = getattr(self, "group_lasso_coef_", None) if self.warm_start else None
+        expected_shape = (1 if n_classes == 2 else n_classes, n_features)
+        if previous is not None and previous.shape == expected_shape:
+            return self._from_public(previous, self.group_lasso_intercept_)
+        intercept = (
+            datafit.optimal_intercept_at_zero() if self.fit_intercept else np.zeros(n_classes)
+        )
+        return np.zeros((n_features, n_classes)), intercept
+
+    def _select(self, scores: np.ndarray) -> np.ndarray:
+        n_features = scores.shape[0]
+        if self.n_features_to_select is not None:
+            n_keep = self.n_features_to_select
+        elif self.keep_fraction is not None:
+            n_keep = max(1, math.floor(n_features * self.keep_fraction))
+        else:
+            return scores > 0
+        n_keep = min(n_keep, int(np.count_nonzero(scores)))
+        support = np.zeros(n_features, dtype=bool)
+        support[np.argsort(-scores, kind="stable")[:n_keep]] = True
+        return support
+
+    def _refit(self, X, datafit: MultinomialLogistic, result):
+        if self.keep_fraction is None and self.n_features_to_select is None:
+            self.refit_n_iter_ = 0
+            return self.group_lasso_coef_.copy(), self.group_lasso_intercept_.copy()
+        kept = np.flatnonzero(self.support_)
+        refit = fit_ridge_multinomial(
+            X[:, kept],
+            datafit,
+            self.refit_l2,
+            fit_intercept=self.fit_intercept,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            intercept_init=result.intercept,
+        )
+        if not refit.converged:
+            warnings.warn(
+                f"The refit of the selected features did not converge in "
+                f"max_iter={self.max_iter} L-BFGS iterations. Increase max_iter or refit_l2.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self.refit_n_iter_ = refit.n_iter
+        coef = np.zeros((X.shape[1], datafit.n_classes))
+        coef[kept] = refit.coef
+        return self._to_public(coef, refit.intercept)
+
+    def _to_public(self, coef: np.ndarray, intercept: np.ndarray):
+        """(n_features, n_classes) solver layout to scikit-learn's (n_classes, n_features)."""
+        if coef.shape[1] == 2:
+            return (coef[:, 1] - coef[:, 0])[None, :], np.array([intercept[1] - intercept[0]])
+        return coef.T.copy(), intercept.copy()
+
+    def _from_public(self, coef: np.ndarray, intercept: np.ndarray):
+        if coef.shape[0] == 1:
+            half, half_intercept = coef[0] / 2.0, intercept[0] / 2.0
+            return np.column_stack([-half, half]), np.array([-half_intercept, half_intercept])
+        return coef.T.copy(), intercept.copy()
+
+    def get_support(self, indices: bool = False) -> np.ndarray:
+        """Mask (or indices) of the features used by the final model.
+
+        Parameters
+        ----------
+        indices : bool, default=False
+            Return integer indices instead of a boolean mask.
+
+        Returns
+        -------
+        support : ndarray
+            Boolean mask of shape (n_features,), or the indices of the kept features.
+        """
+        check_is_fitted(self)
+        return np.flatnonzero(self.support_) if indices else self.support_.copy()
+
+    def alpha_max(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> float:
+        """Smallest ``alpha`` for which the penalised solution is all zero.
+
+        Uses this estimator's ``groups``, ``group_weights``, ``fit_intercept``
+        and ``class_weight``; does not fit or change the estimator.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        alpha_max : float
+            ``max_g ||grad_g|| / w_g`` at zero coefficients and the optimal intercept.
+        """
+        probe = self.__class__(**self.get_params())
+        X, y = validate_data(probe, X, y, dtype=[np.float64, np.float32], order="C")
+        datafit = probe._make_datafit(X, y, sample_weight)
+        penalty = probe._make_penalty(X.shape[1])
+        coef, intercept = np.zeros((X.shape[1], datafit.n_classes)), np.zeros(datafit.n_classes)
+        if self.fit_intercept:
+            intercept = datafit.optimal_intercept_at_zero()
+        _, gradient, _ = full_gradient(X, datafit, coef, intercept)
+        return float(np.max(penalty.group_norms(gradient) / penalty.group_weights))
+
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
+        """Class scores ``X @ coef_.T + intercept_``; 1-D for binary problems.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Confidence scores; for binary problems, of ``classes_[1]``.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        scores = X @ self.coef_.T.astype(X.dtype) + self.intercept_
+        return scores.ravel() if scores.shape[1] == 1 else scores
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """Most probable class of every sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predicted class labels.
+        """
+        scores = self.decision_function(X)
+        indices = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[indices]
+
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """Class probabilities (softmax of the scores).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities, columns in the order of ``classes_``.
+        """
+        scores = np.asarray(self.decision_function(X), dtype=np.float64)
+        if scores.ndim == 1:
+            scores = np.column_stack([np.zeros_like(scores), scores])
+        return softmax(scores, copy=False)
+
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
+        """Logarithm of :meth:`predict_proba`, computed stably.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Log-probabilities, columns in the order of ``classes_``.
+        """
+        scores = np.asarray(self.decision_function(X), dtype=np.float64)
+        if scores.ndim == 1:
+            scores = np.column_stack([np.zeros_like(scores), scores])
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.classifier_tags.multi_class = True
+        return tags
+
+
+def _encode_groups(groups: ArrayLike | None, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct group labels and the group index of every feature."""
+    if groups is None:
+        return np.arange(n_features), np.arange(n_features)
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or groups.shape[0] != n_features:
+        raise ValueError(
+            f"groups must hold one group label per feature: got shape {groups.shape} "
+            f"for X with {n_features} features. Pass an array of length {n_features}."
+        )
+    return np.unique(groups, return_inverse=True)
+
+
+def _check_group_weights(
+    group_weights: ArrayLike | None, group_index: np.ndarray, n_groups: int
+) -> np.ndarray:
+    if group_weights is None:
+        return np.sqrt(np.bincount(group_index, minlength=n_groups).astype(np.float64))
+    weights = np.asarray(group_weights, dtype=np.float64)
+    if weights.shape != (n_groups,):
+        raise ValueError(
+            f"group_weights must have one weight per group ({n_groups} groups, in the "
+            f"order of np.unique(groups)); got shape {weights.shape}."
+        )
+    if not np.all(np.isfinite(weights)) or np.any(weights <= 0):
+        raise ValueError("group_weights must be finite and strictly positive.")
+    return weights

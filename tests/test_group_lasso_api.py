@@ -1,0 +1,147 @@
+"""GroupLassoClassifier as a scikit-learn estimator: conventions, selection, errors."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits, load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skh2t import GroupLassoClassifier
+
+
+@parametrize_with_checks(
+    [
+        GroupLassoClassifier(),
+        GroupLassoClassifier(keep_fraction=1.0, alpha=0.01),
+        GroupLassoClassifier(class_weight="balanced", refit_l2=0.01, keep_fraction=1.0),
+    ]
+)
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+
+def test_keep_fraction_keeps_the_top_scored_features(digits):
+    X, y = digits
+    clf = GroupLassoClassifier(alpha=0.001, keep_fraction=0.25).fit(X, y)
+    support = clf.get_support()
+    assert support.sum() == 16
+    assert clf.feature_scores_[support].min() >= clf.feature_scores_[~support].max()
+    np.testing.assert_array_equal(clf.get_support(indices=True), np.flatnonzero(support))
+    assert not np.any(clf.coef_[:, ~support])
+    assert np.all(np.any(clf.coef_[:, support] != 0, axis=0))
+
+
+def test_refit_is_an_l2_logistic_regression_on_the_kept_features(digits):
+    X, y = digits
+    clf = GroupLassoClassifier(alpha=0.002, n_features_to_select=20, refit_l2=1e-2, tol=1e-7)
+    clf.fit(X, y)
+    kept = clf.get_support(indices=True)
+    # scikit-learn minimises C * sum(loss) + ||W||^2 / 2: the same problem when C = 1 / (n l2).
+    reference = LogisticRegression(C=1 / (len(y) * 1e-2), tol=1e-10, max_iter=10_000)
+    reference.fit(X[:, kept], y)
+    np.testing.assert_allclose(clf.predict_proba(X), reference.predict_proba(X[:, kept]), atol=1e-5)
+
+
+def test_selection_never_keeps_features_with_zero_score(digits):
+    X, y = digits
+    clf = GroupLassoClassifier(alpha=0.02, keep_fraction=1.0).fit(X, y)
+    assert clf.get_support().sum() == np.count_nonzero(clf.feature_scores_)
+    assert clf.get_support().sum() < X.shape[1]
+
+
+def test_without_selection_the_penalised_fit_is_the_model(digits):
+    X, y = digits
+    clf = GroupLassoClassifier(alpha=0.005).fit(X, y)
+    np.testing.assert_array_equal(clf.coef_, clf.group_lasso_coef_)
+    np.testing.assert_array_equal(clf.get_support(), np.any(clf.coef_ != 0, axis=0))
+    assert clf.refit_n_iter_ == 0
+
+
+def test_binary_problems_follow_scikit_learn_shapes():
+    X, y = load_iris(return_X_y=True)
+    X, y = X[y < 2], np.where(y[y < 2] == 1, "yes", "no")
+    clf = GroupLassoClassifier(alpha=0.01).fit(X, y)
+    assert clf.coef_.shape == (1, 4)
+    assert clf.intercept_.shape == (1,)
+    assert clf.decision_function(X).shape == (len(y),)
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
+    np.testing.assert_allclose(np.exp(clf.predict_log_proba(X)), proba)
+
+
+def test_class_weight_balanced_equals_explicit_sample_weights():
+    X, y = load_iris(return_X_y=True)
+    X, y = X[:120], y[:120]
+    balanced = GroupLassoClassifier(alpha=0.01, class_weight="balanced", tol=1e-8).fit(X, y)
+    weights = (len(y) / (3 * np.bincount(y)))[y]
+    explicit = GroupLassoClassifier(alpha=0.01, tol=1e-8).fit(X, y, sample_weight=weights)
+    np.testing.assert_allclose(balanced.coef_, explicit.coef_)
+
+
+def test_pipeline_grid_search_and_pickle(digits):
+    X, y = digits
+    pipe = make_pipeline(StandardScaler(), GroupLassoClassifier(keep_fraction=0.5))
+    search = GridSearchCV(pipe, {"grouplassoclassifier__alpha": [1e-3, 1e-2]}, cv=3)
+    search.fit(X[:600], y[:600])
+    restored = pickle.loads(pickle.dumps(search.best_estimator_))
+    np.testing.assert_array_equal(restored.predict(X), search.best_estimator_.predict(X))
+    assert search.best_score_ > 0.85
+
+
+def test_verbose_reports_progress(capsys, digits):
+    X, y = digits
+    GroupLassoClassifier(alpha=0.01, verbose=1).fit(X, y)
+    out = capsys.readouterr().out
+    assert "relative KKT violation" in out
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"alpha": -1.0}, "alpha"),
+        ({"keep_fraction": 0.0}, "keep_fraction"),
+        ({"keep_fraction": 1.5}, "keep_fraction"),
+        ({"n_features_to_select": 0}, "n_features_to_select"),
+        ({"keep_fraction": 0.5, "n_features_to_select": 2}, "only one of keep_fraction"),
+        ({"n_features_to_select": 100}, "larger than the number of features"),
+        ({"groups": [0, 1, 1]}, "one group label per feature"),
+        ({"groups": [0, 0, 1, 1], "group_weights": [1.0]}, "one weight per group"),
+        ({"groups": [0, 0, 1, 1], "group_weights": [1.0, -2.0]}, "strictly positive"),
+        ({"tol": 0.0}, "tol"),
+    ],
+)
+def test_bad_parameters_fail_clearly(params, message):
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match=message):
+        GroupLassoClassifier(**params).fit(X, y)
+
+
+def test_bad_data_fails_clearly():
+    X, y = load_iris(return_X_y=True)
+    X_nan = X.copy()
+    X_nan[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        GroupLassoClassifier().fit(X_nan, y)
+    with pytest.raises(ValueError, match="only one class"):
+        GroupLassoClassifier().fit(X, np.zeros_like(y))
+    with pytest.raises(ValueError, match="Expected 2D array"):
+        GroupLassoClassifier().fit(X[:, 0], y)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        GroupLassoClassifier().fit(X, y[:-1])
+    with pytest.raises(ValueError, match="non-zero"):
+        GroupLassoClassifier().fit(X, y, sample_weight=np.zeros(len(y)))
+    fitted = GroupLassoClassifier().fit(X, y)
+    with pytest.raises(ValueError, match="4 features"):
+        fitted.predict(X[:, :3])
