@@ -1,0 +1,202 @@
+"""Validate image inputs and hand them out in batches of raw tensors.
+
+Accepted inputs:
+
+- a NumPy array of ``uint8`` or floating images scaled to ``[0, 1]``, shaped
+  ``(N, H, W)`` (grayscale), ``(N, H, W, C)`` or ``(N, C, H, W)`` with ``C`` 1 or 3
+  (channels-last wins when both axes could be channels);
+- a list (or 1-D object array) of file paths, PIL images or single-image arrays
+  ``(H, W)`` / ``(H, W, C)``, which may differ in size.
+
+Batches are raw: ``uint8`` or float, 1 or 3 channels, channels first. Resizing,
+scaling and normalisation are the job of :mod:`skh2t.features.preprocessing`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+_CHANNELS = (1, 3)
+_RANGE_TOLERANCE = 1e-3
+_ACCEPTED = (
+    "a NumPy array of images shaped (N, H, W), (N, H, W, C) or (N, C, H, W) with C in {1, 3}, "
+    "dtype uint8 or float in [0, 1]; or a list of file paths, PIL images or (H, W[, C]) arrays"
+)
+
+
+class ImageArray:
+    """A validated NumPy batch of same-sized images.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        See the module docstring for the accepted shapes and dtypes.
+    """
+
+    def __init__(self, array: np.ndarray) -> None:
+        _check_dtype(array, "X")
+        if array.shape[0] == 0:
+            raise ValueError(f"X contains no images (shape {array.shape}).")
+        self.channels_last = _channels_last(array)
+        _check_values(array, "X")
+        self._array = array
+
+    def __len__(self) -> int:
+        return self._array.shape[0]
+
+    def batch(self, start: int, stop: int) -> torch.Tensor:
+        """Images ``start:stop`` as a ``(B, C, H, W)`` tensor with their original dtype."""
+        chunk = self._array[start:stop]
+        if not chunk.flags.writeable:
+            chunk = chunk.copy()
+        images = torch.from_numpy(np.ascontiguousarray(chunk))
+        if images.dim() == 3:
+            return images.unsqueeze(1)
+        return images.permute(0, 3, 1, 2) if self.channels_last else images
+
+
+class ImageList:
+    """A validated list of images that are read one by one (and may differ in size).
+
+    Parameters
+    ----------
+    items : sequence
+        File paths (``str`` or ``os.PathLike``), PIL images or ``(H, W[, C])`` arrays.
+    """
+
+    def __init__(self, items: Sequence[object]) -> None:
+        if len(items) == 0:
+            raise ValueError("X contains no images (an empty list).")
+        for position, item in enumerate(items):
+            _check_item(item, position)
+        self._items = list(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def batch(self, start: int, stop: int) -> list[torch.Tensor]:
+        """Images ``start:stop`` as ``(C, H, W)`` tensors with their original dtype."""
+        return [_item_tensor(item) for item in self._items[start:stop]]
+
+
+def as_images(X: object) -> ImageArray | ImageList:
+    """Validate ``X`` as a batch of images.
+
+    Raises ``ValueError`` or ``TypeError`` that say what is wrong and what is accepted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> images = as_images(np.zeros((5, 28, 28), dtype=np.uint8))
+    >>> len(images), tuple(images.batch(0, 2).shape)
+    (5, (2, 1, 28, 28))
+    >>> as_images(np.zeros((5, 784)))
+    Traceback (most recent call last):
+    ...
+    ValueError: X must be a batch of images; got a 2-D array of shape (5, 784). ...
+    """
+    if isinstance(X, (list, tuple)):
+        return ImageList(X)
+    if isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype.kind in "OUS":
+        return ImageList(list(X))
+    if not isinstance(X, np.ndarray):
+        raise TypeError(f"X must be {_ACCEPTED}; got {type(X).__name__}.")
+    if X.ndim not in (3, 4):
+        raise ValueError(
+            f"X must be a batch of images; got a {X.ndim}-D array of shape {X.shape}. "
+            f"Expected {_ACCEPTED}."
+        )
+    return ImageArray(X)
+
+
+def _channels_last(array: np.ndarray) -> bool:
+    if array.ndim == 3:
+        if array.shape[-1] in (3, 4):
+            raise ValueError(
+                f"X has shape {array.shape}, which looks like a single (H, W, {array.shape[-1]}) "
+                "image rather than a batch of grayscale images; pass a batch, e.g. X[np.newaxis]."
+            )
+        return False
+    if array.shape[-1] in _CHANNELS:
+        return True
+    if array.shape[1] in _CHANNELS:
+        return False
+    if 4 in (array.shape[1], array.shape[-1]):
+        raise ValueError(
+            f"X has shape {array.shape}: 4-channel (RGBA) images are not supported; drop the "
+            "alpha channel, e.g. X[..., :3]."
+        )
+    raise ValueError(
+        f"X has shape {array.shape}, with no channel axis of size 1 or 3 (neither axis 1 nor "
+        f"the last). Expected {_ACCEPTED}."
+    )
+
+
+def _check_dtype(array: np.ndarray, what: str) -> None:
+    if array.dtype == np.uint8 or np.issubdtype(array.dtype, np.floating):
+        return
+    raise ValueError(
+        f"{what} has dtype {array.dtype}; images must be uint8 (0-255) or floating point scaled "
+        "to [0, 1]. Convert, e.g. X.astype(np.uint8) or X / 255."
+    )
+
+
+def _check_values(array: np.ndarray, what: str) -> None:
+    if array.dtype == np.uint8:
+        return
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} contains NaN or infinite values.")
+    low, high = float(array.min()), float(array.max())
+    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+        raise ValueError(
+            f"Floating-point images must be scaled to [0, 1]; {what} ranges over "
+            f"[{low:g}, {high:g}]. Rescale it (e.g. X / X.max() or X / 255) or pass uint8."
+        )
+
+
+def _check_item(item: object, position: int) -> None:
+    what = f"X[{position}]"
+    if isinstance(item, (str, os.PathLike)):
+        if not os.path.isfile(item):
+            raise FileNotFoundError(f"{what}: image file not found: {os.fspath(item)!r}.")
+    elif isinstance(item, np.ndarray):
+        _check_single_array(item, what)
+    elif not isinstance(item, Image.Image):
+        raise TypeError(
+            f"{what} is a {type(item).__name__}; list items must be file paths, PIL images or "
+            "(H, W[, C]) arrays."
+        )
+
+
+def _check_single_array(image: np.ndarray, what: str) -> None:
+    if image.ndim == 3 and image.shape[-1] == 4:
+        raise ValueError(f"{what} is an RGBA image; drop the alpha channel, e.g. image[..., :3].")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in _CHANNELS):
+        raise ValueError(
+            f"{what} has shape {image.shape}; a single image must be (H, W) or (H, W, C) "
+            "with C in {1, 3}."
+        )
+    _check_dtype(image, what)
+    _check_values(image, what)
+
+
+def _item_tensor(item: object) -> torch.Tensor:
+    if isinstance(item, (str, os.PathLike)):
+        item = _read_file(item)
+    if isinstance(item, Image.Image):
+        item = np.asarray(item.convert("RGB"))
+    image = torch.from_numpy(np.array(item, copy=True))
+    return image.unsqueeze(0) if image.dim() == 2 else image.permute(2, 0, 1)
+
+
+def _read_file(path: str | os.PathLike) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as error:
+        raise ValueError(f"Could not read the image file {os.fspath(path)!r}: {error}") from error
