@@ -1,0 +1,31 @@
+"""Head2Toe feature extraction: images in, pooled intermediate activations out.
+
+The public entry point is :class:`IntermediateFeatureTransformer`. The modules
+below it do one job each: :mod:`~skh2t.features.backbones` (backbone specs to
+modules), :mod:`~skh2t.features.weights` (offline weight sources),
+:mod:`~skh2t.features.taps` (which activations to read),
+:mod:`~skh2t.features.pooling` (the pooling rule a(.)),
+:mod:`~skh2t.features.images` and :mod:`~skh2t.features.preprocessing` (inputs),
+:mod:`~skh2t.features.hooks`, :mod:`~skh2t.features.discovery` and
+:mod:`~skh2t.features.extraction` (reading activations during a forward pass).
+"""
+
+from skh2t.features.backbones import Backbone, BackboneReference, WeightSource, load_backbone
+from skh2t.features.taps import TapInfo, default_taps, groups_from_feature_names, model_family
+from skh2t.features.transformer import IntermediateFeatureTransformer
+from skh2t.features.weights import OFFLINE_WEIGHTS, OfflineWeights, WeightsNotFoundError
+
+__all__ = [
+    "OFFLINE_WEIGHTS",
+    "Backbone",
+    "BackboneReference",
+    "IntermediateFeatureTransformer",
+    "OfflineWeights",
+    "TapInfo",
+    "WeightSource",
+    "WeightsNotFoundError",
+    "default_taps",
+    "groups_from_feature_names",
+    "load_backbone",
+    "model_family",
+]

