@@ -68,7 +68,7 @@ class Preprocessor:
         ----------
         images : torch.Tensor or sequence of torch.Tensor
             A ``(B, C, H, W)`` batch or ``(C, H, W)`` images of any size, ``uint8``
-            or float in ``[0, 1]``, ``C`` 1 or 3.
+            or float in ``[0, 1]``, ``C`` 1 or 3. Never modified.
         device : torch.device or str, default="cpu"
             Where the work happens and the result lives.
         dtype : torch.dtype, default=torch.float32
@@ -77,18 +77,23 @@ class Preprocessor:
         Returns
         -------
         torch.Tensor
-            ``(B, 3, *size)``.
+            ``(B, 3, *size)``, in channels-last memory format (oneDNN runs
+            convolutions on the CPU markedly faster that way).
         """
         if isinstance(images, torch.Tensor):
-            batch = self._resize(_unit_float(images.to(device)))
+            batch = self._rgb(images.to(device))
         else:
-            batch = torch.cat(
-                [self._resize(_unit_float(image.to(device)[None])) for image in images]
-            )
-        batch = batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch
+            batch = torch.cat([self._rgb(image.to(device)[None]) for image in images])
         mean = torch.tensor(self.mean, device=batch.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=batch.device).view(1, -1, 1, 1)
-        return ((batch - mean) / std).to(dtype)
+        return batch.sub_(mean).div_(std).to(dtype)
+
+    def _rgb(self, batch: torch.Tensor) -> torch.Tensor:
+        """Scale to [0, 1], resize and expand grayscale: a new channels-last RGB batch."""
+        batch = self._resize(_unit_float(batch))
+        if batch.shape[1] == 1:
+            batch = batch.expand(-1, 3, -1, -1)
+        return batch.contiguous(memory_format=torch.channels_last)
 
     def _resize(self, batch: torch.Tensor) -> torch.Tensor:
         if tuple(batch.shape[-2:]) == self.size:
@@ -103,6 +108,12 @@ class Preprocessor:
 
 
 def _unit_float(images: torch.Tensor) -> torch.Tensor:
+    """A new float32 tensor in [0, 1] (channels-last for 4-D), never a view of ``images``."""
+    converted = images.to(
+        dtype=torch.float32,
+        memory_format=torch.channels_last if images.dim() == 4 else torch.preserve_format,
+        copy=True,
+    )
     if images.dtype == torch.uint8:
-        return images.to(torch.float32).div_(255.0)
-    return images.to(torch.float32).clamp(0.0, 1.0)
+        return converted.div_(255.0)
+    return converted.clamp_(0.0, 1.0)

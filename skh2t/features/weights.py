@@ -199,9 +199,43 @@ def load_state_dict_by_position(
 def load_checkpoint_into(model: nn.Module, path: str | os.PathLike) -> None:
     """Load the state dict in ``path`` into ``model``, strictly by parameter name."""
     state = read_checkpoint(path)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
+    mismatch = describe_mismatch(model, state)
+    if mismatch:
         raise ValueError(
-            f"Checkpoint {str(path)!r} does not fit {type(model).__name__}: {error}"
-        ) from error
+            f"Checkpoint {str(path)!r} does not fit {type(model).__name__}: {mismatch}."
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def describe_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """Say briefly how ``state`` fails to match ``model.state_dict()``; ``""`` if it matches.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> describe_mismatch(nn.Linear(2, 3), {"weight": torch.zeros(3, 2), "scale": torch.ones(1)})
+    '1 missing (bias); 1 unexpected (scale)'
+    """
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    wrong_shape = [
+        f"{key}: {tuple(state[key].shape)} instead of {tuple(tensor.shape)}"
+        for key, tensor in expected.items()
+        if key in state and tuple(state[key].shape) != tuple(tensor.shape)
+    ]
+    parts = [
+        f"{len(keys)} {label} ({_preview(keys)})"
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("with the wrong shape", wrong_shape),
+        )
+        if keys
+    ]
+    return "; ".join(parts)
+
+
+def _preview(items: list[str], limit: int = 4) -> str:
+    more = f", ... {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
