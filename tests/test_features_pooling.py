@@ -1,6 +1,5 @@
 """The pooling rule a(.) of DESIGN.md, checked against hand computations."""
 
-
 import numpy as np
 import pytest
 import torch

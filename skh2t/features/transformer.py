@@ -126,7 +126,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     _parameter_constraints: dict[str, list[Any]] = {
         "backbone": [str, nn.Module],
-        "weights": [StrOptions({"auto", "timm"}), str, os.PathLike, None],
+        "weights": [str, os.PathLike, None],  # "auto", "timm" or a checkpoint path
         "layers": [str, list, tuple],
         "target_size": [Interval(Integral, 1, None, closed="left")],
         "pool_stride": [Interval(Integral, 1, None, closed="left"), None],
@@ -274,7 +274,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         return tags
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: it may be the instance's own __dict__
         module = state.pop("_backbone_module", None)
         if module is not None and state.get("_backbone_reference") is None:
             # A user module cannot be rebuilt: store it whole, on the CPU.
