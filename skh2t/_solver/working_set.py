@@ -87,6 +87,31 @@ def _select_working_set(
     return np.flatnonzero(in_working_set[penalty.group_index])
 
 
+def _group_column_scale(
+    X: np.ndarray, datafit: MultinomialLogistic, penalty: GroupLasso
+) -> np.ndarray:
+    """Per-feature scale, constant within each group: the group's RMS weighted column norm.
+
+    Dividing the columns by it (and the coefficients' rows by its inverse, the
+    group weights by it) is an exact change of variables that keeps the
+    group-lasso form and equalises the curvature across groups, which FISTA's
+    single step size needs when features come from layers of different widths.
+    """
+    column_squares = datafit.weight @ (X * X)
+    group_sizes = np.bincount(penalty.group_index, minlength=penalty.n_groups)
+    group_mean = np.bincount(penalty.group_index, column_squares, minlength=penalty.n_groups)
+    group_scale = np.sqrt(group_mean / group_sizes)
+    group_scale[group_scale == 0] = 1.0
+    return group_scale[penalty.group_index]
+
+
+def _first_feature_of_groups(penalty: GroupLasso) -> np.ndarray:
+    """Index of one feature of every group, in group order."""
+    first = np.empty(penalty.n_groups, dtype=np.intp)
+    first[penalty.group_index[::-1]] = np.arange(penalty.group_index.shape[0])[::-1]
+    return first
+
+
 def solve_group_lasso(
     X: np.ndarray,
     datafit: MultinomialLogistic,
@@ -138,20 +163,27 @@ def solve_group_lasso(
         sub_X = np.asarray(X[:, features], dtype=np.float64)
         if center is not None:
             sub_X -= center[features]
+        column_scale = _group_column_scale(sub_X, datafit, sub_penalty)
+        sub_X /= column_scale
+        scaled_penalty = GroupLasso(
+            penalty.alpha,
+            sub_penalty.group_index,
+            sub_penalty.group_weights / column_scale[_first_feature_of_groups(sub_penalty)],
+        )
         result = fista(
             sub_X,
             datafit,
-            sub_penalty,
-            coef[features],
+            scaled_penalty,
+            coef[features] * column_scale[:, None],
             intercept,
             fit_intercept=fit_intercept,
             max_iter=max_iter - n_iter,
-            group_thresholds=inner_tol * scale * sub_penalty.group_weights,
+            group_thresholds=inner_tol * scale * scaled_penalty.group_weights,
             intercept_threshold=inner_tol * scale,
             lipschitz=lipschitz,
         )
         lipschitz = result.lipschitz
-        coef[features] = result.coef
+        coef[features] = result.coef / column_scale[:, None]
         intercept = result.intercept
         n_iter += result.n_iter
     if center is not None:
