@@ -28,8 +28,6 @@ from skh2t.features.weights import (
     load_checkpoint_into,
 )
 
-#: Weight-source keywords accepted besides a checkpoint path and ``None``.
-WEIGHT_KEYWORDS = ("auto", "timm")
 #: Seed of the random initialisation when ``weights=None``; it makes such backbones rebuildable.
 RANDOM_INIT_SEED = 0
 

@@ -88,7 +88,21 @@ def observe_taps(
     -------
     list of TapObservation
         One per tap: call count, inferred layout, per-example shape, and the
-        index of the earlier tap it duplicates (``-1``: the model input).
+        index of the tap that read the same tensor earlier in the forward pass
+        (``-1``: the model input), if any.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> model = nn.Sequential(
+    ...     nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)
+    ... )
+    >>> taps = [TapRef("0"), TapRef("2"), TapRef("3", "input")]
+    >>> for seen in observe_taps(model, taps, torch.zeros(1, 3, 10, 10)):
+    ...     print(seen)
+    TapObservation(calls=1, layout='nchw', shape=(8, 8, 8), duplicate_of=None)
+    TapObservation(calls=1, layout='nc', shape=(8,), duplicate_of=None)
+    TapObservation(calls=1, layout='nc', shape=(8,), duplicate_of=1)
     """
     probe = _Probe(taps, example)
     with torch.no_grad(), eval_mode(model), hooks_attached(model, taps, probe):
@@ -134,6 +148,17 @@ def build_tap_table(
     Returns
     -------
     list of TapInfo
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    >>> taps = [TapRef("0"), TapRef("2")]
+    >>> seen = observe_taps(model, taps, torch.zeros(1, 3, 10, 10))
+    >>> for tap in build_tap_table(model, taps, seen, explicit=True, target_size=32):
+    ...     print(tap.name, tap.pooled_shape, tap.start, tap.stop)
+    0 (8, 2, 2) 0 32
+    2 (8,) 32 40
     """
     table: list[TapInfo] = []
     start = 0

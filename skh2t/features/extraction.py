@@ -68,6 +68,18 @@ def extract_features(
     -------
     numpy.ndarray
         ``out``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from skh2t.features.pooling import plan_pooling
+    >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    >>> plan = plan_pooling("nchw", (4, 6, 6), pool_stride=3)  # 4 x 2 x 2 features
+    >>> out = np.empty((5, 16), dtype=np.float32)
+    >>> batches = [torch.randn(3, 3, 8, 8), torch.randn(2, 3, 8, 8)]
+    >>> _ = extract_features(model, [TapRef("0")], [plan], [slice(0, 16)], batches, out)
+    >>> np.linalg.norm(out, axis=1).round(4)
+    array([1., 1., 1., 1., 1.], dtype=float32)
     """
     recorder = _Recorder(plans, columns, l2)
     start = 0

@@ -26,7 +26,31 @@ TapCallback = Callable[[int, nn.Module, torch.Tensor], None]
 def hooks_attached(
     model: nn.Module, taps: Sequence[TapRef], callback: TapCallback
 ) -> Iterator[None]:
-    """Call ``callback`` with each tap's activation while the block runs; remove hooks after."""
+    """Call ``callback`` with each tap's activation while the block runs; remove hooks after.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network.
+    taps : sequence of TapRef
+        Where to read; the callback gets the tap's position in this sequence.
+    callback : callable
+        ``callback(tap_index, module, tensor)``, called during forward passes.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    >>> seen = {}
+    >>> def record(index, module, tensor):
+    ...     seen[index] = tuple(tensor.shape)
+    >>> with hooks_attached(model, [TapRef("0", "input"), TapRef("1")], record):
+    ...     _ = model(torch.zeros(2, 4))
+    >>> seen
+    {0: (2, 4), 1: (2, 3)}
+    >>> len(model[0]._forward_pre_hooks)  # removed on the way out
+    0
+    """
     handles = []
     try:
         for index, tap in enumerate(taps):

