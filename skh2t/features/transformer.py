@@ -23,7 +23,7 @@ from skh2t.features.images import ImageArray, ImageList, as_images
 from skh2t.features.preprocessing import Preprocessor
 from skh2t.features.taps import TapInfo, model_family, resolve_layers
 
-_STANDARDIZE_CHUNK = 4096
+_CHUNK_ELEMENTS = 1 << 24  # 16 Mi values, 128 MiB in float64
 
 
 class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
@@ -104,6 +104,18 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     Notes
     -----
+    The output is wide: with Lite0 at 224 px, ``target_size`` 512, 1024, 2048,
+    4096 and 8192 give about 28k, 42k, 78k, 180k and 406k features (1.6 MB per
+    image in float32 at 8192).
+
+    Images are resized whole to the input size (no crop), as Head2Toe's VTAB
+    pipeline does. A tap's features are ordered channel-major: channel, then
+    pooled position (row-major).
+
+    Extraction pools inside forward hooks under ``torch.inference_mode()``; on
+    the CPU, reading all default taps costs about 1.06-1.10x the backbone's
+    bare forward pass (``benchmarks/bench_extraction.py``).
+
     Pickling stores no weights for a named backbone, only how to rebuild it
     (name, weight source and a fingerprint of the weights); the backbone is
     rebuilt on the CPU the first time it is needed after loading. A module
@@ -275,13 +287,17 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # a copy: it may be the instance's own __dict__
-        module = state.pop("_backbone_module", None)
-        if module is not None and state.get("_backbone_reference") is None:
-            # A user module cannot be rebuilt: store it whole, on the CPU.
-            on_cpu = _on_cpu(module)
-            state["_backbone_module"] = on_cpu
-            if state.get("backbone") is module:
-                state["backbone"] = on_cpu
+        if state.get("_backbone_reference") is not None:
+            state.pop("_backbone_module", None)  # rebuilt from the reference on first use
+        # A user module cannot be rebuilt: it is stored whole, on the CPU (once, if the
+        # parameter and the fitted module are the same object).
+        on_cpu: dict[int, nn.Module] = {}
+        for key in ("backbone", "_backbone_module"):
+            module = state.get(key)
+            if isinstance(module, nn.Module):
+                if id(module) not in on_cpu:
+                    on_cpu[id(module)] = _on_cpu(module)
+                state[key] = on_cpu[id(module)]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -349,8 +365,9 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
     def _fit_standardization(self, features: np.ndarray) -> None:
         mean = features.mean(axis=0, dtype=np.float64)
         squares = np.zeros_like(mean)
-        for start in range(0, features.shape[0], _STANDARDIZE_CHUNK):
-            centred = features[start : start + _STANDARDIZE_CHUNK] - mean
+        rows = max(1, _CHUNK_ELEMENTS // features.shape[1])  # bounds the float64 temporaries
+        for start in range(0, features.shape[0], rows):
+            centred = features[start : start + rows] - mean
             squares += np.einsum("ij,ij->j", centred, centred)
         scale = np.sqrt(squares / features.shape[0])
         scale[scale < 10 * np.finfo(np.float32).eps * np.maximum(1.0, np.abs(mean))] = 1.0
@@ -358,10 +375,8 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         self.scale_ = scale.astype(np.float32)
 
     def _standardize(self, features: np.ndarray) -> None:
-        for start in range(0, features.shape[0], _STANDARDIZE_CHUNK):
-            chunk = features[start : start + _STANDARDIZE_CHUNK]
-            chunk -= self.mean_
-            chunk /= self.scale_
+        features -= self.mean_
+        features /= self.scale_
 
 
 def resolve_device(device: str | torch.device, *, fallback_to_cpu: bool = False) -> torch.device:
