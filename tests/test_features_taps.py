@@ -279,3 +279,26 @@ def test_groups_from_feature_names_match_feature_groups():
     transformer = fitted("test_resnet")
     groups = groups_from_feature_names(transformer.get_feature_names_out())
     np.testing.assert_array_equal(groups, transformer.feature_groups_)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:timm.layers.interpolate")
+def test_windowed_attention_activations_are_not_per_image():
+    """MaxViT attends within windows: its qkv inputs have one row per window, not per image."""
+    qkv = "stages.0.blocks.0.attn_block.attn.qkv"
+    auto = fitted("test_maxvit", image_size=64)
+    assert auto.backbone_family_ == "generic"
+    assert f"{qkv}:input" in names(default_taps(auto.backbone_))
+    assert f"{qkv}:input" not in names(auto.taps_)  # (in the last stage, one window per image)
+    explicit = IntermediateFeatureTransformer(
+        backbone="test_maxvit", weights=None, image_size=64, layers=[f"{qkv}:input"]
+    )
+    with pytest.raises(ValueError, match="does not hold one row per image"):
+        explicit.fit(IMAGES)
+
+
+def test_mobilenetv4_blocks_contribute_their_nested_convolutions():
+    model = meta_model("mobilenetv4_conv_small")
+    taps = names(default_taps(model))
+    assert model_family(model) == "mobilenetv3"
+    assert "blocks.2.0.dw_start.conv:input" in taps
+    assert "blocks.2.0.pw_exp.conv:input" in taps

@@ -27,6 +27,7 @@ class TapObservation:
     layout: str | None
     shape: tuple[int, ...]
     duplicate_of: int | None
+    per_image: bool = True
 
 
 class _Probe:
@@ -39,6 +40,8 @@ class _Probe:
         self.layouts: list[str | None] = [None] * n_taps
         self.shapes: list[tuple[int, ...]] = [()] * n_taps
         self.duplicate_of: list[int | None] = [None] * n_taps
+        self.per_image = [True] * n_taps
+        self._batch_size = example.shape[0]
         self._seen: dict[tuple[int, int], int] = {_identity(example): -1}
         self._keep_alive = [example]
 
@@ -48,6 +51,7 @@ class _Probe:
             return
         self.layouts[index] = infer_layout(module, self.hooks[index], tensor.dim())
         self.shapes[index] = tuple(tensor.shape[1:])
+        self.per_image[index] = tensor.dim() > 0 and tensor.shape[0] == self._batch_size
         # The same tensor object at the same version is the same activation: keep the first.
         first = self._seen.setdefault(_identity(tensor), index)
         self.duplicate_of[index] = None if first == index else first
@@ -55,9 +59,14 @@ class _Probe:
 
     def observations(self) -> list[TapObservation]:
         return [
-            TapObservation(calls, layout, shape, duplicate)
-            for calls, layout, shape, duplicate in zip(
-                self.calls, self.layouts, self.shapes, self.duplicate_of, strict=True
+            TapObservation(*fields)
+            for fields in zip(
+                self.calls,
+                self.layouts,
+                self.shapes,
+                self.duplicate_of,
+                self.per_image,
+                strict=True,
             )
         ]
 
@@ -82,7 +91,8 @@ def observe_taps(
     taps : sequence of TapRef
         Where to look.
     example : torch.Tensor
-        A preprocessed batch, typically of one image.
+        A preprocessed batch of at least two images (so that activations whose
+        first axis is not the batch axis can be told apart).
 
     Returns
     -------
@@ -98,11 +108,11 @@ def observe_taps(
     ...     nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)
     ... )
     >>> taps = [TapRef("0"), TapRef("2"), TapRef("3", "input")]
-    >>> for seen in observe_taps(model, taps, torch.zeros(1, 3, 10, 10)):
+    >>> for seen in observe_taps(model, taps, torch.zeros(2, 3, 10, 10)):
     ...     print(seen)
-    TapObservation(calls=1, layout='nchw', shape=(8, 8, 8), duplicate_of=None)
-    TapObservation(calls=1, layout='nc', shape=(8,), duplicate_of=None)
-    TapObservation(calls=1, layout='nc', shape=(8,), duplicate_of=1)
+    TapObservation(calls=1, layout='nchw', shape=(8, 8, 8), duplicate_of=None, per_image=True)
+    TapObservation(calls=1, layout='nc', shape=(8,), duplicate_of=None, per_image=True)
+    TapObservation(calls=1, layout='nc', shape=(8,), duplicate_of=1, per_image=True)
     """
     probe = _Probe(taps, example)
     with torch.no_grad(), eval_mode(model), hooks_attached(model, taps, probe):
@@ -154,7 +164,7 @@ def build_tap_table(
     >>> from torch import nn
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     >>> taps = [TapRef("0"), TapRef("2")]
-    >>> seen = observe_taps(model, taps, torch.zeros(1, 3, 10, 10))
+    >>> seen = observe_taps(model, taps, torch.zeros(2, 3, 10, 10))
     >>> for tap in build_tap_table(model, taps, seen, explicit=True, target_size=32):
     ...     print(tap.name, tap.pooled_shape, tap.start, tap.stop)
     0 (8, 2, 2) 0 32
@@ -187,6 +197,11 @@ def _problem(tap: TapRef, seen: TapObservation, model_name: str) -> str | None:
             f"Module {tap.module!r} runs {seen.calls} times per forward pass of {model_name} "
             f"(a shared module), so tap {tap.name!r} is ambiguous; tap a module that runs once, "
             "such as the input of the next layer."
+        )
+    if not seen.per_image:
+        return (
+            f"Tap {tap.name!r} does not hold one row per image (its first axis is not the "
+            "batch axis, e.g. attention windows), so it cannot be pooled per image."
         )
     if seen.layout is None:
         return (

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from timm.layers import LayerNorm2d
+from timm.layers import CondConv2d, LayerNorm2d, MixedConv2d
 from timm.models.convnext import ConvNeXt
 from timm.models.efficientnet import EfficientNet
 from timm.models.mobilenetv3 import MobileNetV3
@@ -37,6 +37,7 @@ INPUT_SUFFIX = ":input"
 OUTPUT_SUFFIX = ":output"
 MODEL_OUTPUT = "output"
 _GLOB_CHARS = "*?["
+_CONVOLUTIONS = (nn.Conv2d, CondConv2d, MixedConv2d)
 _CHANNELS_FIRST_1D = (
     nn.Conv1d,
     nn.ConvTranspose1d,
@@ -214,8 +215,7 @@ def _efficientnet_taps(model: EfficientNet | MobileNetV3) -> list[TapRef]:
     taps = [TapRef("bn1")]
     for stage_index, stage in model.blocks.named_children():
         for block_index, block in stage.named_children():
-            convs = [name for name, _ in block.named_children() if name.startswith("conv")]
-            taps += _child_inputs(f"blocks.{stage_index}.{block_index}", block, convs)
+            taps += _conv_inputs(f"blocks.{stage_index}.{block_index}", block)
     # EfficientNet's final map is after conv_head + bn2; MobileNetV3 applies its head conv
     # after global pooling, so there the final map is the last block's output.
     final_map = "bn2" if isinstance(model, EfficientNet) else "blocks"
@@ -242,6 +242,22 @@ def _generic_taps(model: nn.Module) -> list[TapRef]:
     ]
     classifier = _classifier_name(model)
     return [*taps, TapRef(classifier if classifier is not None else "")]
+
+
+def _conv_inputs(prefix: str, block: nn.Module) -> list[TapRef]:
+    """Inputs of the convolutions of a block, in module order, squeeze-excitation gates aside.
+
+    A mixed or conditional convolution counts as one: its parts are not visited.
+    """
+    taps = []
+    for name, child in block.named_children():
+        if name == "se":
+            continue
+        if isinstance(child, _CONVOLUTIONS):
+            taps.append(TapRef(f"{prefix}.{name}", "input"))
+        else:
+            taps += _conv_inputs(f"{prefix}.{name}", child)
+    return taps
 
 
 def _child_inputs(prefix: str, parent: nn.Module, children: Sequence[str]) -> list[TapRef]:

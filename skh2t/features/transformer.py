@@ -179,7 +179,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> IntermediateFeatureTransformer:
-        """Build the backbone and find the taps (one forward pass on one image).
+        """Build the backbone and find the taps (one forward pass on the first image).
 
         With ``normalization="standard"``, also extract every image of ``X`` to
         learn the per-feature mean and standard deviation.
@@ -315,7 +315,8 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         model = loaded.model.to(device)
         refs = resolve_layers(model, self.layers)
         preprocess = Preprocessor.from_data_config(loaded.data_config)
-        example = preprocess(images.batch(0, 1), device=device, dtype=_dtype_of(model))
+        first = preprocess(images.batch(0, 1), device=device, dtype=_dtype_of(model))
+        example = torch.cat([first, first])  # two rows tell the batch axis apart
         observations = observe_taps(model, refs, example)
         self._backbone_module = model
         self._backbone_reference: BackboneReference | None = loaded.reference
