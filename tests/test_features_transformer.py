@@ -2,7 +2,6 @@
 
 import joblib
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
@@ -138,6 +137,7 @@ def test_feature_groups_and_tap_table(transformer):
         assert tap.n_features == int(np.prod(tap.pooled_shape))
         if index:
             assert tap.start == taps[index - 1].stop
+    pd = pytest.importorskip("pandas")
     table = pd.DataFrame(taps)
     assert list(table.columns[:4]) == ["name", "module", "hook", "layout"]
     assert table["name"].tolist()[-2:] == ["fc:input", "fc"]
@@ -156,6 +156,7 @@ def test_target_size_and_pool_stride_shape_the_taps():
 
 
 def test_set_output_pandas(transformer):
+    pd = pytest.importorskip("pandas")
     frame = clone(transformer).set_output(transform="pandas").fit_transform(IMAGES)
     assert isinstance(frame, pd.DataFrame)
     assert frame.columns[0] == "act1__0"

@@ -318,10 +318,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         first = preprocess(images.batch(0, 1), device=device, dtype=_dtype_of(model))
         example = torch.cat([first, first])  # two rows tell the batch axis apart
         observations = observe_taps(model, refs, example)
-        self._backbone_module = model
-        self._backbone_reference: BackboneReference | None = loaded.reference
-        self._fitted_normalization = self.normalization
-        self.taps_: list[TapInfo] = build_tap_table(
+        taps = build_tap_table(
             model,
             refs,
             observations,
@@ -329,10 +326,15 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
             target_size=self.target_size,
             pool_stride=self.pool_stride,
         )
-        self.backbone_family_ = model_family(model)
-        self.data_config_ = loaded.data_config
+        # Everything worked: replace the fitted state as a whole.
         for stale in ("mean_", "scale_"):
             self.__dict__.pop(stale, None)
+        self._backbone_module = model
+        self._backbone_reference: BackboneReference | None = loaded.reference
+        self._fitted_normalization = self.normalization
+        self.taps_: list[TapInfo] = taps
+        self.backbone_family_ = model_family(model)
+        self.data_config_ = loaded.data_config
 
     def _live_backbone(self) -> nn.Module:
         if self._backbone_module is None:
