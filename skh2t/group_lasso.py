@@ -39,7 +39,10 @@ class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
     With ``keep_fraction`` or ``n_features_to_select`` set, the features are
     then scored by the sum of squares of their row of ``W``, the best ones are
     kept, and a fresh softmax head with a small ridge penalty ``refit_l2`` is
-    fitted on them (Head2Toe, Evci et al. 2022). ``coef_`` is always expressed
+    fitted on them (Head2Toe, Evci et al. 2022). The proximal solver gives
+    exact zeros, so features with zero weight are ranked after the others by
+    their dual score (how close they are to entering the model); Head2Toe's
+    dense Adam solution ranks every feature too. ``coef_`` is always expressed
     in the full input space, with zeros for dropped features.
 
     Parameters
@@ -95,9 +98,15 @@ class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
     feature_scores_ : ndarray of shape (n_features,)
         Head2Toe relevance of every feature: the sum of squares of its row of
         the penalised coefficients.
+    dual_scores_ : ndarray of shape (n_features,)
+        ``||grad_g|| / (alpha * w_g)`` of every feature's group at the
+        solution: 1 for groups in the model, below 1 for the others, and the
+        closer to 1 the sooner the group would enter as ``alpha`` decreases.
     support_ : ndarray of shape (n_features,)
-        Mask of the features used by the final model (only features with a
-        non-zero score are ever kept).
+        Mask of the features used by the final model: the top
+        ``feature_scores_``; when more features are asked for than have a
+        non-zero weight, the zero-weight ones with the highest
+        ``dual_scores_`` complete the selection.
     group_labels_ : ndarray of shape (n_groups,)
         The distinct group labels.
     group_weights_ : ndarray of shape (n_groups,)
@@ -228,7 +237,8 @@ class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
             result.coef, result.intercept
         )
         self.feature_scores_ = np.einsum("ij,ij->i", result.coef, result.coef)
-        self.support_ = self._select(self.feature_scores_)
+        self.dual_scores_ = result.dual_scores[penalty.group_index]
+        self.support_ = self._select(self.feature_scores_, self.dual_scores_)
         self.coef_, self.intercept_ = self._refit(X, datafit, result)
         return self
 
@@ -288,7 +298,7 @@ class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
         )
         return np.zeros((n_features, n_classes)), intercept
 
-    def _select(self, scores: np.ndarray) -> np.ndarray:
+    def _select(self, scores: np.ndarray, dual_scores: np.ndarray) -> np.ndarray:
         n_features = scores.shape[0]
         if self.n_features_to_select is not None:
             n_keep = self.n_features_to_select
@@ -296,9 +306,10 @@ class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
             n_keep = max(1, math.floor(n_features * self.keep_fraction))
         else:
             return scores > 0
-        n_keep = min(n_keep, int(np.count_nonzero(scores)))
+        # Rank by weight; features with zero weight by how close they are to entering.
+        ranking = np.lexsort((np.arange(n_features), -dual_scores, -scores))
         support = np.zeros(n_features, dtype=bool)
-        support[np.argsort(-scores, kind="stable")[:n_keep]] = True
+        support[ranking[:n_keep]] = True
         return support
 
     def _refit(self, X, datafit: MultinomialLogistic, result):

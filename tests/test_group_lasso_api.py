@@ -53,11 +53,19 @@ def test_refit_is_an_l2_logistic_regression_on_the_kept_features(digits):
     np.testing.assert_allclose(clf.predict_proba(X), reference.predict_proba(X[:, kept]), atol=1e-5)
 
 
-def test_selection_never_keeps_features_with_zero_score(digits):
+def test_selection_ranks_zero_weight_features_by_dual_score(digits):
     X, y = digits
-    clf = GroupLassoClassifier(alpha=0.02, keep_fraction=1.0).fit(X, y)
-    assert clf.get_support().sum() == np.count_nonzero(clf.feature_scores_)
-    assert clf.get_support().sum() < X.shape[1]
+    clf = GroupLassoClassifier(alpha=0.02, keep_fraction=0.75).fit(X, y)
+    n_nonzero = np.count_nonzero(clf.feature_scores_)
+    support = clf.get_support()
+    assert n_nonzero < support.sum() == 48
+    assert np.all(support[clf.feature_scores_ > 0])
+    completed = support & (clf.feature_scores_ == 0)
+    dropped = ~support
+    assert clf.dual_scores_[completed].min() >= clf.dual_scores_[dropped].max()
+    # At the optimum, groups in the model sit on the dual boundary, the others below it.
+    np.testing.assert_allclose(clf.dual_scores_[clf.feature_scores_ > 0], 1.0, atol=1e-3)
+    assert clf.dual_scores_[clf.feature_scores_ == 0].max() <= 1.0 + 1e-3
 
 
 def test_without_selection_the_penalised_fit_is_the_model(digits):

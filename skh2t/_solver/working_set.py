@@ -23,6 +23,7 @@ class WorkingSetResult:
     converged: bool
     kkt_violation: float
     objective: float
+    dual_scores: np.ndarray  # per group, ||grad_g|| / (alpha w_g) at the solution
 
 
 def full_gradient(
@@ -140,7 +141,7 @@ def solve_group_lasso(
         intercept += center @ coef  # to the centred parametrisation
     scale = penalty.alpha if penalty.alpha > 0 else 1.0
     n_iter, working_set_size, lipschitz = 0, 0, None
-    for outer in range(_MAX_OUTER):
+    for outer in range(_MAX_OUTER + 1):
         loss, grad_coef, grad_intercept = full_gradient(X, datafit, coef, intercept, center)
         worst, violation = relative_kkt_violation(
             penalty, coef, grad_coef, grad_intercept, fit_intercept
@@ -153,7 +154,7 @@ def solve_group_lasso(
                 f"relative KKT violation {worst:.2e}, active groups {n_active}, "
                 f"FISTA iterations {n_iter}"
             )
-        if worst <= tol or n_iter >= max_iter:
+        if worst <= tol or n_iter >= max_iter or outer == _MAX_OUTER:
             break
         features = _select_working_set(penalty, coef, violation, working_set_size)
         sub_penalty, _ = penalty.restricted(features)
@@ -188,4 +189,5 @@ def solve_group_lasso(
         n_iter += result.n_iter
     if center is not None:
         intercept -= center @ coef
-    return WorkingSetResult(coef, intercept, n_iter, worst <= tol, worst, objective)
+    dual_scores = penalty.group_norms(grad_coef) / (scale * penalty.group_weights)
+    return WorkingSetResult(coef, intercept, n_iter, worst <= tol, worst, objective, dual_scores)
