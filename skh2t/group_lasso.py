@@ -50,9 +50,13 @@ class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
     alpha : float, default=1e-3
         Group-lasso strength. ``alpha >= alpha_max(X, y)`` gives all-zero
         coefficients; a fraction of :meth:`alpha_max` is a good way to set it.
-    groups : array-like of shape (n_features,), default=None
+    groups : array-like of shape (n_features,), "feature_name_prefix" or None, default=None
         Group label of every feature (e.g. the layer it comes from). ``None``
-        puts every feature in a group of its own.
+        puts every feature in a group of its own. ``"feature_name_prefix"``
+        groups the columns of a DataFrame by their name up to the last
+        ``"__"``: with ``IntermediateFeatureTransformer(...).set_output(
+        transform="pandas")`` before it in a pipeline, one group per tap,
+        whatever the pooling (so it survives a grid search over target sizes).
     group_weights : array-like of shape (n_groups,), default=None
         Weight of every group, in the order of ``np.unique(groups)``.
         ``None`` uses the square root of each group's size.
@@ -145,7 +149,7 @@ class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "groups": ["array-like", None],
+        "groups": ["array-like", StrOptions({"feature_name_prefix"}), None],
         "group_weights": ["array-like", None],
         "keep_fraction": [Interval(Real, 0, 1, closed="right"), None],
         "n_features_to_select": [Interval(Integral, 1, None, closed="left"), None],
@@ -270,7 +274,10 @@ class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
         return MultinomialLogistic(y_encoded, self.classes_.shape[0], sample_weight)
 
     def _make_penalty(self, n_features: int) -> GroupLasso:
-        labels, group_index = _encode_groups(self.groups, n_features)
+        groups = self.groups
+        if isinstance(groups, str):
+            groups = _groups_from_feature_names(getattr(self, "feature_names_in_", None))
+        labels, group_index = _encode_groups(groups, n_features)
         weights = _check_group_weights(self.group_weights, group_index, labels.shape[0])
         self.group_labels_, self.group_weights_ = labels, weights
         return GroupLasso(self.alpha, group_index, weights)
@@ -475,6 +482,16 @@ class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.sparse = False
         tags.classifier_tags.multi_class = True
         return tags
+
+
+def _groups_from_feature_names(feature_names: np.ndarray | None) -> np.ndarray:
+    if feature_names is None:
+        raise ValueError(
+            "groups='feature_name_prefix' needs feature names, but X has none: fit on a "
+            "pandas DataFrame, e.g. put IntermediateFeatureTransformer(...).set_output("
+            "transform='pandas') before this classifier in the pipeline."
+        )
+    return np.array([str(name).rpartition("__")[0] or str(name) for name in feature_names])
 
 
 def _encode_groups(groups: ArrayLike | None, n_features: int) -> tuple[np.ndarray, np.ndarray]:

@@ -108,6 +108,19 @@ def test_pipeline_grid_search_and_pickle(digits):
     assert search.best_score_ > 0.85
 
 
+def test_groups_from_feature_name_prefixes():
+    pd = pytest.importorskip("pandas")
+    X, y = load_iris(return_X_y=True)
+    columns = ["sepal__length", "sepal__width", "petal__length", "petal__width"]
+    clf = GroupLassoClassifier(groups="feature_name_prefix", alpha=0.05)
+    clf.fit(pd.DataFrame(X, columns=columns), y)
+    np.testing.assert_array_equal(clf.group_labels_, ["petal", "sepal"])
+    explicit = GroupLassoClassifier(groups=["s", "s", "p", "p"], alpha=0.05).fit(X, y)
+    np.testing.assert_allclose(clf.coef_, explicit.coef_)
+    with pytest.raises(ValueError, match="needs feature names"):
+        GroupLassoClassifier(groups="feature_name_prefix").fit(X, y)
+
+
 def test_verbose_reports_progress(capsys, digits):
     X, y = digits
     GroupLassoClassifier(alpha=0.01, verbose=1).fit(X, y)
