@@ -1,7 +1,33 @@
-"""skh2t: Head2Toe transfer learning from pretrained vision backbones, for scikit-learn."""
+"""skh2t: Head2Toe transfer learning from pretrained vision backbones, for scikit-learn.
+
+- :class:`GroupLassoClassifier`: softmax regression with a group-lasso penalty
+  and Head2Toe's select-and-refit.
+- :class:`IntermediateFeatureTransformer` (from :mod:`skh2t.features`): images
+  in, pooled and normalised activations of (nearly) every layer out.
+- :mod:`skh2t.datasets`: Fashion-MNIST, image folders, VTAB-1k subsampling.
+"""
+
+from importlib import import_module
+from typing import Any
 
 from skh2t.group_lasso import GroupLassoClassifier
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["GroupLassoClassifier", "__version__"]
+# Importing torch and timm takes seconds: the feature extraction loads on first use.
+_LAZY_SUBMODULES = {"datasets", "features"}
+_LAZY_ATTRIBUTES = {"IntermediateFeatureTransformer": "skh2t.features"}
+
+__all__ = ["GroupLassoClassifier", "IntermediateFeatureTransformer", "__version__", "datasets"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        return import_module(f"skh2t.{name}")
+    if name in _LAZY_ATTRIBUTES:
+        return getattr(import_module(_LAZY_ATTRIBUTES[name]), name)
+    raise AttributeError(f"module 'skh2t' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

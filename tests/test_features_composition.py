@@ -8,15 +8,15 @@ import pytest
 import timm
 import torch
 from sklearn.base import clone
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from skh2t import GroupLassoClassifier
 from skh2t.features import IntermediateFeatureTransformer
 
 # The classifier and its regularisation grid: the one line to change to compose with another
 # classifier, e.g. (GroupLassoClassifier(), {"alpha": [1e-4, 1e-3]}).
-CLASSIFIER, REGULARISATION = LogisticRegression(max_iter=500), {"C": [0.1, 10.0]}
+CLASSIFIER, REGULARISATION = GroupLassoClassifier(), {"alpha": [1e-4, 1e-3]}
 
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 128}
 
@@ -109,3 +109,24 @@ def test_pickled_user_module_is_stored_whole():
     features = loaded.named_steps["features"]
     assert features.backbone_ is features.backbone
     np.testing.assert_array_equal(loaded.predict_proba(X_TEST), expected)
+
+
+def test_one_group_per_tap_follows_a_grid_over_target_size():
+    """With pandas output, the classifier groups columns by tap whatever the pooling."""
+    pytest.importorskip("pandas")
+    features = IntermediateFeatureTransformer(**TINY).set_output(transform="pandas")
+    pipe = Pipeline(
+        [("features", features), ("clf", GroupLassoClassifier(groups="feature_name_prefix"))]
+    )
+    search = GridSearchCV(
+        pipe, {"features__target_size": [64, 256], "clf__alpha": [1e-3]}, cv=2
+    ).fit(X_TRAIN, Y_TRAIN)
+    best = search.best_estimator_
+    tap_names = [tap.name for tap in best["features"].taps_]
+    np.testing.assert_array_equal(np.sort(best["clf"].group_labels_), np.sort(tap_names))
+    nonzero_rows = np.any(best["clf"].coef_ != 0, axis=0)
+    # Inside a selected tap only features that are identically zero keep a zero row.
+    dead = np.all(best["features"].transform(X_TRAIN).to_numpy() == 0, axis=0)
+    for tap in best["features"].taps_:
+        rows, dead_rows = nonzero_rows[tap.start : tap.stop], dead[tap.start : tap.stop]
+        assert not rows.any() or np.array_equal(rows, ~dead_rows)

@@ -13,7 +13,6 @@ from skh2t.features import IntermediateFeatureTransformer, default_taps, model_f
 from skh2t.features.taps import (
     TapRef,
     describe_modules,
-    groups_from_feature_names,
     infer_layout,
     resolve_layers,
 )
@@ -273,12 +272,6 @@ def test_explicit_unpoolable_activation_fails_clearly():
 )
 def test_infer_layout(module, hook, rank, expected):
     assert infer_layout(module, hook, rank) == expected
-
-
-def test_groups_from_feature_names_match_feature_groups():
-    transformer = fitted("test_resnet")
-    groups = groups_from_feature_names(transformer.get_feature_names_out())
-    np.testing.assert_array_equal(groups, transformer.feature_groups_)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning:timm.layers.interpolate")

@@ -11,7 +11,7 @@ modules), :mod:`~skh2t.features.weights` (offline weight sources),
 """
 
 from skh2t.features.backbones import Backbone, BackboneReference, WeightSource, load_backbone
-from skh2t.features.taps import TapInfo, default_taps, groups_from_feature_names, model_family
+from skh2t.features.taps import TapInfo, default_taps, model_family
 from skh2t.features.transformer import IntermediateFeatureTransformer
 from skh2t.features.weights import OFFLINE_WEIGHTS, OfflineWeights, WeightsNotFoundError
 
@@ -25,7 +25,6 @@ __all__ = [
     "WeightSource",
     "WeightsNotFoundError",
     "default_taps",
-    "groups_from_feature_names",
     "load_backbone",
     "model_family",
 ]

@@ -22,7 +22,6 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from timm.layers import CondConv2d, LayerNorm2d, MixedConv2d
 from timm.models.convnext import ConvNeXt
 from timm.models.efficientnet import EfficientNet
@@ -412,19 +411,3 @@ def _works_on_last_axis(module: nn.Module, hook: str) -> bool:
         return True
     output_format = getattr(module, "output_fmt", None)
     return hook == "output" and getattr(output_format, "value", output_format) == "NHWC"
-
-
-def groups_from_feature_names(feature_names: Sequence[str]) -> np.ndarray:
-    """Group index per feature from names ``"<tap>__<index>"``: one group per tap.
-
-    Groups are numbered by first appearance. Useful with a group-lasso
-    classifier that sees the features as a DataFrame.
-
-    Examples
-    --------
-    >>> groups_from_feature_names(["a__0", "a__1", "b:input__0"])
-    array([0, 0, 1])
-    """
-    taps = [str(name).rsplit("__", 1)[0] for name in feature_names]
-    index = {tap: i for i, tap in enumerate(dict.fromkeys(taps))}
-    return np.array([index[tap] for tap in taps], dtype=np.intp)
