@@ -52,7 +52,6 @@ numpydoc_xref_param_type = False  # cross-references would need intersphinx (net
 
 # -- Math: rendered in the browser by MathJax, nothing fetched at build time. ---------
 
-mathjax3_config = {"tex": {"macros": {"R": "\\mathbb{R}"}}}
 
 # -- Intersphinx is deliberately not configured: the build must work offline. -------
 # Opt in with SKH2T_DOCS_INTERSPHINX=1 when online.
@@ -87,22 +86,20 @@ html_context = {"default_mode": "light"}
 # in "_" is a reST hyperlink reference ("Unknown target name"). Quote such names as
 # literals before numpydoc parses the docstring (numpydoc runs at priority 500).
 _BARE_TRAILING_UNDERSCORE = re.compile(r"(?<![`\w])([A-Za-z]\w*_)(?=[,)])")
-_TYPE_LINE = re.compile(r"^(\s*\w+ : )(.*)$")
 
 
 def _quote_trailing_underscore_names(app, what, name, obj, options, lines):
     for index, line in enumerate(lines):
-        match = _TYPE_LINE.match(line)
-        if match and "shape (" in match.group(2):
-            quoted = _BARE_TRAILING_UNDERSCORE.sub(r"``\1``", match.group(2))
-            lines[index] = match.group(1) + quoted
+        if "shape (" in line:
+            lines[index] = _BARE_TRAILING_UNDERSCORE.sub(r"``\1``", line)
 
 
 # -- The API reference stays complete --------------------------------------------------
 
 #: Modules whose ``__all__`` must be listed in api.rst (the CLI only once it exists).
-PUBLIC_MODULES = ("skh2t", "skh2t.features", "skh2t.datasets")
-_AUTOSUMMARY_ENTRY = re.compile(r"^ {3}~?([A-Za-z_][\w.]*)\s*$", re.MULTILINE)
+PUBLIC_MODULES = ("skh2t", "skh2t.features", "skh2t.datasets", "skh2t.finetune")
+# Autosummary entries ("   name", "   ~module.name") and data directives (".. py:data:: NAME").
+_API_ENTRY = re.compile(r"^(?: {3}~?|\.\. py:data:: )([A-Za-z_][\w.]*)\s*$", re.MULTILINE)
 
 
 def _check_api_reference(app):
@@ -116,13 +113,15 @@ def _check_api_reference(app):
     api = os.path.join(app.srcdir, "api.rst")
     with open(api, encoding="utf-8") as handle:
         text = handle.read()
-    listed = set(_AUTOSUMMARY_ENTRY.findall(text))
+    listed = set()
+    for entry in _API_ENTRY.findall(text):
+        listed.update({entry, entry.rpartition(".")[2]})
     for module_name in PUBLIC_MODULES:
         module = importlib.import_module(module_name)
         for name in getattr(module, "__all__", ()):
             if name.startswith("__") or inspect.ismodule(getattr(module, name, None)):
                 continue
-            if name not in listed and f"{module_name}.{name}" not in listed:
+            if name not in listed:
                 logger.warning(
                     "public name %s.%s is not in docs/api.rst", module_name, name, location="api"
                 )
