@@ -605,7 +605,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_images,)
         """
-        return self.classes_[self._forward(X, features_only=False).argmax(axis=1)]
+        logits = self._forward(X, features_only=False)
+        return self.classes_[logits.argmax(axis=1)]
 
     def penultimate_features(self, X: Any) -> np.ndarray:
         """Penultimate (pre-logits) features of the fine-tuned backbone.

@@ -1,0 +1,305 @@
+"""FineTuneClassifier on tiny timm models: head preparation, drift, reproducibility, pickling."""
+
+from __future__ import annotations
+
+import joblib
+import matplotlib
+import numpy as np
+import pytest
+import timm
+import torch
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+
+from skh2t.finetune import FineTuneClassifier, feature_drift, plot_feature_drift
+from skh2t.finetune.network import head_from_probe
+
+matplotlib.use("Agg")
+
+N_IMAGES, SIZE, N_CLASSES = 40, 32, 4
+
+
+@pytest.fixture(scope="module")
+def data():
+    """40 RGB 32 px images of 4 classes that differ in brightness and colour."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(N_CLASSES), N_IMAGES // N_CLASSES)
+    base = rng.normal(0.5, 0.15, (N_IMAGES, SIZE, SIZE, 3))
+    base[..., 0] += 0.1 * (y[:, None, None] - 1.5)
+    base[..., 1] -= 0.05 * (y[:, None, None] % 2)
+    X = (np.clip(base, 0, 1) * 255).astype(np.uint8)
+    return X, np.array(["a", "b", "c", "d"])[y]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: tiny models run faster and steadier so on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    """test_resnet fine-tuned for two epochs with a validation split."""
+    return make(epochs=2, validation_fraction=0.25).fit(*data)
+
+
+def make(**params) -> FineTuneClassifier:
+    defaults = {
+        "backbone": "test_resnet",
+        "weights": None,
+        "image_size": SIZE,
+        "probe_epochs": 2,
+        "epochs": 1,
+        "batch_size": 10,
+        "lr": 1e-3,
+        "random_state": 0,
+    }
+    return FineTuneClassifier(**{**defaults, **params})
+
+
+def test_energy_decreases_as_probe_epochs_increase(data):
+    X, y = data
+    energies = [
+        make(probe_epochs=n, epochs=0, validation_fraction=None).fit(X, y).energy_
+        for n in (0, 2, 10)
+    ]
+    losses = [energy["loss"] for energy in energies]
+    assert losses[0] > losses[1] > losses[2]
+    assert energies[2]["accuracy"] >= energies[0]["accuracy"]
+    assert all(set(energy) == {"loss", "accuracy"} for energy in energies)
+
+
+def test_label_smoothing_and_temperature_change_the_prepared_head(data):
+    X, y = data
+    plain = make(probe_epochs=10, epochs=0, validation_fraction=None).fit(X, y).energy_["loss"]
+    smoothed = make(probe_epochs=10, epochs=0, validation_fraction=None, label_smoothing=0.5)
+    hot = make(probe_epochs=10, epochs=0, validation_fraction=None, temperature=0.5)
+    # Both keep the head's logits smaller, hence more energy for fine-tuning.
+    assert smoothed.fit(X, y).energy_["loss"] > plain
+    assert hot.fit(X, y).energy_["loss"] > plain
+
+
+@pytest.mark.parametrize("backbone", ["test_resnet", "test_efficientnet"])
+def test_drift_is_zero_before_the_first_step_and_recorded_every_epoch(data, fitted, backbone):
+    X, y = data
+    if backbone == "test_resnet":
+        clf = fitted
+    else:
+        clf = make(backbone=backbone, epochs=2, validation_fraction=0.25).fit(X, y)
+    history = clf.history_
+    assert history["epoch"] == [0, 1, 2]
+    assert clf.n_iter_ == 2
+    assert history["feature_distance"][0] == 0.0
+    assert history["feature_cosine"][0] == pytest.approx(1.0, abs=1e-12)
+    assert history["feature_dot"][0] == pytest.approx(history["feature_norm"][0] ** 2, rel=0.5)
+    assert history["feature_distance"][2] > 0.0
+    assert history["feature_cosine"][2] < 1.0
+    assert np.isnan(history["train_loss"][0])
+    assert all(np.isfinite(history["train_loss"][1:]))
+    assert all(0.0 <= a <= 1.0 for a in history["val_accuracy"])
+    assert history["lr"][2] == pytest.approx(0.0, abs=1e-12)  # cosine decayed to zero
+
+
+def test_feature_drift_metrics():
+    original = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    current = torch.tensor([[0.0, 1.0], [0.0, 4.0]])
+    drift = feature_drift(original, current)
+    assert drift["feature_distance"] == pytest.approx((np.sqrt(2) + 2) / 2)
+    assert drift["feature_cosine"] == pytest.approx(0.5)
+    assert drift["feature_dot"] == pytest.approx(4.0)
+    assert drift["feature_norm"] == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="same shape"):
+        feature_drift(original, current[:1])
+
+
+def test_same_seed_same_model_and_global_rng_untouched(data):
+    X, y = data
+    state = torch.get_rng_state()
+    first = make(epochs=2, random_state=3).fit(X, y)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = make(epochs=2, random_state=3).fit(X, y)
+    np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
+    for key, values in first.history_.items():
+        np.testing.assert_array_equal(values, second.history_[key])
+    other = make(epochs=2, random_state=4).fit(X, y)
+    assert not np.array_equal(first.predict_proba(X), other.predict_proba(X))
+
+
+def test_predictions_and_api(data, fitted):
+    X, _ = data
+    clf = fitted
+    np.testing.assert_array_equal(clf.classes_, ["a", "b", "c", "d"])
+    proba = clf.predict_proba(X)
+    assert proba.shape == (N_IMAGES, N_CLASSES)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    scores = clf.decision_function(X)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[scores.argmax(axis=1)])
+    assert clf.penultimate_features(X[:3]).shape == (3, clf.n_features_)
+    assert clf.probe_epochs_ == 2
+    assert not hasattr(clf, "probe_search_")
+    assert clone(clf).get_params() == clf.get_params()
+    tags = clf.__sklearn_tags__()
+    assert not tags.input_tags.two_d_array
+
+
+def test_binary_decision_function_is_one_dimensional(data):
+    X, y = data
+    binary = np.where(np.isin(y, ["a", "b"]), "low", "high")
+    clf = make(validation_fraction=None).fit(X, binary)
+    scores = clf.decision_function(X)
+    assert scores.shape == (N_IMAGES,)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[(scores > 0).astype(int)])
+
+
+def test_unfitted_estimator_raises(data):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        make().predict(data[0])
+
+
+def test_pickle_round_trip_stores_fine_tuned_weights(data, fitted, tmp_path):
+    X, _ = data
+    clf = fitted
+    expected = clf.predict_proba(X)
+    state = clf.__getstate__()
+    assert state["_net"] is None
+    assert all(t.device.type == "cpu" for t in state["_net_state"].values())
+    assert clf._net is not None  # pickling does not touch the live estimator
+    path = tmp_path / "clf.joblib"
+    joblib.dump(clf, path)
+    loaded = joblib.load(path)
+    np.testing.assert_array_equal(loaded.predict_proba(X), expected)
+    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+    np.testing.assert_array_equal(loaded.predict(X), joblib.load(path).predict(X))
+
+
+def test_module_backbone_is_copied_and_pickled_whole(data, tmp_path):
+    X, y = data
+    module = timm.create_model("test_resnet", pretrained=False)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    clf = make(backbone=module, weights="auto").fit(X, y)
+    assert module.num_classes == 1000  # the user's module kept its classifier and weights
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    path = tmp_path / "clf.joblib"
+    joblib.dump(clf, path)
+    np.testing.assert_array_equal(joblib.load(path).predict_proba(X), clf.predict_proba(X))
+
+
+def test_auto_picks_probe_epochs_from_the_grid_by_validation_accuracy(data):
+    X, y = data
+    clf = make(probe_epochs="auto", probe_epochs_grid=(10, 0, 3), validation_fraction=0.3)
+    clf.fit(X, y)
+    assert sorted(clf.probe_search_) == [0, 3, 10]
+    accuracies = {k: v["val_accuracy"] for k, v in clf.probe_search_.items()}
+    best = max(accuracies.values())
+    assert clf.probe_epochs_ == min(k for k, a in accuracies.items() if a == best)
+    assert clf.history_ is clf.probe_search_[clf.probe_epochs_]["history"]
+    assert clf.energy_ == clf.probe_search_[clf.probe_epochs_]["energy"]
+    assert clf.history_["val_accuracy"][-1] == best
+    energies = [clf.probe_search_[k]["energy"]["loss"] for k in (0, 3, 10)]
+    assert energies == sorted(energies, reverse=True)
+
+
+def test_early_stopping_keeps_the_best_epoch(data):
+    X, y = data
+    clf = make(epochs=3, early_stopping=True, n_iter_no_change=1, validation_fraction=0.3)
+    clf.fit(X, y)
+    history = clf.history_
+    assert len(history["epoch"]) == clf.n_iter_ + 1
+    assert clf.best_epoch_ <= clf.n_iter_ <= 3
+    assert history["val_accuracy"][clf.best_epoch_] == max(history["val_accuracy"])
+
+
+def test_head_from_a_probe_on_the_penultimate_features(data):
+    X, y = data
+    frozen = make(probe_epochs=0, epochs=0, validation_fraction=None).fit(X, y)
+    features = frozen.penultimate_features(X)
+    probe = LogisticRegression(max_iter=200).fit(features, y)
+    clf = make(head=FrozenEstimator(probe), probe_epochs=0, epochs=0, validation_fraction=None)
+    clf.fit(X, y)
+    assert clf.energy_["loss"] == pytest.approx(log_loss(y, probe.predict_proba(features)), 1e-4)
+    np.testing.assert_array_equal(clf.predict(X), probe.predict(features))
+    assert clone(clf).head.estimator is probe  # FrozenEstimator survives clone
+
+    wrong = LogisticRegression().fit(features[:, :5], y)
+    with pytest.raises(ValueError, match="penultimate layer has 96"):
+        make(head=wrong).fit(X, y)
+    other_classes = LogisticRegression().fit(features, np.roll(y, 1) + "x")
+    with pytest.raises(ValueError, match="classes"):
+        make(head=other_classes).fit(X, y)
+    with pytest.raises(ValueError, match="fitted"):
+        make(head=LogisticRegression()).fit(X, y)
+
+
+def test_binary_probe_head():
+    probe = LogisticRegression().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), [0, 0, 1, 1])
+    head = head_from_probe(probe, np.array([0, 1]), 1)
+    logits = head(torch.tensor([[0.0], [3.0]], dtype=torch.float32)).detach().numpy()
+    np.testing.assert_allclose(
+        logits[:, 1] - logits[:, 0], probe.decision_function([[0], [3]]), 1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"epochs": -1}, "'epochs' parameter"),
+        ({"lr": 0.0}, "'lr' parameter"),
+        ({"lr": -1e-3}, "'lr' parameter"),
+        ({"probe_lr": "fast"}, "'probe_lr' parameter"),
+        ({"head": "head2toe"}, "'head' parameter"),
+        ({"probe_epochs": -2}, "'probe_epochs' parameter"),
+        ({"probe_epochs": "many"}, "'probe_epochs' parameter"),
+        ({"temperature": 0}, "'temperature' parameter"),
+        ({"label_smoothing": 1.0}, "'label_smoothing' parameter"),
+        ({"optimizer": "lbfgs"}, "'optimizer' parameter"),
+        ({"validation_fraction": 1.0}, "'validation_fraction' parameter"),
+        ({"probe_epochs": "auto", "probe_epochs_grid": ()}, "probe_epochs_grid"),
+        ({"probe_epochs": "auto", "probe_epochs_grid": (1, -1)}, "probe_epochs_grid"),
+        ({"probe_epochs": "auto", "validation_fraction": 0}, "needs validation_fraction"),
+        ({"early_stopping": True, "validation_fraction": None}, "needs validation_fraction"),
+        ({"validation_fraction": 0.99}, "too few images"),
+        ({"backbone": "resnet5O"}, "Unknown timm model"),
+    ],
+)
+def test_bad_parameters_fail_clearly(data, params, match):
+    X, y = data
+    with pytest.raises(ValueError, match=match):
+        make(**params).fit(X, y)
+
+
+def test_bad_inputs_fail_clearly(data):
+    X, y = data
+    with pytest.raises(ValueError, match="batch of images"):
+        make().fit(X.reshape(N_IMAGES, -1), y)
+    with pytest.raises(ValueError, match="40 images but y has 39"):
+        make().fit(X, y[:-1])
+    with pytest.raises(ValueError, match="at least two classes"):
+        make().fit(X, np.zeros(N_IMAGES))
+    clf = make(validation_fraction=None).fit(X, y)
+    with pytest.raises(ValueError, match="channel"):
+        clf.predict(np.zeros((2, 32, 32, 5), dtype=np.uint8))
+
+
+def test_plot_feature_drift_makes_a_figure(fitted):
+    import matplotlib.pyplot as plt
+
+    clf = fitted
+    axes = plot_feature_drift(clf, label="prepared")
+    assert len(axes) == 4
+    assert axes[0].figure is axes[3].figure
+    line = axes[0].get_lines()[0]
+    np.testing.assert_array_equal(line.get_xdata(), [0, 1, 2])
+    again = plot_feature_drift(clf.history_, ax=axes, label="again")
+    assert len(again[0].get_lines()) == 2
+    with pytest.raises(TypeError, match="history_"):
+        plot_feature_drift(42)
+    with pytest.raises(ValueError, match="4 Axes"):
+        plot_feature_drift(clf, ax=axes[:2])
+    plt.close("all")
