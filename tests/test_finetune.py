@@ -105,6 +105,14 @@ def test_drift_is_zero_before_the_first_step_and_recorded_every_epoch(data, fitt
     assert history["lr"][2] == pytest.approx(0.0, abs=1e-12)  # cosine decayed to zero
 
 
+def test_frozen_batch_norm_keeps_the_running_statistics(data):
+    X, y = data
+    params = {"lr": 1e-9, "warmup_epochs": 0, "validation_fraction": 0.25}
+    adapted = make(**params).fit(X, y).history_["feature_distance"][-1]
+    frozen = make(freeze_batch_norm=True, **params).fit(X, y).history_["feature_distance"][-1]
+    assert frozen < 1e-4 * adapted
+
+
 def test_feature_drift_metrics():
     original = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     current = torch.tensor([[0.0, 1.0], [0.0, 4.0]])

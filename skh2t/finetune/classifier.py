@@ -108,6 +108,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         decay to zero at the end of the last epoch.
     optimizer : {"adamw", "sgd"}, default="adamw"
         Fine-tuning optimiser (SGD with Nesterov momentum 0.9).
+    freeze_batch_norm : bool, default=False
+        Keep the batch-normalisation layers in eval mode while fine-tuning: their
+        running statistics stay the pretrained ones (their affine parameters are
+        still trained). By default they are re-estimated on the new data, which
+        on a far domain moves the features by itself, whatever the head.
     batch_size : int, default=32
         Images per step (and per forward pass when predicting).
     validation_fraction : float in [0, 1) or None, default=0.1
@@ -214,6 +219,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
         "optimizer": [StrOptions({"adamw", "sgd"})],
+        "freeze_batch_norm": ["boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left"), None],
         "early_stopping": ["boolean"],
@@ -241,6 +247,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         weight_decay: float = 1e-4,
         warmup_epochs: float = 1,
         optimizer: str = "adamw",
+        freeze_batch_norm: bool = False,
         batch_size: int = 32,
         validation_fraction: float | None = 0.1,
         early_stopping: bool = False,
@@ -264,6 +271,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.warmup_epochs = warmup_epochs
         self.optimizer = optimizer
+        self.freeze_batch_norm = freeze_batch_norm
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
@@ -508,6 +516,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         n_iter = 0
         for epoch in epochs:
             net.train()
+            if self.freeze_batch_norm:
+                for module in net.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
             total_loss, correct = 0.0, 0
             for index in iterate_minibatches(n_train, self.batch_size, generator):
                 logits = net(train_inputs[index].to(device))
