@@ -311,3 +311,9 @@ def test_plot_feature_drift_makes_a_figure(fitted):
     with pytest.raises(ValueError, match="4 Axes"):
         plot_feature_drift(clf, ax=axes[:2])
     plt.close("all")
+
+
+def test_verbose_shows_progress(data, capsys):
+    X, y = data
+    make(probe_epochs="auto", probe_epochs_grid=(0, 1), verbose=1).fit(X, y)
+    assert "Fine-tuning" in capsys.readouterr().err
