@@ -78,7 +78,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         ``classes_`` (e.g. :class:`~skh2t.GroupLassoClassifier` or
         ``LogisticRegression``) initialises the head instead, but only if it
         was fitted on these very penultimate features (same backbone, weights,
-        image size; see :meth:`penultimate_features`) with the same classes.
+        image size; see :meth:`penultimate_features`) with the same classes;
+        head probing then continues from it for ``probe_epochs`` epochs (0: it is
+        used as it is).
         A Head2Toe probe on intermediate taps cannot initialise a head on the
         last layer and is rejected. Wrap it in ``sklearn.frozen.FrozenEstimator``
         so that ``clone`` (grid searches) keeps it fitted.
