@@ -59,6 +59,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--lpft-probe-epochs", type=int, default=100)
     parser.add_argument("--grid", type=int, nargs="+", default=[1, 3, 10])
+    parser.add_argument(
+        "--freeze-batch-norm",
+        action="store_true",
+        help="keep the pretrained batch-norm statistics while fine-tuning",
+    )
     parser.add_argument("--h2t-target-size", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -90,6 +95,7 @@ def fine_tuner(args: argparse.Namespace, **params) -> FineTuneClassifier:
         "batch_size": args.batch_size,
         "validation_fraction": args.validation_fraction,
         "random_state": args.seed,
+        "freeze_batch_norm": args.freeze_batch_norm,
     }
     return FineTuneClassifier(**{**settings, **params})
 
@@ -148,7 +154,8 @@ def main() -> None:
     print(
         f"Fashion-MNIST: {len(X_train)} training / {len(X_test)} test images, {BACKBONE} "
         f"(offline ImageNet weights) at {args.image_size} px, {args.epochs} fine-tuning epochs, "
-        f"lr {args.lr:g}, {torch.get_num_threads()} torch thread(s)"
+        f"lr {args.lr:g}, freeze_batch_norm={args.freeze_batch_norm}, "
+        f"{torch.get_num_threads()} torch thread(s)"
     )
     methods = {
         "linear probe": lambda: linear_probe(args, X_train, y_train, X_test, y_test),
@@ -215,6 +222,7 @@ def main() -> None:
         axes = plot_feature_drift(results[name]["history"], ax=axes, label=name)
     axes[0].figure.suptitle(
         f"Feature drift on held-out images, {BACKBONE} {args.image_size} px, Fashion-MNIST"
+        + (", frozen batch norm" if args.freeze_batch_norm else "")
     )
     args.plot.parent.mkdir(parents=True, exist_ok=True)
     axes[0].figure.savefig(args.plot, dpi=120)
