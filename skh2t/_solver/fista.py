@@ -12,6 +12,7 @@ from skh2t._solver.penalties import GroupLasso
 
 _STEP_GROWTH = 0.9  # after an accepted step, try a 10% larger one
 _KKT_CHECK_EVERY = 10
+_MAX_BACKTRACKS = 60  # 2**60: beyond that the step is lost in rounding
 
 
 @dataclass
@@ -21,6 +22,7 @@ class FistaResult:
     n_iter: int
     converged: bool
     lipschitz: float
+    stalled: bool = False  # no step decreased the model: numerical precision is reached
 
 
 def lipschitz_estimate(X: np.ndarray, datafit: MultinomialLogistic, n_power: int = 15) -> float:
@@ -89,7 +91,9 @@ def fista(
         loss, logit_gradient = datafit.value_and_logit_gradient(point_logits)
         grad_coef = X.T @ logit_gradient
         grad_intercept = logit_gradient.sum(axis=0) if fit_intercept else 0.0 * intercept
-        while True:
+        # Rounding error of the loss, which a sufficient-decrease test cannot resolve.
+        slack = 1e-12 * abs(loss) + 16 * np.finfo(float).eps * float(np.abs(point_logits).max())
+        for _ in range(_MAX_BACKTRACKS):
             step = 1.0 / lipschitz
             new_coef = penalty.prox(point_coef - step * grad_coef, step)
             new_intercept = point_intercept - step * grad_intercept
@@ -99,9 +103,13 @@ def fista(
             new_loss = datafit.value(new_logits)
             linear = np.vdot(grad_coef, delta_coef) + grad_intercept @ delta_intercept
             squared = np.vdot(delta_coef, delta_coef) + delta_intercept @ delta_intercept
-            if new_loss <= loss + linear + 0.5 * lipschitz * squared + 1e-12 * abs(loss):
+            if new_loss <= loss + linear + 0.5 * lipschitz * squared + slack:
                 break
             lipschitz *= 2.0
+        else:
+            return FistaResult(
+                coef, intercept, iteration, False, lipschitz / 2**_MAX_BACKTRACKS, True
+            )
         new_objective = new_loss + penalty.value(new_coef)
         if new_objective > objective:
             momentum = 1.0

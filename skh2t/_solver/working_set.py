@@ -140,7 +140,7 @@ def solve_group_lasso(
     if center is not None:
         intercept += center @ coef  # to the centred parametrisation
     scale = penalty.alpha if penalty.alpha > 0 else 1.0
-    n_iter, working_set_size, lipschitz = 0, 0, None
+    n_iter, working_set_size, lipschitz, stalled = 0, 0, None, False
     for outer in range(_MAX_OUTER + 1):
         loss, grad_coef, grad_intercept = full_gradient(X, datafit, coef, intercept, center)
         worst, violation = relative_kkt_violation(
@@ -154,7 +154,7 @@ def solve_group_lasso(
                 f"relative KKT violation {worst:.2e}, active groups {n_active}, "
                 f"FISTA iterations {n_iter}"
             )
-        if worst <= tol or n_iter >= max_iter or outer == _MAX_OUTER:
+        if worst <= tol or n_iter >= max_iter or outer == _MAX_OUTER or stalled:
             break
         features = _select_working_set(penalty, coef, violation, working_set_size)
         sub_penalty, _ = penalty.restricted(features)
@@ -187,6 +187,7 @@ def solve_group_lasso(
         coef[features] = result.coef / column_scale[:, None]
         intercept = result.intercept
         n_iter += result.n_iter
+        stalled = result.stalled
     if center is not None:
         intercept -= center @ coef
     dual_scores = penalty.group_norms(grad_coef) / (scale * penalty.group_weights)
