@@ -13,15 +13,15 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
+from skh2t._prediction import LinearSoftmaxMixin
 from skh2t._solver import GroupLasso, MultinomialLogistic, fit_ridge_multinomial, solve_group_lasso
 from skh2t._solver.working_set import full_gradient
 
 
-class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
+class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
     """Softmax classifier with a group-lasso penalty and Head2Toe's select-and-refit.
 
     Minimises, over coefficients ``W`` (one row per feature, one column per
@@ -357,22 +357,6 @@ class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
             return np.column_stack([-half, half]), np.array([-half_intercept, half_intercept])
         return coef.T.copy(), intercept.copy()
 
-    def get_support(self, indices: bool = False) -> np.ndarray:
-        """Mask (or indices) of the features used by the final model.
-
-        Parameters
-        ----------
-        indices : bool, default=False
-            Return integer indices instead of a boolean mask.
-
-        Returns
-        -------
-        support : ndarray
-            Boolean mask of shape (n_features,), or the indices of the kept features.
-        """
-        check_is_fitted(self)
-        return np.flatnonzero(self.support_) if indices else self.support_.copy()
-
     def alpha_max(
         self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
     ) -> float:
@@ -404,78 +388,6 @@ class GroupLassoClassifier(ClassifierMixin, BaseEstimator):
             intercept = datafit.optimal_intercept_at_zero()
         _, gradient, _ = full_gradient(X, datafit, coef, intercept)
         return float(np.max(penalty.group_norms(gradient) / penalty.group_weights))
-
-    def decision_function(self, X: ArrayLike) -> np.ndarray:
-        """Class scores ``X @ coef_.T + intercept_``; 1-D for binary problems.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
-            Confidence scores; for binary problems, of ``classes_[1]``.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        scores = X @ self.coef_.T.astype(X.dtype) + self.intercept_
-        return scores.ravel() if scores.shape[1] == 1 else scores
-
-    def predict(self, X: ArrayLike) -> np.ndarray:
-        """Most probable class of every sample.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-            Predicted class labels.
-        """
-        scores = self.decision_function(X)
-        indices = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
-        return self.classes_[indices]
-
-    def predict_proba(self, X: ArrayLike) -> np.ndarray:
-        """Class probabilities (softmax of the scores).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-            Probabilities, columns in the order of ``classes_``.
-        """
-        scores = np.asarray(self.decision_function(X), dtype=np.float64)
-        if scores.ndim == 1:
-            scores = np.column_stack([np.zeros_like(scores), scores])
-        return softmax(scores, copy=False)
-
-    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
-        """Logarithm of :meth:`predict_proba`, computed stably.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        log_proba : ndarray of shape (n_samples, n_classes)
-            Log-probabilities, columns in the order of ``classes_``.
-        """
-        scores = np.asarray(self.decision_function(X), dtype=np.float64)
-        if scores.ndim == 1:
-            scores = np.column_stack([np.zeros_like(scores), scores])
-        shifted = scores - scores.max(axis=1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
