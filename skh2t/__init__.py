@@ -1,7 +1,8 @@
 """skh2t: Head2Toe transfer learning from pretrained vision backbones, for scikit-learn.
 
 - :class:`GroupLassoClassifier`: softmax regression with a group-lasso penalty
-  and Head2Toe's select-and-refit.
+  and Head2Toe's select-and-refit; :class:`GroupLassoClassifierCV` chooses its
+  alpha and keep fraction by cross-validation on a warm-started path.
 - :class:`IntermediateFeatureTransformer` (from :mod:`skh2t.features`): images
   in, pooled and normalised activations of (nearly) every layer out.
 - :mod:`skh2t.datasets`: Fashion-MNIST, image folders, VTAB-1k subsampling.
@@ -11,6 +12,7 @@ from importlib import import_module
 from typing import Any
 
 from skh2t.group_lasso import GroupLassoClassifier
+from skh2t.group_lasso_cv import GroupLassoClassifierCV
 
 __version__ = "0.1.0.dev0"
 
@@ -18,7 +20,13 @@ __version__ = "0.1.0.dev0"
 _LAZY_SUBMODULES = {"datasets", "features"}
 _LAZY_ATTRIBUTES = {"IntermediateFeatureTransformer": "skh2t.features"}
 
-__all__ = ["GroupLassoClassifier", "IntermediateFeatureTransformer", "__version__", "datasets"]
+__all__ = [
+    "GroupLassoClassifier",
+    "GroupLassoClassifierCV",
+    "IntermediateFeatureTransformer",
+    "__version__",
+    "datasets",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,268 @@
+"""GroupLassoClassifierCV: alpha (and keep fraction) chosen by cross-validation on a warm path."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from joblib import Parallel, delayed
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.metrics import check_scoring, get_scorer_names
+from sklearn.model_selection import check_cv
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, validate_data
+
+from skh2t._prediction import LinearSoftmaxMixin
+from skh2t.group_lasso import GroupLassoClassifier, _groups_from_feature_names
+
+# Fitted attributes of the refitted GroupLassoClassifier exposed by the CV estimator.
+_COPIED_ATTRIBUTES = (
+    "classes_",
+    "coef_",
+    "intercept_",
+    "group_lasso_coef_",
+    "group_lasso_intercept_",
+    "feature_scores_",
+    "dual_scores_",
+    "support_",
+    "group_labels_",
+    "group_weights_",
+    "kkt_violation_",
+    "objective_",
+    "n_iter_",
+    "refit_n_iter_",
+)
+
+
+class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
+    """GroupLassoClassifier with ``alpha`` and ``keep_fraction`` chosen by cross-validation.
+
+    Like :class:`~sklearn.linear_model.LogisticRegressionCV`: in every fold the
+    penalised problem is solved along a decreasing path of ``alphas``, each
+    solve warm-started from the previous solution (whose support seeds the
+    working set). The penalised fit does not depend on the keep fraction, so
+    every keep fraction is scored from the same solution by re-running only
+    the selection and the refit. Folds run in parallel with joblib. The best
+    mean score picks ``alpha_`` and ``keep_fraction_`` (ties go to the larger
+    alpha, then the smaller fraction); the model is then refitted on all data.
+
+    Parameters
+    ----------
+    alphas : int or array-like of shape (n_alphas,), default=8
+        An int gives that many alphas on a geometric grid from ``alpha_max``
+        (of the whole training data) down to ``eps * alpha_max``; an array
+        gives the alphas themselves.
+    eps : float, default=1e-2
+        Ratio of the smallest to the largest alpha of the grid.
+    keep_fractions : array-like of float in (0, 1], default=None
+        Keep fractions to choose from (Head2Toe selection and refit). ``None``:
+        no selection, the penalised fit is the model.
+    cv : int, cross-validation generator or iterable, default=5
+        As in scikit-learn: an int is the number of stratified folds.
+    scoring : str or callable, default=None
+        Score to maximise; ``None`` is the accuracy.
+    groups, group_weights, refit_l2, fit_intercept, class_weight, tol, max_iter
+        As in :class:`GroupLassoClassifier`.
+    n_jobs : int, default=None
+        Folds run in parallel on this many workers (joblib).
+    verbose : int, default=0
+        Verbosity of joblib and of the solver.
+
+    Attributes
+    ----------
+    alphas_ : ndarray of shape (n_alphas,)
+        The alphas tried, in decreasing order.
+    keep_fractions_ : list
+        The keep fractions tried (``[None]`` without selection).
+    scores_ : ndarray of shape (n_folds, n_alphas, n_keep_fractions)
+        Validation score of every fold, alpha and keep fraction.
+    mean_scores_ : ndarray of shape (n_alphas, n_keep_fractions)
+        Mean validation score over folds.
+    alpha_ : float
+        The chosen alpha.
+    keep_fraction_ : float or None
+        The chosen keep fraction.
+    best_score_ : float
+        Mean validation score of the chosen pair.
+    coef_, intercept_, classes_, support_, feature_scores_, n_iter_ : ndarray
+        Those of the :class:`GroupLassoClassifier` refitted on all data
+        (see there; also ``group_lasso_coef_``, ``dual_scores_`` and the others).
+    n_features_in_ : int
+        Number of features seen during fit.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from skh2t import GroupLassoClassifierCV
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = GroupLassoClassifierCV(alphas=4, keep_fractions=[0.5, 1.0], cv=3).fit(X, y)
+    >>> clf.scores_.shape
+    (3, 4, 2)
+    >>> bool(clf.best_score_ > 0.9), clf.alpha_ in clf.alphas_
+    (True, True)
+    """
+
+    _parameter_constraints: dict = {
+        "alphas": [Interval(Integral, 1, None, closed="left"), "array-like"],
+        "eps": [Interval(Real, 0, 1, closed="neither")],
+        "keep_fractions": ["array-like", None],
+        "cv": ["cv_object"],
+        "scoring": [StrOptions(set(get_scorer_names())), callable, None],
+        "groups": ["array-like", StrOptions({"feature_name_prefix"}), None],
+        "group_weights": ["array-like", None],
+        "refit_l2": [Interval(Real, 0, None, closed="left")],
+        "fit_intercept": ["boolean"],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        alphas: int | ArrayLike = 8,
+        eps: float = 1e-2,
+        keep_fractions: ArrayLike | None = None,
+        cv=5,
+        scoring=None,
+        groups: ArrayLike | str | None = None,
+        group_weights: ArrayLike | None = None,
+        refit_l2: float = 1e-4,
+        fit_intercept: bool = True,
+        class_weight: dict | str | None = None,
+        tol: float = 1e-4,
+        max_iter: int = 1000,
+        n_jobs: int | None = None,
+        verbose: int = 0,
+    ):
+        self.alphas = alphas
+        self.eps = eps
+        self.keep_fractions = keep_fractions
+        self.cv = cv
+        self.scoring = scoring
+        self.groups = groups
+        self.group_weights = group_weights
+        self.refit_l2 = refit_l2
+        self.fit_intercept = fit_intercept
+        self.class_weight = class_weight
+        self.tol = tol
+        self.max_iter = max_iter
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None):
+        """Cross-validate the alpha path and keep fractions, then refit on all data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights used both to fit and to score every fold.
+
+        Returns
+        -------
+        self : GroupLassoClassifierCV
+            The fitted estimator.
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
+        sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        base = self._base_estimator()
+        self.alphas_ = self._alpha_grid(base, X, y, sample_weight)
+        self.keep_fractions_ = self._keep_fraction_grid()
+        folds = list(check_cv(self.cv, y, classifier=True).split(X, y))
+        scorer = check_scoring(base, scoring=self.scoring)
+        scores = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
+            delayed(_score_path)(
+                base, X, y, sample_weight, train, test, self.alphas_, self.keep_fractions_, scorer
+            )
+            for train, test in folds
+        )
+        self.scores_ = np.stack(scores)
+        self.mean_scores_ = self.scores_.mean(axis=0)
+        # argmax takes the first maximum: the largest alpha, then the smallest fraction.
+        best_alpha, best_fraction = np.unravel_index(
+            np.argmax(self.mean_scores_), self.mean_scores_.shape
+        )
+        self.alpha_ = float(self.alphas_[best_alpha])
+        self.keep_fraction_ = self.keep_fractions_[best_fraction]
+        self.best_score_ = float(self.mean_scores_[best_alpha, best_fraction])
+        refit = base.set_params(alpha=self.alpha_, keep_fraction=self.keep_fraction_)
+        refit.fit(X, y, sample_weight=sample_weight)
+        for name in _COPIED_ATTRIBUTES:
+            setattr(self, name, getattr(refit, name))
+        return self
+
+    def _base_estimator(self) -> GroupLassoClassifier:
+        groups = self.groups
+        if isinstance(groups, str):  # folds see arrays: resolve the names once, here
+            groups = _groups_from_feature_names(getattr(self, "feature_names_in_", None))
+        return GroupLassoClassifier(
+            groups=groups,
+            group_weights=self.group_weights,
+            refit_l2=self.refit_l2,
+            fit_intercept=self.fit_intercept,
+            class_weight=self.class_weight,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            verbose=max(0, self.verbose - 1),
+        )
+
+    def _alpha_grid(self, base, X, y, sample_weight) -> np.ndarray:
+        if isinstance(self.alphas, Integral):
+            alpha_max = base.alpha_max(X, y, sample_weight=sample_weight)
+            return alpha_max * np.geomspace(1.0, self.eps, self.alphas)
+        alphas = np.asarray(self.alphas, dtype=np.float64)
+        if alphas.ndim != 1 or alphas.size == 0 or np.any(alphas < 0):
+            raise ValueError(
+                f"alphas must be a positive int or a non-empty 1-D array of alphas >= 0; "
+                f"got {self.alphas!r}."
+            )
+        return np.sort(alphas)[::-1]
+
+    def _keep_fraction_grid(self) -> list:
+        if self.keep_fractions is None:
+            return [None]
+        fractions = np.asarray(self.keep_fractions, dtype=np.float64)
+        if fractions.ndim != 1 or fractions.size == 0 or np.any((fractions <= 0) | (fractions > 1)):
+            raise ValueError(
+                "keep_fractions must be a non-empty 1-D list of fractions in (0, 1]; "
+                f"got {self.keep_fractions!r}."
+            )
+        return sorted(float(f) for f in fractions)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.classifier_tags.multi_class = True
+        return tags
+
+
+def _score_path(
+    base: GroupLassoClassifier,
+    X: np.ndarray,
+    y: np.ndarray,
+    sample_weight: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    alphas: np.ndarray,
+    keep_fractions: list,
+    scorer,
+) -> np.ndarray:
+    """Scores of one fold along the warm-started alpha path, every keep fraction per alpha."""
+    X_train, y_train, weight_train = X[train], y[train], sample_weight[train]
+    X_test, y_test, weight_test = X[test], y[test], sample_weight[test]
+    clf = base.__class__(**base.get_params()).set_params(warm_start=True)
+    scores = np.empty((len(alphas), len(keep_fractions)))
+    for i, alpha in enumerate(alphas):
+        for j, fraction in enumerate(keep_fractions):
+            clf.set_params(alpha=alpha, keep_fraction=fraction)
+            clf.fit(X_train, y_train, sample_weight=weight_train)
+            scores[i, j] = scorer(clf, X_test, y_test, sample_weight=weight_test)
+    return scores

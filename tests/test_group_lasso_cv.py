@@ -1,0 +1,100 @@
+"""GroupLassoClassifierCV: the warm path scores what cold fits score, and picks the best."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits, load_iris
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
+
+
+@parametrize_with_checks([GroupLassoClassifierCV(alphas=3, cv=3, keep_fractions=[1.0])])
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:600] / 16.0, y[:600]
+
+
+def test_warm_path_scores_equal_grid_search_over_cold_fits(digits):
+    X, y = digits
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    params = {"tol": 1e-7, "max_iter": 20_000}
+    cv = GroupLassoClassifierCV(alphas=4, keep_fractions=[0.2, 0.5], cv=folds, **params)
+    cv.fit(X, y)
+    grid = GridSearchCV(
+        GroupLassoClassifier(**params),
+        {"alpha": list(cv.alphas_), "keep_fraction": [0.2, 0.5]},
+        cv=folds,
+    ).fit(X, y)
+    # GridSearchCV enumerates alpha (sorted as given) then keep_fraction.
+    grid_scores = np.stack([grid.cv_results_[f"split{k}_test_score"] for k in range(3)]).reshape(
+        3, 4, 2
+    )
+    np.testing.assert_allclose(cv.scores_, grid_scores)
+    assert cv.alpha_ == grid.best_params_["alpha"]
+    assert cv.keep_fraction_ == grid.best_params_["keep_fraction"]
+    np.testing.assert_allclose(cv.best_score_, grid.best_score_)
+
+
+def test_refit_is_the_classifier_at_the_chosen_pair(digits):
+    X, y = digits
+    cv = GroupLassoClassifierCV(alphas=3, keep_fractions=[0.25, 1.0], cv=3, tol=1e-7).fit(X, y)
+    direct = GroupLassoClassifier(alpha=cv.alpha_, keep_fraction=cv.keep_fraction_, tol=1e-7)
+    direct.fit(X, y)
+    np.testing.assert_allclose(cv.coef_, direct.coef_, atol=1e-6)
+    np.testing.assert_array_equal(cv.get_support(), direct.get_support())
+    np.testing.assert_array_equal(cv.predict(X), direct.predict(X))
+    best = np.unravel_index(np.argmax(cv.mean_scores_), cv.mean_scores_.shape)
+    assert cv.alpha_ == cv.alphas_[best[0]]
+
+
+def test_alpha_grid_is_geometric_from_alpha_max(digits):
+    X, y = digits
+    cv = GroupLassoClassifierCV(alphas=5, eps=1e-3, cv=2).fit(X, y)
+    alpha_max = GroupLassoClassifier().alpha_max(X, y)
+    np.testing.assert_allclose(cv.alphas_, alpha_max * np.geomspace(1, 1e-3, 5))
+    assert cv.keep_fractions_ == [None]
+    explicit = GroupLassoClassifierCV(alphas=[0.01, 0.1], cv=2).fit(X, y)
+    np.testing.assert_array_equal(explicit.alphas_, [0.1, 0.01])
+
+
+def test_parallel_folds_match_sequential(digits):
+    X, y = digits
+    sequential = GroupLassoClassifierCV(alphas=3, cv=3, n_jobs=1).fit(X, y)
+    parallel = GroupLassoClassifierCV(alphas=3, cv=3, n_jobs=2).fit(X, y)
+    np.testing.assert_array_equal(sequential.scores_, parallel.scores_)
+    np.testing.assert_allclose(sequential.coef_, parallel.coef_)
+
+
+def test_groups_from_feature_name_prefixes():
+    pd = pytest.importorskip("pandas")
+    X, y = load_iris(return_X_y=True)
+    columns = ["sepal__length", "sepal__width", "petal__length", "petal__width"]
+    cv = GroupLassoClassifierCV(groups="feature_name_prefix", alphas=3, cv=3)
+    cv.fit(pd.DataFrame(X, columns=columns), y)
+    np.testing.assert_array_equal(cv.group_labels_, ["petal", "sepal"])
+    nonzero = np.any(cv.coef_ != 0, axis=0)
+    assert nonzero[0] == nonzero[1]
+    assert nonzero[2] == nonzero[3]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"alphas": [-1.0, 0.1]}, "alphas"),
+        ({"alphas": 0}, "alphas"),
+        ({"keep_fractions": [0.0, 0.5]}, "keep_fractions"),
+        ({"keep_fractions": [1.5]}, "keep_fractions"),
+        ({"eps": 2.0}, "eps"),
+        ({"scoring": "no-such-score"}, "scoring"),
+    ],
+)
+def test_bad_parameters_fail_clearly(params, message):
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match=message):
+        GroupLassoClassifierCV(cv=2, **params).fit(X, y)
