@@ -5,6 +5,8 @@
   alpha and keep fraction by cross-validation on a warm-started path.
 - :class:`IntermediateFeatureTransformer` (from :mod:`skh2t.features`): images
   in, pooled and normalised activations of (nearly) every layer out.
+- :class:`FineTuneClassifier` (from :mod:`skh2t.finetune`): fine-tuning of the
+  whole backbone after preparing its head, with energy and feature drift.
 - :mod:`skh2t.datasets`: Fashion-MNIST, image folders, VTAB-1k subsampling.
 """
 
@@ -17,11 +19,15 @@ from skh2t.group_lasso_cv import GroupLassoClassifierCV
 __version__ = "0.1.0.dev0"
 
 # Importing torch and timm takes seconds: the feature extraction loads on first use.
-_LAZY_SUBMODULES = {"datasets", "features"}
-_LAZY_ATTRIBUTES = {"IntermediateFeatureTransformer": "skh2t.features"}
+_LAZY_SUBMODULES = {"datasets", "features", "finetune"}
+_LAZY_ATTRIBUTES = {
+    "IntermediateFeatureTransformer": "skh2t.features",
+    "FineTuneClassifier": "skh2t.finetune",
+}
 
 __all__ = [
     "GroupLassoClassifier",
+    "FineTuneClassifier",
     "GroupLassoClassifierCV",
     "IntermediateFeatureTransformer",
     "__version__",
