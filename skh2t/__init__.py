@@ -26,8 +26,8 @@ _LAZY_ATTRIBUTES = {
 }
 
 __all__ = [
-    "GroupLassoClassifier",
     "FineTuneClassifier",
+    "GroupLassoClassifier",
     "GroupLassoClassifierCV",
     "IntermediateFeatureTransformer",
     "__version__",
