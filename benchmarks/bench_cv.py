@@ -1,0 +1,62 @@
+"""GroupLassoClassifierCV against GridSearchCV(GroupLassoClassifier) over the same grid, one run.
+
+Problem: the synthetic sparse multinomial problem of bench_solver.py at
+d = 5,000 (n = 1000, k = 10), 5 folds, 6 alphas (geometric from alpha_max down
+to 0.01 * alpha_max) x 3 keep fractions. Both search the same folds and grid;
+the script checks that they choose the same pair and prints the time ratio.
+
+Run: ``python benchmarks/bench_cv.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _synthetic import make_sparse_multinomial
+
+from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
+
+KEEP_FRACTIONS = [0.01, 0.05, 0.2]
+
+
+def timed(function):
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = function()
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    X, y = make_sparse_multinomial(n_features=5_000)
+    folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(X, y))
+    path, path_seconds = timed(
+        lambda: GroupLassoClassifierCV(alphas=6, keep_fractions=KEEP_FRACTIONS, cv=folds).fit(X, y)
+    )
+    grid = {"alpha": list(path.alphas_), "keep_fraction": KEEP_FRACTIONS}
+    search, grid_seconds = timed(
+        lambda: GridSearchCV(GroupLassoClassifier(), grid, cv=folds).fit(X, y)
+    )
+    same = (path.alpha_, path.keep_fraction_) == (
+        search.best_params_["alpha"],
+        search.best_params_["keep_fraction"],
+    )
+    print(f"n=1000, d=5000, k=10, 5 folds x 6 alphas x {len(KEEP_FRACTIONS)} keep fractions")
+    print(
+        f"  GridSearchCV(GroupLassoClassifier): {grid_seconds:7.2f} s, best {search.best_params_}"
+    )
+    print(
+        f"  GroupLassoClassifierCV (warm path): {path_seconds:7.2f} s, best alpha "
+        f"{path.alpha_:.4g}, keep_fraction {path.keep_fraction_}"
+    )
+    print(f"  same choice: {same}; ratio GridSearchCV / path: {grid_seconds / path_seconds:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Run every benchmark, one after the other; each prints ratios against its own baseline.
+
+- bench_solver.py: GroupLassoClassifier vs group-lasso's LogisticGroupLasso.
+- bench_cv.py: GroupLassoClassifierCV vs GridSearchCV over the same grid.
+- bench_extraction.py: extracting all default taps vs the bare forward pass.
+- bench_finetune.py (with --finetune, ~5-10 minutes): probes vs fine-tuning.
+
+Run: ``python benchmarks/run_all.py [--quick] [--finetune]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run(script: str, *arguments: str) -> None:
+    print(f"\n=== {script} {' '.join(arguments)}", flush=True)
+    subprocess.run([sys.executable, os.path.join(HERE, script), *arguments], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller solver benchmark")
+    parser.add_argument("--finetune", action="store_true", help="also the fine-tuning benchmark")
+    args = parser.parse_args()
+    print(f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    run("bench_solver.py", *(["--quick"] if args.quick else []))
+    run("bench_cv.py")
+    run("bench_extraction.py")
+    if args.finetune:
+        run("bench_finetune.py")
+
+
+if __name__ == "__main__":
+    main()
