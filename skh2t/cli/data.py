@@ -1,0 +1,200 @@
+"""Data sets named on the command line: Fashion-MNIST or a folder of images, and their splits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from skh2t.cli.errors import UsageError, usage_errors
+from skh2t.cli.options import FASHION_MNIST
+from skh2t.datasets import IMG_EXTENSIONS, load_fashion_mnist, load_image_folder
+from skh2t.datasets import stratified_subsample as _stratified_subsample
+
+DATASET_HELP = (
+    f"'{FASHION_MNIST}' (offline from Debian's dataset-fashion-mnist, or the skh2t data "
+    "home), or the path of an image folder with one sub-folder per class"
+)
+
+
+@dataclass
+class LabelledImages:
+    """Images with integer labels and the class names.
+
+    Attributes
+    ----------
+    images : ndarray or list of str
+        A uint8 image array, or image file paths (read lazily by the transformer).
+    target : ndarray of int
+        Label of every image, an index into ``class_names``.
+    class_names : list of str
+        Names of the classes, in label order.
+    source : str
+        Where the images come from, for reports.
+    """
+
+    images: Any
+    target: np.ndarray
+    class_names: list[str]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def take(self, indices: np.ndarray) -> LabelledImages:
+        """The images at ``indices``, same classes."""
+        if isinstance(self.images, np.ndarray):
+            images = self.images[indices]
+        else:
+            images = [self.images[i] for i in indices]
+        return LabelledImages(images, self.target[indices], self.class_names, self.source)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The class name of every image."""
+        return np.asarray(self.class_names, dtype=object)[self.target]
+
+
+def load_dataset(spec: str, split: str = "train") -> LabelledImages:
+    """Load ``fashion-mnist`` (its ``split``: train or test) or an image folder.
+
+    Parameters
+    ----------
+    spec : str
+        ``"fashion-mnist"`` or the path of a folder with one sub-folder per class.
+    split : {"train", "test"}, default="train"
+        The Fashion-MNIST split; ignored for a folder.
+
+    Returns
+    -------
+    LabelledImages
+
+    Raises
+    ------
+    UsageError
+        Unknown name, missing folder, folder without class sub-folders or
+        images, Fashion-MNIST not installed.
+    """
+    if spec.lower() == FASHION_MNIST:
+        with usage_errors(FileNotFoundError, ValueError, context=FASHION_MNIST):
+            bunch = load_fashion_mnist(subset=split)
+        source = f"{FASHION_MNIST} ({split})"
+        return LabelledImages(bunch.images, bunch.target, list(bunch.target_names), source)
+    if not os.path.exists(spec):
+        raise UsageError(f"unknown dataset {spec!r}: use {DATASET_HELP}")
+    with usage_errors(FileNotFoundError, ValueError, context=spec):
+        bunch = load_image_folder(spec)
+    return LabelledImages(list(bunch.filenames), bunch.target, list(bunch.target_names), spec)
+
+
+def stratified_subsample(data: LabelledImages, n: int, random_state: int, what: str) -> np.ndarray:
+    """Indices of a class-balanced random subset of ``n`` images of ``data``.
+
+    Parameters
+    ----------
+    data : LabelledImages
+        The pool.
+    n : int
+        Number of images.
+    random_state : int
+        Seed.
+    what : str
+        The option that asked for ``n``, for the error message.
+
+    Returns
+    -------
+    ndarray of int
+        Sorted indices.
+
+    Raises
+    ------
+    UsageError
+        If ``data`` has fewer than ``n`` images, or a class has too few.
+    """
+    if n > len(data):
+        raise UsageError(
+            f"{what} {n} is larger than the data: {data.source} has {len(data)} images"
+        )
+    with usage_errors(ValueError, context=what):
+        return _stratified_subsample(data.target, n_samples=n, random_state=random_state)
+
+
+def split_train_test(
+    data: LabelledImages,
+    test: LabelledImages | None,
+    n_train: int,
+    n_test: int | None,
+    random_state: int,
+) -> tuple[LabelledImages, LabelledImages]:
+    """Draw the training images, and the test images (a separate set, or the rest of ``data``).
+
+    Parameters
+    ----------
+    data : LabelledImages
+        The pool the ``n_train`` training images are drawn from.
+    test : LabelledImages or None
+        The test set; ``None`` uses the images of ``data`` not drawn for training.
+    n_train : int
+        Number of training images (class-balanced).
+    n_test : int or None
+        Number of test images (class-balanced subsample); ``None`` for all.
+    random_state : int
+        Seed of both draws.
+
+    Returns
+    -------
+    train, test : LabelledImages
+    """
+    train_idx = stratified_subsample(data, n_train, random_state, "--n-train")
+    if test is None:
+        rest = np.setdiff1d(np.arange(len(data)), train_idx)
+        if rest.size == 0:
+            raise UsageError(
+                f"--n-train {n_train} leaves no test images in {data.source}; "
+                "lower it or pass --test-dataset"
+            )
+        test = data.take(rest)
+    elif test.class_names != data.class_names:
+        raise UsageError(
+            f"the test classes {test.class_names} differ from the training classes "
+            f"{data.class_names}"
+        )
+    if n_test is not None:
+        test = test.take(stratified_subsample(test, n_test, random_state + 1, "--n-test"))
+    return data.take(train_idx), test
+
+
+def list_image_files(paths: list[str], folder: str | None) -> list[str]:
+    """Image files named on the command line, plus those found (recursively) in ``folder``.
+
+    Raises
+    ------
+    UsageError
+        If a file or the folder does not exist, or no image is given.
+    """
+    missing = [path for path in paths if not os.path.isfile(path)]
+    if missing:
+        raise UsageError(f"image file not found: {missing[0]!r}")
+    files = list(paths)
+    if folder is not None:
+        if not os.path.isdir(folder):
+            raise UsageError(f"--folder {folder!r} is not a folder")
+        files += _images_under(folder)
+    if not files:
+        where = f" in {folder!r}" if folder is not None else ""
+        raise UsageError(f"no image files{where} (extensions {', '.join(IMG_EXTENSIONS)})")
+    return files
+
+
+def _images_under(folder: str) -> list[str]:
+    found = []
+    for current, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [
+            os.path.join(current, name)
+            for name in sorted(names)
+            if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
+        ]
+    return found

@@ -1,0 +1,94 @@
+"""``skh2t fit``: fit a Head2Toe pipeline on a data set and save it with joblib."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import joblib
+from sklearn.pipeline import Pipeline
+
+from skh2t.cli import options
+from skh2t.cli.data import DATASET_HELP, load_dataset
+from skh2t.cli.data import stratified_subsample as draw
+from skh2t.cli.errors import UsageError
+from skh2t.cli.progress import Progress
+from skh2t.cli.selection import Head2ToeConfig, SolverSettings, fit_final
+
+DEFAULT_N_TRAIN = 1000
+DEFAULT_ALPHA = 0.01
+DEFAULT_KEEP = 0.1
+
+DESCRIPTION = """\
+Fit Pipeline([IntermediateFeatureTransformer, GroupLassoClassifier]) on a data
+set (features are extracted once) and save it with joblib. The classifier
+predicts class names. `skh2t run` chooses --target-size, --alpha and
+--keep-fraction by cross-validation; pass its choices here."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``skh2t fit``."""
+    parser = subparsers.add_parser(
+        "fit",
+        help="fit a Head2Toe pipeline and save it with joblib",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--dataset", default=options.FASHION_MNIST, help=f"{DATASET_HELP} (default: %(default)s)"
+    )
+    group.add_argument(
+        "--n-train",
+        type=options.positive_int,
+        help=f"class-balanced training images (default: {DEFAULT_N_TRAIN}, or all if fewer)",
+    )
+    group.add_argument("--random-state", type=int, default=0, help="seed of the draw")
+    group = parser.add_argument_group("Head2Toe")
+    group.add_argument(
+        "--alpha",
+        type=options.positive_float,
+        default=DEFAULT_ALPHA,
+        help="group-lasso strength as a fraction of alpha_max (default: %(default)s)",
+    )
+    group.add_argument(
+        "--keep-fraction",
+        type=options.fraction,
+        default=DEFAULT_KEEP,
+        help="fraction of features kept (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-iter",
+        type=options.positive_int,
+        default=5000,
+        metavar="N",
+        help="group-lasso solver iterations (default: %(default)s)",
+    )
+    parser.add_argument("-o", "--output", default="model.joblib", help="(default: %(default)s)")
+    options.add_backbone_options(parser)
+    options.add_quiet_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fit and save the pipeline."""
+    progress = Progress(not args.quiet)
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--output: folder {folder!r} does not exist")
+    options.check_backbone(args)
+    data = load_dataset(args.dataset, "train")
+    n_train = args.n_train if args.n_train is not None else min(DEFAULT_N_TRAIN, len(data))
+    data = data.take(draw(data, n_train, args.random_state, "--n-train"))
+    transformer = options.make_transformer(args, args.target_size, verbose=progress.enabled)
+    X = transformer.fit_transform(data.images)
+    transformer.set_params(verbose=0)
+    config = Head2ToeConfig(args.target_size, args.alpha, args.keep_fraction)
+    with progress.timed("Head2Toe fit"):
+        clf, not_converged = fit_final(X, data.labels, config, SolverSettings(args.max_iter))
+    if not_converged:
+        progress.message("note: the solver stopped at --max-iter; consider raising it")
+    joblib.dump(Pipeline([("features", transformer), ("head2toe", clf)]), args.output)
+    kept = int(clf.get_support().sum())
+    print(f"wrote {args.output}: {len(data)} images, {kept} of {X.shape[1]} features kept")
+    return 0

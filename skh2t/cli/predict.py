@@ -1,0 +1,75 @@
+"""``skh2t predict``: load a saved model; images or a folder in, ``path<TAB>label`` lines out."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from typing import Any
+
+import joblib
+from sklearn.pipeline import Pipeline
+from tqdm.auto import tqdm
+
+from skh2t.cli import options
+from skh2t.cli.data import list_image_files
+from skh2t.cli.errors import UsageError
+from skh2t.features import IntermediateFeatureTransformer
+
+CHUNK = 256  # images per prediction call
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``skh2t predict``."""
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict the classes of images with a saved model",
+        description="Predict with a model saved by `skh2t fit` or `skh2t run`; print one "
+        "'path<TAB>label' line per image, in the order given (folders: sorted, recursive).",
+    )
+    parser.add_argument("files", nargs="*", metavar="FILE", help="image files")
+    parser.add_argument("--model", required=True, help="a .joblib model file")
+    parser.add_argument("--folder", help="also predict every image under this folder")
+    group = parser.add_argument_group("runtime")
+    options.add_runtime_options(group)
+    options.add_quiet_option(parser)
+    parser.set_defaults(handler=run, device=None, batch_size=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the predicted label of every image."""
+    model = load_model(args.model)
+    files = list_image_files(args.files, args.folder)
+    _configure(model, args)
+    with tqdm(total=len(files), unit="img", desc="Predicting", disable=args.quiet) as bar:
+        for start in range(0, len(files), CHUNK):
+            chunk = files[start : start + CHUNK]
+            for path, label in zip(chunk, model.predict(chunk), strict=True):
+                print(f"{path}\t{label}")
+            bar.update(len(chunk))
+    return 0
+
+
+def load_model(path: str) -> Any:
+    """Load a joblib model; a missing or unreadable file is a :class:`UsageError`."""
+    try:
+        model = joblib.load(path)
+    except FileNotFoundError:
+        raise UsageError(f"--model: file not found: {path!r}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError) as error:
+        raise UsageError(f"--model: {path!r} is not a joblib model file ({error})") from None
+    if not hasattr(model, "predict"):
+        raise UsageError(f"--model: {path!r} holds a {type(model).__name__}, not a model")
+    return model
+
+
+def _configure(model: Any, args: argparse.Namespace) -> None:
+    """Apply --device and --batch-size to the model's feature transformer, if it has one."""
+    if not isinstance(model, Pipeline):
+        return
+    for _, step in model.steps:
+        if isinstance(step, IntermediateFeatureTransformer):
+            if args.device is not None:
+                step.set_params(device=args.device)
+            if args.batch_size is not None:
+                step.set_params(batch_size=args.batch_size)
+            step.set_params(verbose=0)

@@ -1,0 +1,370 @@
+"""``skh2t run``: the Head2Toe protocol (VTAB-1k style) on a data set, against two baselines."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+import joblib
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+
+from skh2t.cli import compare, options
+from skh2t.cli.data import DATASET_HELP, LabelledImages, load_dataset, split_train_test
+from skh2t.cli.errors import UsageError
+from skh2t.cli.extraction import iter_feature_chunks, tap_table
+from skh2t.cli.plot import plot_kept_per_tap
+from skh2t.cli.progress import Progress
+from skh2t.cli.report import MethodResult, format_params, format_table, versions, write_json
+from skh2t.cli.selection import SolverSettings, kept_per_tap
+from skh2t.features import IntermediateFeatureTransformer
+
+DEFAULTS: dict[str, Any] = {
+    "n_train": 1000,
+    "folds": 5,
+    "target_sizes": [1024, 2048],
+    "alphas": [0.1, 0.03, 0.01],
+    "keep_fractions": [0.02, 0.05, 0.1, 0.2],
+    "Cs": [1.0, 10.0, 100.0],
+}
+RESULTS_JSON = "results.json"
+PLOT_PNG = "kept_per_tap.png"
+MODEL_FILE = "model.joblib"
+
+DESCRIPTION = """\
+The Head2Toe protocol on a data set and a backbone (VTAB-1k style): draw
+--n-train class-balanced training images; extract their features once per
+target size; choose the hyper-parameters of three methods by stratified k-fold
+cross-validation on those images (the same folds for all); refit each on all
+training images; report test accuracy. Methods: an L2 linear probe on the last
+layer (the pre-logits tap), an L2 probe on all intermediate features, and
+Head2Toe (group lasso, keep the top features, refit).
+
+Writes results.json (configuration, every cross-validation score, timings,
+versions), kept_per_tap.png (which depths Head2Toe chose) and model.joblib (the
+Head2Toe pipeline, for `skh2t predict`) to --output-dir.
+
+Without arguments: Fashion-MNIST, EfficientNet-Lite0 with its offline ImageNet
+weights, 1000 training images, the 10k test images; about 5-10 minutes on 2 CPU
+cores."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``skh2t run``."""
+    parser = subparsers.add_parser(
+        "run",
+        help="cross-validated Head2Toe vs linear probes on a data set; table, JSON and plot",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_data_options(parser)
+    options.add_backbone_options(parser, target_size=False)
+    _add_grid_options(parser)
+    _add_output_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--dataset",
+        default=options.FASHION_MNIST,
+        metavar="NAME|DIR",
+        help=f"{DATASET_HELP} (default: %(default)s)",
+    )
+    group.add_argument(
+        "--test-dataset",
+        metavar="DIR",
+        help="image folder of test images; default: Fashion-MNIST's test split, or for a "
+        "folder --dataset the images not drawn for training",
+    )
+    group.add_argument(
+        "--n-train",
+        type=options.positive_int,
+        default=DEFAULTS["n_train"],
+        metavar="N",
+        help="class-balanced training images (default: %(default)s)",
+    )
+    group.add_argument(
+        "--n-test",
+        type=options.positive_int,
+        metavar="N",
+        help="class-balanced subsample of the test images (default: all)",
+    )
+    group.add_argument(
+        "--random-state",
+        type=int,
+        default=0,
+        metavar="SEED",
+        help="seed of the draws and folds (default: 0)",
+    )
+
+
+def _add_grid_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model selection (lists are comma-separated)")
+    fractions = options.comma_list(options.fraction)
+    group.add_argument(
+        "--folds",
+        type=options.positive_int,
+        default=DEFAULTS["folds"],
+        metavar="K",
+        help="stratified cross-validation folds (default: %(default)s)",
+    )
+    group.add_argument(
+        "--target-sizes",
+        type=options.comma_list(options.positive_int),
+        default=DEFAULTS["target_sizes"],
+        metavar="T[,T...]",
+        help="Head2Toe target sizes per tap (default: 1024,2048)",
+    )
+    group.add_argument(
+        "--alphas",
+        type=fractions,
+        default=DEFAULTS["alphas"],
+        metavar="A[,A...]",
+        help="group-lasso strengths, as fractions of alpha_max (default: 0.1,0.03,0.01)",
+    )
+    group.add_argument(
+        "--keep-fractions",
+        type=fractions,
+        default=DEFAULTS["keep_fractions"],
+        metavar="F[,F...]",
+        help="fractions of the features Head2Toe keeps (default: 0.02,0.05,0.1,0.2)",
+    )
+    group.add_argument(
+        "--cs",
+        type=options.comma_list(options.positive_float),
+        default=DEFAULTS["Cs"],
+        dest="Cs",
+        metavar="C[,C...]",
+        help="inverse L2 strengths C of the two L2 probes (default: 1,10,100)",
+    )
+    group.add_argument(
+        "--max-iter",
+        type=options.positive_int,
+        default=5000,
+        metavar="N",
+        help="group-lasso solver iterations (default: %(default)s)",
+    )
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "--output-dir",
+        default="skh2t_results",
+        metavar="DIR",
+        help="where results.json, kept_per_tap.png and model.joblib go (default: %(default)s)",
+    )
+    group.add_argument(
+        "--save-model",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="save the Head2Toe pipeline as model.joblib (default: yes)",
+    )
+    options.add_quiet_option(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the protocol; print the table; write the JSON, the plot and the model."""
+    started = time.perf_counter()
+    progress = Progress(not args.quiet)
+    options.check_backbone(args)
+    train, test = _load_data(args)
+    _check_folds(train, args.folds)
+    os.makedirs(args.output_dir, exist_ok=True)
+    features, transformers, extract_seconds = _extract_train(args, train, progress)
+    y = train.labels
+    folds = _make_folds(y, args.folds, args.random_state)
+    outcomes = _compare(args, features, transformers, y, folds, progress)
+    test_seconds = _evaluate(outcomes, transformers, test, progress)
+    results = [_result_row(o) for o in outcomes]
+    n_total = max(x.shape[1] for x in features.values())
+    _print_summary(results, outcomes, n_total)
+    h2t = outcomes[-1]
+    payload = _payload(args, train, test, features, transformers, outcomes)
+    payload["timings"] = {
+        "extract_train_seconds": extract_seconds,
+        "test_seconds": test_seconds,
+        "total_seconds": time.perf_counter() - started,
+    }
+    _write_outputs(args, payload, h2t, transformers[h2t.target_size], progress)
+    return 0
+
+
+def _load_data(args: argparse.Namespace) -> tuple[LabelledImages, LabelledImages]:
+    data = load_dataset(args.dataset, "train")
+    if args.test_dataset is not None:
+        test = load_dataset(args.test_dataset, "test")
+    elif args.dataset.lower() == options.FASHION_MNIST:
+        test = load_dataset(args.dataset, "test")
+    else:
+        test = None
+    return split_train_test(data, test, args.n_train, args.n_test, args.random_state)
+
+
+def _check_folds(train: LabelledImages, n_folds: int) -> None:
+    if n_folds < 2:
+        raise UsageError("--folds must be at least 2")
+    smallest = int(np.bincount(train.target).min())
+    if smallest < n_folds:
+        raise UsageError(
+            f"--folds {n_folds} needs at least {n_folds} training images per class; "
+            f"--n-train {len(train)} gives {smallest} for some class"
+        )
+
+
+def _extract_train(
+    args: argparse.Namespace, train: LabelledImages, progress: Progress
+) -> tuple[dict[int, np.ndarray], dict[int, IntermediateFeatureTransformer], float]:
+    features, transformers = {}, {}
+    start = time.perf_counter()
+    for target_size in sorted(args.target_sizes):
+        transformer = options.make_transformer(args, target_size, verbose=progress.enabled)
+        progress.message(f"Training features, target size {target_size} ({len(train)} images)")
+        features[target_size] = transformer.fit_transform(train.images)
+        transformer.set_params(verbose=0)
+        transformers[target_size] = transformer
+        progress.message(
+            f"  {features[target_size].shape[1]} features from {len(transformer.taps_)} taps"
+        )
+    return features, transformers, time.perf_counter() - start
+
+
+def _make_folds(y: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+def _compare(args, features, transformers, y, folds, progress) -> list[compare.Outcome]:
+    solver = SolverSettings(max_iter=args.max_iter)
+    h2t = compare.head2toe(features, y, folds, args.alphas, args.keep_fractions, solver, progress)
+    # The pre-logits tap is a vector (never pooled): the same at every target size.
+    T = h2t.target_size
+    last = compare.last_layer_probe(features[T], transformers[T], y, folds, args.Cs, progress)
+    all_l2 = compare.all_taps_l2(features, y, folds, args.Cs, progress)
+    return [last, all_l2, h2t]
+
+
+def _evaluate(outcomes, transformers, test: LabelledImages, progress: Progress) -> float:
+    start = time.perf_counter()
+    truth = test.labels
+    for target_size in sorted({o.target_size for o in outcomes}):
+        users = [o for o in outcomes if o.target_size == target_size]
+        correct = dict.fromkeys(range(len(users)), 0)
+        desc = f"Test features, target size {target_size}"
+        chunks = iter_feature_chunks(
+            transformers[target_size], test.images, desc=desc, progress=progress.enabled
+        )
+        for rows, X in chunks:
+            for i, outcome in enumerate(users):
+                correct[i] += int(np.sum(outcome.model.predict(X) == truth[rows]))
+        for i, outcome in enumerate(users):
+            outcome.test_accuracy = correct[i] / len(test)
+    return time.perf_counter() - start
+
+
+def _result_row(outcome: compare.Outcome) -> MethodResult:
+    return MethodResult(
+        outcome.method,
+        outcome.cv_accuracy,
+        outcome.test_accuracy,
+        outcome.n_features,
+        outcome.fit_seconds,
+        outcome.params,
+    )
+
+
+def _print_summary(results: list[MethodResult], outcomes, n_total: int) -> None:
+    print(format_table(results, n_total))
+    print()
+    for outcome in outcomes:
+        print(f"{outcome.method}: {format_params(outcome.params)}")
+        if outcome.n_not_converged:
+            print(f"  note: {outcome.n_not_converged} fit(s) stopped at their iteration limit")
+    sys.stdout.flush()
+
+
+def _payload(args, train, test, features, transformers, outcomes) -> dict[str, Any]:
+    config = {key: value for key, value in vars(args).items() if key != "handler"}
+    h2t = outcomes[-1]
+    transformer = transformers[h2t.target_size]
+    kept = kept_per_tap(
+        h2t.model.get_support(), transformer.feature_groups_, len(transformer.taps_)
+    )
+    return {
+        "command": "skh2t run",
+        "argv": sys.argv[1:],
+        "config": config,
+        "data": _data_summary(train, test),
+        "features": {
+            str(T): {"n_features": X.shape[1], "taps": tap_table(transformers[T])}
+            for T, X in features.items()
+        },
+        "methods": {o.method: _method_summary(o) for o in outcomes},
+        "head2toe_kept_per_tap": [
+            {"tap": tap.name, "kept": int(k), "n_features": tap.n_features}
+            for tap, k in zip(transformer.taps_, kept, strict=True)
+        ],
+        "versions": versions(),
+    }
+
+
+def _data_summary(train: LabelledImages, test: LabelledImages) -> dict[str, Any]:
+    return {
+        "train_source": train.source,
+        "test_source": test.source,
+        "n_train": len(train),
+        "n_test": len(test),
+        "classes": train.class_names,
+        "train_per_class": np.bincount(train.target, minlength=len(train.class_names)),
+        "test_per_class": np.bincount(test.target, minlength=len(test.class_names)),
+    }
+
+
+def _method_summary(outcome: compare.Outcome) -> dict[str, Any]:
+    return {
+        "params": outcome.params,
+        "cv_accuracy": outcome.cv_accuracy,
+        "test_accuracy": outcome.test_accuracy,
+        "n_features": outcome.n_features,
+        "fit_seconds": outcome.fit_seconds,
+        "cv_seconds": outcome.cv_seconds,
+        "n_not_converged": outcome.n_not_converged,
+        "cv_results": outcome.cv_results,
+    }
+
+
+def _write_outputs(args, payload, h2t: compare.Outcome, transformer, progress) -> None:
+    json_path = os.path.join(args.output_dir, RESULTS_JSON)
+    plot_path = os.path.join(args.output_dir, PLOT_PNG)
+    rows = payload["head2toe_kept_per_tap"]
+    plot_kept_per_tap(
+        [row["tap"] for row in rows],
+        np.array([row["kept"] for row in rows]),
+        np.array([row["n_features"] for row in rows]),
+        plot_path,
+        title=_plot_title(args, h2t, sum(row["n_features"] for row in rows)),
+    )
+    written = [json_path, plot_path]
+    if args.save_model:
+        model_path = os.path.join(args.output_dir, MODEL_FILE)
+        joblib.dump(Pipeline([("features", transformer), ("head2toe", h2t.model)]), model_path)
+        written.append(model_path)
+        payload["model_file"] = model_path
+    write_json(json_path, payload)
+    print("\nwrote " + ", ".join(written))
+
+
+def _plot_title(args: argparse.Namespace, h2t: compare.Outcome, n_features: int) -> str:
+    params = h2t.params
+    return (
+        f"Head2Toe on {args.dataset}, {args.backbone} at {args.image_size} px: kept features "
+        f"per tap\n{h2t.n_features} of {n_features} kept (target size {params['target_size']}, "
+        f"alpha {params['alpha_fraction']:g} x alpha_max, keep fraction "
+        f"{params['keep_fraction']:g}); test accuracy {h2t.test_accuracy:.4f}"
+    )
