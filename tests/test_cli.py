@@ -1,0 +1,253 @@
+"""Tests of ``skh2t run``, the command's help and entry points, and its one-line errors.
+
+Fast: a random-weight ``test_resnet`` at 32 px, a few dozen images, 2 folds.
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import joblib
+import numpy as np
+import pytest
+from PIL import Image
+
+from skh2t.cli import main
+from skh2t.cli.compare import ALL_L2, HEAD2TOE, LAST_LAYER
+from skh2t.datasets import load_fashion_mnist
+
+TINY = ["--backbone", "test_resnet", "--weights", "none", "--image-size", "32"]
+GRID = [
+    "--folds", "2", "--target-sizes", "64,256", "--alphas", "0.3,0.1",
+    "--keep-fractions", "0.1,0.5", "--cs", "1,100",
+]  # fmt: skip
+CLASSES = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+
+
+def write_folder(root, n_per_class=10, size=24, seed=0):
+    """An image folder: one sub-folder per class, noisy images of the class colour."""
+    rng = np.random.default_rng(seed)
+    for name, colour in CLASSES.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n_per_class):
+            noise = rng.integers(-40, 40, (size, size, 3))
+            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("images") / "colours")
+
+
+@pytest.fixture(scope="module")
+def folder_run(folder, tmp_path_factory):
+    """One ``skh2t run`` on the folder; its exit code, outputs and stdout."""
+    out = tmp_path_factory.mktemp("run")
+    argv = ["run", "--dataset", str(folder), "--n-train", "18", *TINY, *GRID]
+    argv += ["--output-dir", str(out), "--quiet"]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(argv)
+    with open(out / "results.json") as file:
+        results = json.load(file)
+    return {"code": code, "out": out, "results": results, "stdout": stdout.getvalue()}
+
+
+def error_line(capsys):
+    """The single stderr line of a failed command (asserts there is exactly one)."""
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("skh2t: error: ")
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+# --- help and entry points ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["extract"], ["fit"], ["predict"]])
+def test_help_of_every_subcommand(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: skh2t {' '.join(command)}".strip() in capsys.readouterr().out
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "required: COMMAND" in capsys.readouterr().err
+
+
+def test_python_m_skh2t_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "skh2t", "run", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--keep-fractions" in result.stdout
+
+
+def test_console_script_exits_2_in_one_line_without_traceback():
+    script = shutil.which("skh2t")
+    if script is None:
+        pytest.skip("the skh2t console script is not installed (pip install -e .)")
+    result = subprocess.run(
+        [script, "run", "--dataset", "no-such-dataset"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("skh2t: error: unknown dataset 'no-such-dataset'")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+
+
+# --- skh2t run ---------------------------------------------------------------------------
+
+
+def test_run_prints_the_table_and_the_choices(folder_run):
+    assert folder_run["code"] == 0
+    table = folder_run["stdout"]
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["method", "CV", "acc"]
+    for method in (LAST_LAYER, ALL_L2, HEAD2TOE):
+        assert any(line.startswith(method) for line in lines[2:5]), table
+    assert "Head2Toe: target_size=" in table
+    assert "keep_fraction=" in table
+    assert "results.json" in lines[-1]
+
+
+def test_run_json_has_config_cv_scores_timings_versions(folder_run):
+    results = folder_run["results"]
+    assert results["config"]["n_train"] == 18
+    assert results["config"]["target_sizes"] == [64, 256]
+    assert results["data"]["n_train"] == 18
+    assert results["data"]["n_test"] == 12  # the folder's other images
+    assert results["data"]["train_per_class"] == [6, 6, 6]
+    assert results["data"]["classes"] == sorted(CLASSES)
+    assert set(results["methods"]) == {LAST_LAYER, ALL_L2, HEAD2TOE}
+    h2t = results["methods"][HEAD2TOE]
+    assert len(h2t["cv_results"]) == 2 * 2 * 2  # target sizes x alphas x keep fractions
+    assert all(len(row["fold_scores"]) == 2 for row in h2t["cv_results"])
+    best = max(row["mean"] for row in h2t["cv_results"])
+    assert h2t["cv_accuracy"] == pytest.approx(best)
+    assert len(results["methods"][ALL_L2]["cv_results"]) == 2 * 2  # target sizes x Cs
+    assert len(results["methods"][LAST_LAYER]["cv_results"]) == 2
+    assert results["methods"][LAST_LAYER]["params"]["tap"] == "fc:input"
+    for method in results["methods"].values():
+        assert 0.0 <= method["test_accuracy"] <= 1.0
+        assert method["fit_seconds"] >= 0
+    assert {"total_seconds", "extract_train_seconds", "test_seconds"} <= set(results["timings"])
+    assert {"skh2t", "torch", "timm", "scikit-learn"} <= set(results["versions"])
+
+
+def test_run_kept_features_per_tap_add_up(folder_run):
+    results = folder_run["results"]
+    h2t = results["methods"][HEAD2TOE]
+    kept = results["head2toe_kept_per_tap"]
+    assert sum(row["kept"] for row in kept) == h2t["n_features"]
+    T = str(h2t["params"]["target_size"])
+    taps = results["features"][T]["taps"]
+    assert [row["tap"] for row in kept] == [tap["name"] for tap in taps]
+    assert all(0 <= row["kept"] <= row["n_features"] for row in kept)
+
+
+def test_run_saves_the_plot_and_a_model_that_predicts(folder_run, folder):
+    out = folder_run["out"]
+    with open(out / "kept_per_tap.png", "rb") as file:
+        assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+    model = joblib.load(out / "model.joblib")
+    files = sorted(str(p) for p in (folder / "red").iterdir())[:3]
+    assert set(model.predict(files)) <= set(CLASSES)
+
+
+def test_run_on_fashion_mnist_with_a_test_subsample(tmp_path, capsys):
+    try:
+        load_fashion_mnist(subset="test")
+    except FileNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    argv = ["run", "--n-train", "20", "--n-test", "30", *TINY, "--folds", "2"]
+    argv += ["--target-sizes", "64", "--alphas", "0.3", "--keep-fractions", "0.2", "--cs", "10"]
+    argv += ["--output-dir", str(tmp_path), "--no-save-model", "--quiet"]
+    assert main(argv) == 0
+    with open(tmp_path / "results.json") as file:
+        results = json.load(file)
+    assert results["data"]["train_source"] == "fashion-mnist (train)"
+    assert results["data"]["test_source"] == "fashion-mnist (test)"
+    assert results["data"]["train_per_class"] == [2] * 10
+    assert results["data"]["test_per_class"] == [3] * 10
+    assert not os.path.exists(tmp_path / "model.joblib")
+    assert "Head2Toe" in capsys.readouterr().out
+
+
+# --- one-line errors ---------------------------------------------------------------------
+
+
+def test_unknown_dataset(capsys):
+    assert main(["run", "--dataset", "imagenet-21k"]) == 2
+    assert "unknown dataset 'imagenet-21k'" in error_line(capsys)
+
+
+def test_unknown_backbone(capsys, folder):
+    assert main(["run", "--dataset", str(folder), "--backbone", "resnet5O"]) == 2
+    line = error_line(capsys)
+    assert "--backbone" in line
+    assert "Unknown timm model 'resnet5O'" in line
+
+
+def test_missing_weights_file(capsys, folder, tmp_path):
+    argv = ["fit", "--dataset", str(folder), "--weights", str(tmp_path / "none.pth")]
+    assert main(argv) == 2
+    assert "--weights" in error_line(capsys)
+
+
+def test_n_train_larger_than_the_data(capsys, folder):
+    assert main(["run", "--dataset", str(folder), "--n-train", "1000", *TINY]) == 2
+    assert "--n-train 1000 is larger than the data" in error_line(capsys)
+
+
+def test_n_train_using_up_the_folder(capsys, folder):
+    assert main(["run", "--dataset", str(folder), "--n-train", "30", *TINY]) == 2
+    assert "leaves no test images" in error_line(capsys)
+
+
+def test_missing_test_dataset(capsys, folder, tmp_path):
+    argv = ["run", "--dataset", str(folder), "--test-dataset", str(tmp_path / "gone")]
+    assert main([*argv, *TINY]) == 2
+    assert "unknown dataset" in error_line(capsys)
+
+
+def test_folder_without_class_folders(capsys, tmp_path):
+    assert main(["run", "--dataset", str(tmp_path), *TINY]) == 2
+    assert "No class sub-folders" in error_line(capsys)
+
+
+def test_too_many_folds_for_the_classes(capsys, folder):
+    argv = ["run", "--dataset", str(folder), "--n-train", "9", "--folds", "5", *TINY]
+    assert main(argv) == 2
+    assert "--folds 5 needs at least 5 training images per class" in error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--keep-fractions", "0"],
+        ["--keep-fractions", "0.1,0.1"],
+        ["--alphas", "x"],
+        ["--n-train", "-3"],
+        ["--target-sizes", ""],
+    ],
+)
+def test_bad_option_values_are_argparse_errors(option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *option])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "skh2t run: error: argument" in err
+    assert "Traceback" not in err

@@ -1,0 +1,150 @@
+"""Tests of ``skh2t extract``, ``skh2t fit`` and ``skh2t predict`` (a random ``test_resnet``)."""
+
+import joblib
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.pipeline import Pipeline
+
+from skh2t import GroupLassoClassifier
+from skh2t.cli import main
+from skh2t.datasets import load_image_folder
+from skh2t.features import IntermediateFeatureTransformer
+
+TINY = ["--backbone", "test_resnet", "--weights", "none", "--image-size", "32"]
+CLASSES = {"cat": (220, 120, 40), "sky": (60, 120, 230)}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Two classes of 8 noisy 20x20 images each, one in a nested folder."""
+    root = tmp_path_factory.mktemp("images") / "pets"
+    rng = np.random.default_rng(1)
+    for name, colour in CLASSES.items():
+        for i in range(8):
+            path = root / name / ("nested" if i == 0 else "") / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            noise = rng.integers(-30, 30, (20, 20, 3))
+            Image.fromarray(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)).save(path)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_file(folder, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.joblib"
+    argv = ["fit", "--dataset", str(folder), *TINY, "--target-size", "256"]
+    argv += ["--alpha", "0.1", "--keep-fraction", "0.2", "-o", str(path), "--quiet"]
+    assert main(argv) == 0
+    return path
+
+
+def error_line(capsys):
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("skh2t: error: ")
+    return lines[0]
+
+
+def test_extract_a_folder_to_npz(folder, tmp_path, capsys):
+    out = tmp_path / "features.npz"
+    argv = ["extract", "--dataset", str(folder), *TINY, "--target-size", "256", "-o", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    assert "16 images x 2760 features" in capsys.readouterr().out
+    with np.load(out) as data:
+        assert data["X"].shape == (16, 2760)
+        assert data["X"].dtype == np.float32
+        assert sorted(set(data["y"])) == sorted(CLASSES)
+        assert data["feature_names"][0] == "act1__0"
+        assert data["groups"].shape == (2760,)
+        assert data["tap_names"][data["groups"][-1]] == "fc"
+        assert len(data["paths"]) == 16
+        # Every tap is L2-normalised per image.
+        first = data["groups"] == 0
+        assert np.allclose(np.linalg.norm(data["X"][:, first], axis=1), 1, atol=1e-5)
+
+
+def test_extract_files_and_a_subset(folder, tmp_path):
+    files = sorted(str(p) for p in (folder / "sky").glob("*.png"))[:3]
+    out = tmp_path / "files.npz"
+    assert main(["extract", *files, *TINY, "--target-size", "64", "-o", str(out), "-q"]) == 0
+    with np.load(out) as data:
+        assert data["X"].shape[0] == 3
+        assert "y" not in data
+        assert data["paths"].tolist() == files
+    argv = ["extract", "--dataset", str(folder), "--n-samples", "4", *TINY, "-o", str(out)]
+    assert main([*argv, "-q"]) == 0
+    with np.load(out) as data:
+        assert sorted(data["y"].tolist()) == ["cat", "cat", "sky", "sky"]
+
+
+def test_fit_saves_a_pipeline_predicting_class_names(model_file, folder):
+    model = joblib.load(model_file)
+    assert isinstance(model, Pipeline)
+    features, head = model.steps[0][1], model.steps[-1][1]
+    assert isinstance(features, IntermediateFeatureTransformer)
+    assert features.target_size == 256
+    assert isinstance(head, GroupLassoClassifier)
+    assert head.classes_.tolist() == sorted(CLASSES)
+    assert head.get_support().sum() == int(0.2 * 2760)
+    # All 16 images (fewer than the default 1000); alpha relative to alpha_max.
+    bunch = load_image_folder(folder)
+    X = features.transform(list(bunch.filenames))
+    alpha_max = head.alpha_max(X, bunch.target_names[bunch.target])
+    assert head.alpha == pytest.approx(0.1 * alpha_max)
+
+
+def test_predict_files_and_a_folder(model_file, folder, capsys):
+    files = [str(folder / "cat" / "1.png"), str(folder / "sky" / "2.png")]
+    assert main(["predict", "--model", str(model_file), *files, "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == files
+    assert [line.split("\t")[1] for line in lines] == ["cat", "sky"]
+    assert main(["predict", "--model", str(model_file), "--folder", str(folder), "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 16
+    right = [line.split("\t")[1] in line.split("\t")[0] for line in lines]
+    assert np.mean(right) >= 0.9
+
+
+def test_predict_missing_model(capsys, tmp_path):
+    assert main(["predict", "--model", str(tmp_path / "nope.joblib"), "x.png"]) == 2
+    assert "--model: file not found" in error_line(capsys)
+
+
+def test_predict_not_a_model(capsys, tmp_path):
+    path = tmp_path / "numbers.joblib"
+    joblib.dump([1, 2, 3], path)
+    assert main(["predict", "--model", str(path), "x.png"]) == 2
+    assert "holds a list, not a model" in error_line(capsys)
+    path.write_text("not a pickle")
+    assert main(["predict", "--model", str(path), "x.png"]) == 2
+    assert "is not a joblib model file" in error_line(capsys)
+
+
+def test_predict_missing_image(model_file, capsys, tmp_path):
+    argv = ["predict", "--model", str(model_file), str(tmp_path / "gone.png")]
+    assert main(argv) == 2
+    assert "image file not found" in error_line(capsys)
+
+
+def test_predict_empty_folder(model_file, capsys, tmp_path):
+    assert main(["predict", "--model", str(model_file), "--folder", str(tmp_path)]) == 2
+    assert "no image files in" in error_line(capsys)
+
+
+def test_extract_needs_files_or_a_dataset(capsys, tmp_path):
+    assert main(["extract", *TINY, "-o", str(tmp_path / "f.npz")]) == 2
+    assert "no image files" in error_line(capsys)
+
+
+def test_extract_output_folder_must_exist(capsys, tmp_path, folder):
+    argv = ["extract", "--dataset", str(folder), "-o", str(tmp_path / "no" / "f.npz")]
+    assert main(argv) == 2
+    assert "does not exist" in error_line(capsys)
+
+
+def test_fit_n_train_larger_than_the_folder(capsys, folder, tmp_path):
+    argv = ["fit", "--dataset", str(folder), "--n-train", "100", *TINY]
+    assert main([*argv, "-o", str(tmp_path / "m.joblib")]) == 2
+    assert "--n-train 100 is larger than the data" in error_line(capsys)
