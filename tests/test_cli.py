@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skh2t.cli import main
+from skh2t.cli import build_parser, main
 from skh2t.cli.compare import ALL_L2, HEAD2TOE, LAST_LAYER
 from skh2t.datasets import load_fashion_mnist
 
@@ -56,7 +56,13 @@ def folder_run(folder, tmp_path_factory):
         code = main(argv)
     with open(out / "results.json") as file:
         results = json.load(file)
-    return {"code": code, "out": out, "results": results, "stdout": stdout.getvalue()}
+    return {
+        "code": code,
+        "out": out,
+        "folder": folder,
+        "results": results,
+        "stdout": stdout.getvalue(),
+    }
 
 
 def error_line(capsys):
@@ -111,6 +117,21 @@ def test_console_script_exits_2_in_one_line_without_traceback():
 # --- skh2t run ---------------------------------------------------------------------------
 
 
+def test_run_defaults_are_the_documented_protocol():
+    args = build_parser().parse_args(["run"])
+    assert args.dataset == "fashion-mnist"
+    assert args.backbone == "tf_efficientnet_lite0"
+    assert args.weights == "auto"
+    assert (args.n_train, args.n_test, args.folds, args.random_state) == (1000, None, 5, 0)
+    assert args.image_size == 64
+    assert args.target_sizes == [1024, 2048]
+    assert args.alphas == [0.1, 0.03, 0.01]
+    assert args.keep_fractions == [0.02, 0.05, 0.1, 0.2]
+    assert args.Cs == [1.0, 10.0, 100.0]
+    assert args.output_dir == "skh2t_results"
+    assert args.blas_threads == 1
+
+
 def test_run_prints_the_table_and_the_choices(folder_run):
     assert folder_run["code"] == 0
     table = folder_run["stdout"]
@@ -125,6 +146,7 @@ def test_run_prints_the_table_and_the_choices(folder_run):
 
 def test_run_json_has_config_cv_scores_timings_versions(folder_run):
     results = folder_run["results"]
+    assert results["argv"][:3] == ["run", "--dataset", str(folder_run["folder"])]
     assert results["config"]["n_train"] == 18
     assert results["config"]["target_sizes"] == [64, 256]
     assert results["data"]["n_train"] == 18
@@ -221,6 +243,13 @@ def test_missing_test_dataset(capsys, folder, tmp_path):
     argv = ["run", "--dataset", str(folder), "--test-dataset", str(tmp_path / "gone")]
     assert main([*argv, *TINY]) == 2
     assert "unknown dataset" in error_line(capsys)
+
+
+def test_output_dir_that_is_a_file(capsys, folder, tmp_path):
+    (tmp_path / "results").write_text("")
+    argv = ["run", "--dataset", str(folder), "--output-dir", str(tmp_path / "results"), *TINY]
+    assert main(argv) == 2
+    assert "--output-dir: [Errno 17] File exists" in error_line(capsys)
 
 
 def test_folder_without_class_folders(capsys, tmp_path):

@@ -165,12 +165,12 @@ def test_usage_errors_are_one_line():
 
 def test_table_and_json(tmp_path):
     rows = [
-        MethodResult("linear probe (last layer)", 0.82, 0.8146, 1280, 0.21, {"C": 10.0}),
-        MethodResult("Head2Toe", 0.88, 0.8842, 10132, 2.13, {}),
+        MethodResult("linear probe (last layer)", 0.82, 0.8146, 1280, 50664, 0.21, {"C": 10.0}),
+        MethodResult("Head2Toe", 0.88, 0.8842, 10132, 50664, 2.13, {}),
     ]
-    table = format_table(rows, 79320).splitlines()
+    table = format_table(rows).splitlines()
     assert len({len(line) for line in table[:2]}) == 1  # header and rule aligned
-    assert table[2].split()[-5:] == ["0.8200", "0.8146", "1280", "(1.6%)", "0.2"]
+    assert table[2].split()[-6:] == ["0.8146", "1280", "of", "50664", "(2.5%)", "0.2"]
     write_json(tmp_path / "r.json", {"a": np.arange(2), "b": np.float32(0.5)})
     assert (tmp_path / "r.json").read_text() == '{\n  "a": [\n    0,\n    1\n  ],\n  "b": 0.5\n}\n'
 

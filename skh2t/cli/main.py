@@ -54,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         on stderr, without a traceback), 130 when interrupted. argparse's own
         errors and ``--help`` exit through ``SystemExit``.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         with blas_threads(args.blas_threads):
             return args.handler(args)

@@ -27,8 +27,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "'path<TAB>label' line per image, in the order given (folders: sorted, recursive).",
     )
     parser.add_argument("files", nargs="*", metavar="FILE", help="image files")
-    parser.add_argument("--model", required=True, help="a .joblib model file")
-    parser.add_argument("--folder", help="also predict every image under this folder")
+    parser.add_argument(
+        "--model", required=True, metavar="FILE", help="a model saved by skh2t fit or skh2t run"
+    )
+    parser.add_argument(
+        "--folder", metavar="DIR", help="also predict every image under this folder"
+    )
     group = parser.add_argument_group("runtime")
     options.add_runtime_options(group)
     options.add_quiet_option(parser)

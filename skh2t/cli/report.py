@@ -28,6 +28,8 @@ class MethodResult:
         Accuracy of the model refitted on all training images.
     n_features : int
         Number of features the final model reads.
+    n_available : int
+        Number of features extracted at the target size it reads.
     fit_seconds : float
         Time of the final fit on all training images (features already extracted).
     params : dict
@@ -38,28 +40,29 @@ class MethodResult:
     cv_accuracy: float
     test_accuracy: float
     n_features: int
+    n_available: int
     fit_seconds: float
     params: dict[str, Any]
 
 
-def format_table(results: list[MethodResult], n_total_features: int) -> str:
+def format_table(results: list[MethodResult]) -> str:
     """The comparison table, one row per method, aligned, plain text.
 
     Examples
     --------
-    >>> row = MethodResult("Head2Toe", 0.9, 0.8912, 500, 1.234, {})
-    >>> print(format_table([row], 1000))
-    method    CV acc  test acc  features (of 1000)  fit s
-    --------  ------  --------  ------------------  -----
-    Head2Toe  0.9000    0.8912         500 (50.0%)    1.2
+    >>> row = MethodResult("Head2Toe", 0.9, 0.8912, 500, 2000, 1.234, {})
+    >>> print(format_table([row]))
+    method    CV acc  test acc         features used  fit s
+    --------  ------  --------  --------------------  -----
+    Head2Toe  0.9000    0.8912  500 of 2000 (25.0%)    1.2
     """
-    header = ["method", "CV acc", "test acc", f"features (of {n_total_features})", "fit s"]
+    header = ["method", "CV acc", "test acc", "features used", "fit s"]
     rows = [
         [
             r.method,
             f"{r.cv_accuracy:.4f}",
             f"{r.test_accuracy:.4f}",
-            f"{r.n_features} ({100 * r.n_features / n_total_features:.1f}%)",
+            f"{r.n_features} of {r.n_available} ({100 * r.n_features / r.n_available:.1f}%)",
             f"{r.fit_seconds:.1f}",
         ]
         for r in results

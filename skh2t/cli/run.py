@@ -15,7 +15,7 @@ from sklearn.pipeline import Pipeline
 
 from skh2t.cli import compare, options
 from skh2t.cli.data import DATASET_HELP, LabelledImages, load_dataset, split_train_test
-from skh2t.cli.errors import UsageError
+from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.cli.extraction import iter_feature_chunks, tap_table
 from skh2t.cli.plot import plot_kept_per_tap
 from skh2t.cli.progress import Progress
@@ -174,17 +174,17 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     progress = Progress(not args.quiet)
     options.check_backbone(args)
+    with usage_errors(OSError, context="--output-dir"):
+        os.makedirs(args.output_dir, exist_ok=True)
     train, test = _load_data(args)
     _check_folds(train, args.folds)
-    os.makedirs(args.output_dir, exist_ok=True)
     features, transformers, extract_seconds = _extract_train(args, train, progress)
     y = train.labels
     folds = _make_folds(y, args.folds, args.random_state)
     outcomes = _compare(args, features, transformers, y, folds, progress)
     test_seconds = _evaluate(outcomes, transformers, test, progress)
-    results = [_result_row(o) for o in outcomes]
-    n_total = max(x.shape[1] for x in features.values())
-    _print_summary(results, outcomes, n_total)
+    results = [_result_row(o, features[o.target_size].shape[1]) for o in outcomes]
+    _print_summary(results, outcomes)
     h2t = outcomes[-1]
     payload = _payload(args, train, test, features, transformers, outcomes)
     payload["timings"] = {
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         "test_seconds": test_seconds,
         "total_seconds": time.perf_counter() - started,
     }
-    _write_outputs(args, payload, h2t, transformers[h2t.target_size], progress)
+    _write_outputs(args, payload, h2t, transformers[h2t.target_size])
     return 0
 
 
@@ -240,7 +240,14 @@ def _make_folds(y: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray
     return list(splitter.split(np.zeros(len(y)), y))
 
 
-def _compare(args, features, transformers, y, folds, progress) -> list[compare.Outcome]:
+def _compare(
+    args: argparse.Namespace,
+    features: dict[int, np.ndarray],
+    transformers: dict[int, IntermediateFeatureTransformer],
+    y: np.ndarray,
+    folds: compare.Folds,
+    progress: Progress,
+) -> list[compare.Outcome]:
     solver = SolverSettings(max_iter=args.max_iter)
     h2t = compare.head2toe(features, y, folds, args.alphas, args.keep_fractions, solver, progress)
     # The pre-logits tap is a vector (never pooled): the same at every target size.
@@ -250,7 +257,13 @@ def _compare(args, features, transformers, y, folds, progress) -> list[compare.O
     return [last, all_l2, h2t]
 
 
-def _evaluate(outcomes, transformers, test: LabelledImages, progress: Progress) -> float:
+def _evaluate(
+    outcomes: list[compare.Outcome],
+    transformers: dict[int, IntermediateFeatureTransformer],
+    test: LabelledImages,
+    progress: Progress,
+) -> float:
+    """Fill in every method's test accuracy; extract each needed target size once, in chunks."""
     start = time.perf_counter()
     truth = test.labels
     for target_size in sorted({o.target_size for o in outcomes}):
@@ -268,19 +281,20 @@ def _evaluate(outcomes, transformers, test: LabelledImages, progress: Progress) 
     return time.perf_counter() - start
 
 
-def _result_row(outcome: compare.Outcome) -> MethodResult:
+def _result_row(outcome: compare.Outcome, n_available: int) -> MethodResult:
     return MethodResult(
         outcome.method,
         outcome.cv_accuracy,
         outcome.test_accuracy,
         outcome.n_features,
+        n_available,
         outcome.fit_seconds,
         outcome.params,
     )
 
 
-def _print_summary(results: list[MethodResult], outcomes, n_total: int) -> None:
-    print(format_table(results, n_total))
+def _print_summary(results: list[MethodResult], outcomes: list[compare.Outcome]) -> None:
+    print(format_table(results))
     print()
     for outcome in outcomes:
         print(f"{outcome.method}: {format_params(outcome.params)}")
@@ -289,8 +303,19 @@ def _print_summary(results: list[MethodResult], outcomes, n_total: int) -> None:
     sys.stdout.flush()
 
 
-def _payload(args, train, test, features, transformers, outcomes) -> dict[str, Any]:
-    config = {key: value for key, value in vars(args).items() if key != "handler"}
+def _payload(
+    args: argparse.Namespace,
+    train: LabelledImages,
+    test: LabelledImages,
+    features: dict[int, np.ndarray],
+    transformers: dict[int, IntermediateFeatureTransformer],
+    outcomes: list[compare.Outcome],
+) -> dict[str, Any]:
+    config = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("handler", "argv") and not key.startswith("_")
+    }
     h2t = outcomes[-1]
     transformer = transformers[h2t.target_size]
     kept = kept_per_tap(
@@ -298,7 +323,7 @@ def _payload(args, train, test, features, transformers, outcomes) -> dict[str, A
     )
     return {
         "command": "skh2t run",
-        "argv": sys.argv[1:],
+        "argv": args.argv,
         "config": config,
         "data": _data_summary(train, test),
         "features": {
@@ -339,7 +364,12 @@ def _method_summary(outcome: compare.Outcome) -> dict[str, Any]:
     }
 
 
-def _write_outputs(args, payload, h2t: compare.Outcome, transformer, progress) -> None:
+def _write_outputs(
+    args: argparse.Namespace,
+    payload: dict[str, Any],
+    h2t: compare.Outcome,
+    transformer: IntermediateFeatureTransformer,
+) -> None:
     json_path = os.path.join(args.output_dir, RESULTS_JSON)
     plot_path = os.path.join(args.output_dir, PLOT_PNG)
     rows = payload["head2toe_kept_per_tap"]
