@@ -52,8 +52,8 @@ def format_table(results: list[MethodResult]) -> str:
     --------
     >>> row = MethodResult("Head2Toe", 0.9, 0.8912, 500, 2000, 1.234, {})
     >>> print(format_table([row]))
-    method    CV acc  test acc         features used  fit s
-    --------  ------  --------  --------------------  -----
+    method    CV acc  test acc        features used  fit s
+    --------  ------  --------  -------------------  -----
     Head2Toe  0.9000    0.8912  500 of 2000 (25.0%)    1.2
     """
     header = ["method", "CV acc", "test acc", "features used", "fit s"]
