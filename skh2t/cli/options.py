@@ -149,7 +149,7 @@ def add_backbone_options(parser: argparse.ArgumentParser, *, target_size: bool =
             "--target-size",
             type=positive_int,
             metavar="T",
-            default=2048,
+            default=1024,
             help="Head2Toe target number of features per tap (default: %(default)s)",
         )
     add_runtime_options(group)
