@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("files", nargs="*", metavar="FILE", help="image files")
     group = parser.add_argument_group("data (instead of FILEs)")
-    group.add_argument("--dataset", help=DATASET_HELP)
+    group.add_argument("--dataset", metavar="NAME|DIR", help=DATASET_HELP)
     group.add_argument(
         "--split",
         choices=("train", "test"),
@@ -45,10 +45,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument(
         "--n-samples",
         type=options.positive_int,
+        metavar="N",
         help="class-balanced random subset of the data set (default: all images)",
     )
-    group.add_argument("--random-state", type=int, default=0, help="seed of the subset")
-    parser.add_argument("-o", "--output", required=True, help="output .npz file")
+    group.add_argument(
+        "--random-state", type=int, default=0, metavar="SEED", help="seed of the subset"
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npz file")
     options.add_backbone_options(parser)
     options.add_quiet_option(parser)
     parser.set_defaults(handler=run)

@@ -38,24 +38,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     group = parser.add_argument_group("data")
     group.add_argument(
-        "--dataset", default=options.FASHION_MNIST, help=f"{DATASET_HELP} (default: %(default)s)"
+        "--dataset",
+        default=options.FASHION_MNIST,
+        metavar="NAME|DIR",
+        help=f"{DATASET_HELP} (default: %(default)s)",
     )
     group.add_argument(
         "--n-train",
         type=options.positive_int,
+        metavar="N",
         help=f"class-balanced training images (default: {DEFAULT_N_TRAIN}, or all if fewer)",
     )
-    group.add_argument("--random-state", type=int, default=0, help="seed of the draw")
+    group.add_argument(
+        "--random-state", type=int, default=0, metavar="SEED", help="seed of the draw"
+    )
     group = parser.add_argument_group("Head2Toe")
     group.add_argument(
         "--alpha",
         type=options.positive_float,
+        metavar="A",
         default=DEFAULT_ALPHA,
         help="group-lasso strength as a fraction of alpha_max (default: %(default)s)",
     )
     group.add_argument(
         "--keep-fraction",
         type=options.fraction,
+        metavar="F",
         default=DEFAULT_KEEP,
         help="fraction of features kept (default: %(default)s)",
     )
@@ -66,7 +74,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="group-lasso solver iterations (default: %(default)s)",
     )
-    parser.add_argument("-o", "--output", default="model.joblib", help="(default: %(default)s)")
+    parser.add_argument(
+        "-o", "--output", default="model.joblib", metavar="FILE", help="(default: %(default)s)"
+    )
     options.add_backbone_options(parser)
     options.add_quiet_option(parser)
     parser.set_defaults(handler=run)
