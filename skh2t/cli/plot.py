@@ -8,6 +8,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from skh2t.plotting import _figure_size, draw_kept_per_tap
+
 
 def plot_kept_per_tap(
     tap_names: list[str],
@@ -37,20 +39,9 @@ def plot_kept_per_tap(
     title : str
         Figure title.
     """
-    positions = np.arange(len(tap_names))
-    width = min(24.0, max(8.0, 0.28 * len(tap_names) + 2))
-    figure = Figure(figsize=(width, 5.5), layout="constrained")
+    figure = Figure(figsize=_figure_size(len(tap_names)), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    axes.bar(positions, kept, color="tab:blue", label="kept features")
-    axes.set_ylabel("kept features")
-    axes.set_xticks(positions, tap_names, rotation=70, ha="right", fontsize=7)
-    axes.set_xlim(-0.7, len(tap_names) - 0.3)
-    axes.set_xlabel("tap (input → output)")
+    draw_kept_per_tap(axes, tap_names, kept, tap_sizes)
     axes.set_title(title)
-    share = axes.twinx()
-    share.plot(positions, 100 * kept / np.maximum(tap_sizes, 1), "o-", color="tab:orange", ms=3)
-    share.set_ylabel("% of the tap's features kept", color="tab:orange")
-    share.set_ylim(bottom=0)
-    axes.grid(axis="y", alpha=0.3)
     figure.savefig(path, dpi=120)
