@@ -10,19 +10,27 @@ Accepted inputs:
 
 Batches are raw: ``uint8`` or float, 1 or 3 channels, channels first. Resizing,
 scaling and normalisation are the job of :mod:`skh2t.features.preprocessing`.
+
+Every image also has a content digest (:meth:`ImageArray.digests`), which keys
+the feature cache: a hash of its pixels, channels first, with their dtype and
+shape, or of a file's bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 
 import numpy as np
+import PIL
 import torch
 from PIL import Image
 
 _CHANNELS = (1, 3)
 _RANGE_TOLERANCE = 1e-3
+_DIGEST_BYTES = 16
+_READ_CHUNK = 1 << 20
 _ACCEPTED = (
     "a NumPy array of images shaped (N, H, W), (N, H, W, C) or (N, C, H, W) with C in {1, 3}, "
     "dtype uint8 or float in [0, 1]; or a list of file paths, PIL images or (H, W[, C]) arrays"
@@ -59,6 +67,35 @@ class ImageArray:
             return images.unsqueeze(1)
         return images.permute(0, 3, 1, 2) if self.channels_last else images
 
+    def take(self, indices: Sequence[int] | np.ndarray) -> ImageArray:
+        """The images at ``indices``, in that order (already validated)."""
+        taken = object.__new__(ImageArray)
+        taken.channels_last = self.channels_last
+        taken._array = self._array[np.asarray(indices, dtype=np.intp)]
+        return taken
+
+    def digests(self) -> list[str]:
+        """A hash of every image's pixels (channels first), dtype and shape.
+
+        The same pixels give the same digest whatever the array layout.
+
+        Examples
+        --------
+        >>> gray = np.zeros((2, 8, 8), dtype=np.uint8)
+        >>> a, b = ImageArray(gray).digests()
+        >>> a == b, a == ImageArray(gray[..., None]).digests()[0]
+        (True, True)
+        >>> a == ImageArray(gray.astype(np.float32)).digests()[0]
+        False
+        """
+        return [_pixel_digest(self._channels_first(index)) for index in range(len(self))]
+
+    def _channels_first(self, index: int) -> np.ndarray:
+        image = self._array[index]
+        if image.ndim == 2:
+            return image[np.newaxis]
+        return np.moveaxis(image, -1, 0) if self.channels_last else image
+
 
 class ImageList:
     """A validated list of images that are read one by one (and may differ in size).
@@ -82,6 +119,20 @@ class ImageList:
     def batch(self, start: int, stop: int) -> list[torch.Tensor]:
         """Images ``start:stop`` as ``(C, H, W)`` tensors with their original dtype."""
         return [_item_tensor(item) for item in self._items[start:stop]]
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> ImageList:
+        """The images at ``indices``, in that order (already validated)."""
+        taken = object.__new__(ImageList)
+        taken._items = [self._items[index] for index in np.asarray(indices, dtype=np.intp)]
+        return taken
+
+    def digests(self) -> list[str]:
+        """A hash of every image: a file's bytes (and the Pillow version that decodes
+        them), or the pixels of a PIL image or array as :meth:`batch` hands them out.
+
+        Files are hashed without being decoded.
+        """
+        return [_item_digest(item) for item in self._items]
 
 
 def as_images(X: object) -> ImageArray | ImageList:
@@ -192,6 +243,29 @@ def _item_tensor(item: object) -> torch.Tensor:
         item = np.asarray(item.convert("RGB"))
     image = torch.from_numpy(np.array(item, copy=True))
     return image.unsqueeze(0) if image.dim() == 2 else image.permute(2, 0, 1)
+
+
+def _item_digest(item: object) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return _file_digest(item)
+    return _pixel_digest(_item_tensor(item).numpy())
+
+
+def _pixel_digest(image: np.ndarray) -> str:
+    digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+    digest.update(f"pixels:{image.dtype.str}:{image.shape};".encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()
+
+
+def _file_digest(path: str | os.PathLike) -> str:
+    # A decoder upgrade could decode the same bytes differently: Pillow's version is hashed too.
+    digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+    digest.update(f"file:Pillow {PIL.__version__};".encode())
+    with open(path, "rb") as file:
+        while chunk := file.read(_READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _read_file(path: str | os.PathLike) -> Image.Image:
