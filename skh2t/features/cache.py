@@ -1,0 +1,350 @@
+"""A feature cache on disk: one entry per (image, extraction setup), shared between processes.
+
+An *extraction setup* is everything the features of an image depend on: the
+backbone (class, structure, a hash of its weights, dtype and device, the torch,
+timm and skh2t versions), the preprocessing (input size, interpolation, mean
+and std), the taps with their pooling, and whether each tap is L2-normalised.
+Its hash names a directory; inside it, every image has one file named by the
+hash of its content (see :meth:`ImageArray.digests
+<skh2t.features.images.ImageArray.digests>`). Two extractions share entries
+exactly when they would compute the same features, so cross-validation folds,
+candidates of a grid search that differ only in the classifier, restarts and
+other processes all hit the same entries, and a change to any of the above
+misses them.
+
+Layout under the cache directory::
+
+    skh2t-features-v1/
+        <setup hash>/setup.json          the setup, for people (never read back)
+        <setup hash>/<image hash>.f32    one image's features
+        taps/<hash>.json                 what the taps of a backbone look like
+
+An entry holds the image's output row: a 24-byte header (magic, number of
+features, CRC-32 of the data) and the float32 values, little-endian. Entries
+are written to a temporary file in the same directory and renamed into place,
+so readers never see a partial entry; an entry that does not check out
+(truncated, corrupted, wrong size) is recomputed and replaced. Nothing is ever
+unpickled from the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from joblib import Memory
+from torch import nn
+
+from skh2t import __version__ as SKH2T_VERSION
+from skh2t.features.backbones import weights_fingerprint
+from skh2t.features.discovery import TapObservation
+from skh2t.features.preprocessing import Preprocessor
+from skh2t.features.taps import TapInfo, TapRef
+
+#: Bump when what an entry holds, or how features are computed, changes without a version bump.
+CACHE_FORMAT = 1
+CACHE_SUBDIRECTORY = f"skh2t-features-v{CACHE_FORMAT}"
+ENTRY_SUFFIX = ".f32"
+_MAGIC = b"SKH2TF01"
+_HEADER = struct.Struct("<8sQI4x")  # magic, number of features, CRC-32 of the data
+_KEY_BYTES = 16
+
+
+def resolve_cache_directory(cache: str | os.PathLike | Memory | None) -> Path | None:
+    """The directory a ``cache`` parameter names, created if needed and checked to be writable.
+
+    Parameters
+    ----------
+    cache : str, os.PathLike, joblib.Memory or None
+        A directory; a :class:`joblib.Memory` stands for its ``location``
+        (``None`` when it has none). skh2t keeps its entries in a sub-folder
+        of its own and does not use joblib's pickle-based store.
+
+    Returns
+    -------
+    pathlib.Path or None
+        ``None`` when there is no cache.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> resolve_cache_directory(None) is None
+    True
+    >>> resolve_cache_directory(Memory(location=None)) is None
+    True
+    >>> resolve_cache_directory(tempfile.mkdtemp()).is_dir()
+    True
+    """
+    if isinstance(cache, Memory):
+        cache = cache.location
+    if cache is None:
+        return None
+    path = Path(cache).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"cache={os.fspath(cache)!r} must be a writable directory (or a place where one "
+            f"can be created): {error}"
+        ) from error
+    return path.resolve()
+
+
+def backbone_identity(
+    model: nn.Module,
+    device: torch.device,
+    *,
+    name: str | None = None,
+    create_kwargs: Mapping[str, Any] | None = None,
+    fingerprint: str | None = None,
+) -> dict[str, Any]:
+    """What the features depend on in a backbone, as a JSON-able dict.
+
+    Its class, its structure (a hash of its ``repr``, which lists every module
+    with its settings), a hash of its weights, dtype and device type, and the
+    torch, timm and skh2t versions. ``fingerprint`` passes a weights hash
+    already computed (:func:`~skh2t.features.backbones.weights_fingerprint`).
+
+    Examples
+    --------
+    >>> a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    >>> cpu = torch.device("cpu")
+    >>> backbone_identity(a, cpu) == backbone_identity(a, cpu)
+    True
+    >>> backbone_identity(a, cpu) == backbone_identity(b, cpu)  # other weights
+    False
+    """
+    parameter = next(model.parameters(), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    return {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "name": name,
+        "create_kwargs": repr(sorted((create_kwargs or {}).items())),
+        "structure": hashlib.blake2b(repr(model).encode(), digest_size=_KEY_BYTES).hexdigest(),
+        "weights": fingerprint or weights_fingerprint(model),
+        "dtype": str(dtype),
+        "device": device.type,
+        "versions": {"torch": torch.__version__, "timm": timm.__version__, "skh2t": SKH2T_VERSION},
+    }
+
+
+def weights_state(model: nn.Module) -> tuple[tuple[int, int], ...] | None:
+    """Identity and version counter of every weight tensor: they change when a weight does.
+
+    Cheap, unlike hashing the weights; ``None`` when some tensor keeps no
+    version counter (created under ``torch.inference_mode()``).
+
+    Examples
+    --------
+    >>> layer = nn.Linear(2, 2)
+    >>> before = weights_state(layer)
+    >>> with torch.no_grad():
+    ...     _ = layer.bias.add_(1.0)
+    >>> weights_state(layer) == before
+    False
+    """
+    try:
+        return tuple(
+            (id(tensor), tensor._version) for tensor in model.state_dict(keep_vars=True).values()
+        )
+    except RuntimeError:
+        return None
+
+
+def extraction_setup(
+    backbone: Mapping[str, Any],
+    preprocess: Preprocessor,
+    taps: Sequence[TapInfo],
+    *,
+    l2: bool,
+) -> dict[str, Any]:
+    """Everything the features of one image depend on, besides the image, as a JSON-able dict."""
+    return {
+        "format": CACHE_FORMAT,
+        "backbone": dict(backbone),
+        "preprocessing": dataclasses.asdict(preprocess),
+        "taps": [
+            [tap.module, tap.hook, tap.layout, tap.pool_kernel, tap.pooled_shape] for tap in taps
+        ],
+        "l2": l2,
+    }
+
+
+def key_of(value: Any) -> str:
+    """A hash of a JSON-able value (dict keys sorted).
+
+    Examples
+    --------
+    >>> key_of({"a": 1, "b": [2, 3]}) == key_of({"b": (2, 3), "a": 1})
+    True
+    """
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=_KEY_BYTES).hexdigest()
+
+
+class FeatureCache:
+    """The cached feature rows of one extraction setup.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The cache directory.
+    setup : dict
+        The extraction setup, see :func:`extraction_setup`.
+    n_features : int
+        Length of every row.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> cache = FeatureCache(Path(tempfile.mkdtemp()), {"any": "setup"}, n_features=3)
+    >>> out = np.zeros((2, 3), dtype=np.float32)
+    >>> cache.read_into(["a1", "b2"], out)  # rows not in the cache yet
+    array([0, 1])
+    >>> cache.write(["b2"], [np.array([1.0, 2.0, 3.0], dtype=np.float32)])
+    >>> cache.read_into(["a1", "b2"], out), out[1]
+    (array([0]), array([1., 2., 3.], dtype=float32))
+    """
+
+    def __init__(self, root: Path, setup: Mapping[str, Any], n_features: int) -> None:
+        self.root = Path(root)
+        self.setup = dict(setup)
+        self.n_features = int(n_features)
+        self.directory = self.root / CACHE_SUBDIRECTORY / key_of(self.setup)
+
+    def read_into(self, digests: Sequence[str], out: np.ndarray) -> np.ndarray:
+        """Copy the cached row of every image into ``out``; return the rows that were missing.
+
+        Parameters
+        ----------
+        digests : sequence of str
+            Content hashes of the images, one per row of ``out``.
+        out : numpy.ndarray of shape (len(digests), n_features)
+            Receives the cached rows; the others are left alone.
+
+        Returns
+        -------
+        numpy.ndarray of int
+            Indices of the rows not found (or not valid) in the cache.
+        """
+        missing = [row for row, digest in enumerate(digests) if not self._read(digest, out[row])]
+        return np.asarray(missing, dtype=np.intp)
+
+    def write(self, digests: Iterable[str], rows: Iterable[np.ndarray]) -> None:
+        """Store one row per image, atomically; on failure, warn and carry on without caching."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            description = self.directory / "setup.json"
+            if not description.exists():
+                _write_atomically(description, json.dumps(self.setup, indent=1).encode())
+            for digest, row in zip(digests, rows, strict=True):
+                _write_atomically(self._entry(digest), _encode(row))
+        except OSError as error:
+            warnings.warn(
+                f"Could not write to the feature cache in {str(self.directory)!r} ({error}); "
+                "these features are not cached.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _entry(self, digest: str) -> Path:
+        return self.directory / f"{digest}{ENTRY_SUFFIX}"
+
+    def _read(self, digest: str, row: np.ndarray) -> bool:
+        try:
+            data = self._entry(digest).read_bytes()
+        except OSError:
+            return False
+        values = _decode(data, self.n_features)
+        if values is None:
+            return False
+        row[:] = values
+        return True
+
+
+def _encode(row: np.ndarray) -> bytes:
+    data = np.ascontiguousarray(row, dtype="<f4").tobytes()
+    return _HEADER.pack(_MAGIC, len(data) // 4, zlib.crc32(data)) + data
+
+
+def _decode(data: bytes, n_features: int) -> np.ndarray | None:
+    """The values of an entry, or ``None`` if it is not a complete, intact entry of that length."""
+    if len(data) != _HEADER.size + 4 * n_features:
+        return None
+    magic, length, checksum = _HEADER.unpack_from(data)
+    values = memoryview(data)[_HEADER.size :]
+    if magic != _MAGIC or length != n_features or zlib.crc32(values) != checksum:
+        return None
+    return np.frombuffer(values, dtype="<f4")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def cached_observations(
+    root: Path,
+    backbone: Mapping[str, Any],
+    taps: Sequence[TapRef],
+    input_size: Sequence[int],
+    observe: Callable[[], list[TapObservation]],
+) -> list[TapObservation]:
+    """The tap observations of a backbone from the cache, or from ``observe()`` (then cached).
+
+    Finding the taps takes a forward pass; what it sees depends on the backbone,
+    the taps and the input size only, so a warm cache skips it.
+    """
+    key = {
+        "format": CACHE_FORMAT,
+        "backbone": dict(backbone),
+        "taps": [[tap.module, tap.hook] for tap in taps],
+        "input_size": list(input_size),
+    }
+    path = root / CACHE_SUBDIRECTORY / "taps" / f"{key_of(key)}.json"
+    observations = _read_observations(path, len(taps))
+    if observations is not None:
+        return observations
+    observations = observe()
+    record = json.dumps([dataclasses.asdict(seen) for seen in observations]).encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, record)
+    except OSError as error:
+        warnings.warn(
+            f"Could not write to the feature cache in {str(path.parent)!r} ({error}).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return observations
+
+
+def _read_observations(path: Path, n_taps: int) -> list[TapObservation] | None:
+    try:
+        records = json.loads(path.read_bytes())
+        observations = [
+            TapObservation(**{**record, "shape": tuple(record["shape"])}) for record in records
+        ]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return observations if len(observations) == n_taps else None

@@ -1,0 +1,270 @@
+"""The feature cache: the backbone runs once per image and extraction setup, never stale."""
+
+import io
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from timm.models.resnet import ResNet
+from torch import nn
+
+from skh2t import GroupLassoClassifier
+from skh2t.features import IntermediateFeatureTransformer
+from skh2t.features.cache import CACHE_SUBDIRECTORY, ENTRY_SUFFIX
+
+TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 128}
+
+
+def images_and_labels(n_images, seed=0, size=32):
+    """Random images; class 1 has a darker top half."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_images) % 2
+    images = rng.integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
+    images[labels == 1, : size // 2] //= 3
+    return images, labels
+
+
+X, Y = images_and_labels(40)
+
+
+@contextmanager
+def forwarded_images(model_class=ResNet):
+    """Count the images that go through any ``model_class`` in this process."""
+    counts = []
+
+    def count(module, args):
+        if isinstance(module, model_class):
+            counts.append(args[0].shape[0])
+
+    handle = nn.modules.module.register_module_forward_pre_hook(count)
+    try:
+        yield counts
+    finally:
+        handle.remove()
+
+
+def features(cache=None, **params):
+    return IntermediateFeatureTransformer(**{**TINY, **params}, cache=cache)
+
+
+def entries(directory):
+    return sorted(Path(directory, CACHE_SUBDIRECTORY).glob(f"*/*{ENTRY_SUFFIX}"))
+
+
+# --- the same output, with and without the cache ------------------------------------------------
+
+
+@pytest.mark.parametrize("normalization", ["l2", None, "standard"])
+def test_cached_features_equal_uncached_bit_for_bit(tmp_path, normalization):
+    expected = features(normalization=normalization).fit_transform(X)
+    cached = features(tmp_path, normalization=normalization)
+    np.testing.assert_array_equal(cached.fit_transform(X), expected)  # cold
+    with forwarded_images() as counts:
+        np.testing.assert_array_equal(cached.transform(X), expected)  # warm
+        np.testing.assert_array_equal(cached.transform(X[::-1]), expected[::-1])
+    assert sum(counts) == 0
+    assert len(entries(tmp_path)) == len(X)
+
+
+def test_a_restart_reads_the_cache_and_runs_nothing(tmp_path):
+    expected = features(tmp_path).fit_transform(X)
+    with forwarded_images() as counts:
+        again = features(tmp_path).fit_transform(X)  # a new object, the tap shapes cached too
+        via_memory = features(joblib.Memory(tmp_path, verbose=0)).fit_transform(X)
+    assert sum(counts) == 0
+    np.testing.assert_array_equal(again, expected)
+    np.testing.assert_array_equal(via_memory, expected)
+
+
+def test_a_partly_cached_batch_computes_only_the_new_images(tmp_path):
+    transformer = features(tmp_path).fit(X[:1])
+    first = transformer.transform(X[:25])
+    with forwarded_images() as counts:
+        both = transformer.transform(X)
+    assert sum(counts) == len(X) - 25
+    np.testing.assert_array_equal(both[:25], first)
+    np.testing.assert_allclose(both, features().fit_transform(X), atol=1e-6)
+
+
+# --- grid search: the backbone runs once per image and pooling ----------------------------------
+
+
+def test_grid_search_runs_the_backbone_once_per_image_and_pooling(tmp_path):
+    target_sizes, alphas, n_folds = [64, 128, 256], [1e-3, 1e-2], 5
+    grid = {"features__target_size": target_sizes, "clf__alpha": alphas}
+    pipeline = Pipeline([("features", features(tmp_path)), ("clf", GroupLassoClassifier())])
+    with forwarded_images() as counts:
+        search = GridSearchCV(pipeline, grid, cv=StratifiedKFold(n_folds)).fit(X, Y)
+    # Each target size pools differently, so each needs one pass per image; the tap shapes
+    # are found once (one pass over the first image, twice). Without the cache, every fit
+    # and score runs the backbone: 6 candidates x 5 folds x 40 images, and the refit.
+    assert sum(counts) == len(target_sizes) * len(X) + 2
+    assert len(entries(tmp_path)) == len(target_sizes) * len(X)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    best = search.best_estimator_
+    expected = features(target_size=best["features"].target_size).fit_transform(X)
+    np.testing.assert_allclose(best["features"].transform(X), expected, atol=1e-6)
+
+
+def test_a_grid_over_the_classifier_only_runs_the_backbone_once_per_image(tmp_path):
+    pipeline = Pipeline([("features", features(tmp_path)), ("clf", GroupLassoClassifier())])
+    with forwarded_images() as counts:
+        GridSearchCV(pipeline, {"clf__alpha": [1e-3, 3e-3, 1e-2]}, cv=5).fit(X, Y)
+    assert sum(counts) == len(X) + 2
+
+
+# --- never stale ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def changed_checkpoint(tmp_path):
+    """A checkpoint for test_resnet: the seeded random weights, one bias changed."""
+    model = features().fit(X[:1]).backbone_
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    state["fc.bias"] += 1.0
+    path = tmp_path / "changed.pth"
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "weights",
+        {"image_size": 48},
+        {"layers": ["layer1", "layer2.0.conv1:input", "fc"]},
+        {"target_size": 512},
+        {"pool_stride": 2},
+        {"normalization": None},
+    ],
+)
+def test_a_changed_setup_misses_the_cache(tmp_path, changed_checkpoint, change):
+    cache = tmp_path / "cache"
+    features(cache).fit_transform(X)
+    if change == "weights":
+        change = {"weights": changed_checkpoint}
+    with forwarded_images() as counts:
+        changed = features(cache, **change).fit_transform(X)
+    assert sum(counts) >= len(X)
+    np.testing.assert_array_equal(changed, features(**change).fit_transform(X))
+
+
+def test_changed_pixels_miss_the_cache(tmp_path):
+    transformer = features(tmp_path)
+    transformer.fit_transform(X)
+    edited = X.copy()
+    edited[3, 0, 0, 0] ^= 1
+    with forwarded_images() as counts:
+        result = transformer.transform(edited)
+    assert sum(counts) == 1
+    expected = features().fit_transform(edited)
+    np.testing.assert_array_equal(result[3], features().fit_transform(edited[3:4])[0])
+    np.testing.assert_allclose(result, expected, atol=1e-6)
+
+
+def test_the_same_pixels_in_another_layout_hit_the_cache(tmp_path):
+    transformer = features(tmp_path)
+    expected = transformer.fit_transform(X)
+    with forwarded_images() as counts:
+        result = transformer.transform(np.ascontiguousarray(X.transpose(0, 3, 1, 2)))
+    assert sum(counts) == 0
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_weights_changed_after_fit_miss_the_cache(tmp_path):
+    transformer = features(tmp_path)
+    before = transformer.fit_transform(X)
+    with torch.no_grad():
+        transformer.backbone_.fc.bias.add_(1.0)
+    with forwarded_images() as counts:
+        after = transformer.transform(X)
+    assert sum(counts) == len(X)
+    fc = transformer.taps_[-1].columns
+    assert not np.allclose(after[:, fc], before[:, fc])
+    fresh = clone(transformer).set_params(
+        backbone=transformer.backbone_, weights="auto", cache=None
+    )
+    np.testing.assert_array_equal(after, fresh.fit_transform(X))
+
+
+def test_files_are_keyed_by_their_content(tmp_path):
+    paths = []
+    for index, image in enumerate(X[:4]):
+        paths.append(tmp_path / f"{index}.png")
+        Image.fromarray(image).save(paths[-1])
+    transformer = features(tmp_path / "cache")
+    expected = transformer.fit_transform(paths)
+    os.replace(paths[0], tmp_path / "renamed.png")
+    paths[0] = tmp_path / "renamed.png"
+    Image.fromarray(X[5]).save(paths[1])  # same name, other content
+    with forwarded_images() as counts:
+        result = transformer.transform(paths)
+    assert sum(counts) == 1
+    np.testing.assert_array_equal(result[[0, 2, 3]], expected[[0, 2, 3]])
+    np.testing.assert_allclose(result[1], features().fit_transform(X[5:6])[0], atol=1e-6)
+
+
+def test_damaged_entries_are_recomputed(tmp_path):
+    transformer = features(tmp_path)
+    expected = transformer.fit_transform(X)
+    first, second, *_ = entries(tmp_path)
+    first.write_bytes(first.read_bytes()[:-4])  # truncated
+    data = bytearray(second.read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte
+    second.write_bytes(bytes(data))
+    with forwarded_images() as counts:
+        repaired = transformer.transform(X)
+    assert sum(counts) == 2
+    np.testing.assert_allclose(repaired, expected, atol=1e-6)  # two images in a batch of two
+    assert (repaired == expected).all(axis=1).sum() == len(X) - 2
+    with forwarded_images() as counts:
+        np.testing.assert_array_equal(transformer.transform(X), repaired)
+    assert sum(counts) == 0
+
+
+# --- parameters, errors, pickling -------------------------------------------------------------
+
+
+def test_a_cache_that_is_not_a_writable_directory_is_a_clear_error(tmp_path):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    for cache in (not_a_directory, not_a_directory / "below"):
+        with pytest.raises(ValueError, match="must be a writable directory"):
+            features(cache).fit(X)
+
+
+def test_an_unwritable_cache_warns_and_still_extracts(tmp_path, monkeypatch):
+    transformer = features(tmp_path).fit(X)
+
+    def refuse(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("skh2t.features.cache._write_atomically", refuse)
+    with pytest.warns(RuntimeWarning, match="disk full"):
+        result = transformer.transform(X)
+    np.testing.assert_array_equal(result, features().fit_transform(X))
+
+
+def pickled(obj):
+    buffer = io.BytesIO()
+    joblib.dump(obj, buffer)
+    return buffer.getvalue()
+
+
+def test_a_pickled_transformer_keeps_using_its_cache_and_stays_small(tmp_path):
+    transformer = features(tmp_path)
+    expected = transformer.fit_transform(X)
+    payload = pickled(transformer)
+    assert len(payload) < len(pickled(features().fit(X))) + 4096
+    with forwarded_images() as counts:
+        loaded = joblib.load(io.BytesIO(payload))
+        np.testing.assert_array_equal(loaded.transform(X), expected)
+    assert sum(counts) == 0
