@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import warnings
 from numbers import Integral
 from typing import Any
 
 import numpy as np
 import torch
-from joblib import Memory
+from joblib import Memory, Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -96,6 +97,13 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         first seen; the output is otherwise the same as without a cache. Costs
         ``4 * n_features`` bytes per image and pooling setup (about 0.2 MB for
         Lite0 at ``target_size=1024``). See :ref:`scaling` in the user guide.
+    n_jobs : int, default=None
+        Parallel extraction with joblib: the images (those not in the cache)
+        are split into this many chunks of whole batches, and each chunk runs
+        as one task with its own copy of the backbone. The output is exactly
+        that of serial extraction. ``None`` means 1 unless in a
+        :func:`joblib.parallel_config` context, e.g. the Dask backend, whose
+        workers then do the extraction; ``-1`` means all processors.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where the backbone runs; ``"auto"`` picks CUDA when available. Any
         ``torch.device`` string works.
@@ -187,6 +195,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         "backbone_kwargs": [dict, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "cache": [str, os.PathLike, Memory, None],
+        "n_jobs": [Integral, None],
         "device": [str, torch.device],
         "verbose": ["verbose"],
     }
@@ -204,6 +213,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         backbone_kwargs: dict[str, Any] | None = None,
         batch_size: int = 64,
         cache: str | os.PathLike | Memory | None = None,
+        n_jobs: int | None = None,
         device: str = "cpu",
         verbose: int = 0,
     ) -> None:
@@ -217,6 +227,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         self.backbone_kwargs = backbone_kwargs
         self.batch_size = batch_size
         self.cache = cache
+        self.n_jobs = n_jobs
         self.device = device
         self.verbose = verbose
 
@@ -450,8 +461,24 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
     def _compute(
         self, images: ImageArray | ImageList, out: np.ndarray, device: torch.device
     ) -> np.ndarray:
-        """Run the backbone over ``images`` into ``out``."""
-        return self._forward(images, out, device)
+        """Run the backbone over ``images`` into ``out``: serially, or in chunks with joblib."""
+        n_batches = -(-len(images) // self.batch_size)
+        n_chunks = min(effective_n_jobs(self.n_jobs), n_batches)
+        if n_chunks <= 1:
+            return self._forward(images, out, device)
+        # Chunks of whole batches: every image meets the same batch as in serial extraction.
+        groups = np.array_split(np.arange(n_batches) * self.batch_size, n_chunks)
+        bounds = [(group[0], min(group[-1] + self.batch_size, len(images))) for group in groups]
+        worker = copy.copy(self)
+        worker.verbose, worker.n_jobs, worker._feature_cache = 0, 1, None
+        payload = pickle.dumps(worker)  # each task builds its own backbone from it
+        chunks = Parallel(n_jobs=self.n_jobs)(
+            delayed(_forward_chunk)(payload, images.take(np.arange(start, stop)))
+            for start, stop in bounds
+        )
+        for (start, stop), rows in zip(bounds, chunks, strict=True):
+            out[start:stop] = rows
+        return out
 
     def _forward(
         self, images: ImageArray | ImageList, out: np.ndarray, device: torch.device
@@ -556,3 +583,10 @@ def _identity(
         create_kwargs=dict(reference.create_kwargs),
         fingerprint=reference.fingerprint if fingerprint_known else None,
     )
+
+
+def _forward_chunk(payload: bytes, images: ImageArray | ImageList) -> np.ndarray:
+    """One chunk of a parallel extraction, in a joblib worker."""
+    worker = pickle.loads(payload)  # made by _compute in this session, never read from disk
+    out = np.empty((len(images), worker.taps_[-1].stop), dtype=np.float32)
+    return worker._forward(images, out, resolve_device(worker.device, fallback_to_cpu=True))
