@@ -8,6 +8,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from skh2t._solver.datafits import MultinomialLogistic
+from skh2t._solver.threads import single_blas_thread
 
 
 @dataclass
@@ -50,13 +51,14 @@ def fit_ridge_multinomial(
         start[n_coef:] = (
             datafit.optimal_intercept_at_zero() if intercept_init is None else intercept_init
         )
-    solution = minimize(
-        objective,
-        start,
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
-    )
+    with single_blas_thread():  # L-BFGS-B calls SciPy's BLAS, NumPy's does the products
+        solution = minimize(
+            objective,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
+        )
     coef = solution.x[:n_coef].reshape(n_features, n_classes)
     intercept = solution.x[n_coef:] - center @ coef if fit_intercept else np.zeros(n_classes)
     return RidgeResult(coef, intercept, int(solution.nit), bool(solution.success))

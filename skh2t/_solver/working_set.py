@@ -9,6 +9,7 @@ import numpy as np
 from skh2t._solver.datafits import MultinomialLogistic
 from skh2t._solver.fista import fista
 from skh2t._solver.penalties import GroupLasso
+from skh2t._solver.threads import single_blas_thread
 
 _MIN_WORKING_SET = 100  # groups in the first working set
 _INNER_TOL_FRACTION = 0.3  # subproblems are solved to this fraction of the outer violation
@@ -131,8 +132,26 @@ def solve_group_lasso(
     KKT violation is below ``tol * alpha * w_g`` (and the intercept gradient
     below ``tol * alpha``), and otherwise solves the problem restricted to a
     working set of groups with FISTA, warm-started, to a looser tolerance.
-    ``max_iter`` bounds the total number of FISTA iterations.
+    ``max_iter`` bounds the total number of FISTA iterations. BLAS runs on
+    one thread (see :mod:`skh2t._solver.threads`).
     """
+    with single_blas_thread():
+        return _solve_group_lasso(
+            X,
+            datafit,
+            penalty,
+            coef,
+            intercept,
+            fit_intercept=fit_intercept,
+            tol=tol,
+            max_iter=max_iter,
+            verbose=verbose,
+        )
+
+
+def _solve_group_lasso(
+    X, datafit, penalty, coef, intercept, *, fit_intercept, tol, max_iter, verbose
+) -> WorkingSetResult:
     coef = np.array(coef, dtype=np.float64)
     # Any shift is an exact reparametrisation; the weighted mean conditions it best.
     center = (datafit.weight.astype(X.dtype) @ X).astype(np.float64) if fit_intercept else None
