@@ -227,13 +227,7 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
             verbose=self.verbose,
         )
         if not result.converged:
-            warnings.warn(
-                f"GroupLassoClassifier did not converge in max_iter={self.max_iter} "
-                f"iterations: the relative KKT violation is {result.kkt_violation:.2e} "
-                f"> tol={self.tol:g}. Increase max_iter or tol.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+            _warn_not_converged(result, self.tol, self.max_iter, X.dtype)
         self.n_iter_ = np.array([result.n_iter])
         self.kkt_violation_ = result.kkt_violation
         self.objective_ = result.objective
@@ -394,6 +388,20 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
         tags.input_tags.sparse = False
         tags.classifier_tags.multi_class = True
         return tags
+
+
+def _warn_not_converged(result, tol: float, max_iter: int, dtype: np.dtype) -> None:
+    violation = f"the relative KKT violation is {result.kkt_violation:.2e} > tol={tol:g}"
+    if result.stalled:
+        hint = " Pass float64 data for a smaller tol." if dtype == np.float32 else ""
+        message = f"GroupLassoClassifier stopped at the limit of {dtype} precision: {violation}."
+        message += hint
+    else:
+        message = (
+            f"GroupLassoClassifier did not converge in max_iter={max_iter} iterations: "
+            f"{violation}. Increase max_iter or tol."
+        )
+    warnings.warn(message, ConvergenceWarning, stacklevel=3)
 
 
 def _groups_from_feature_names(feature_names: np.ndarray | None) -> np.ndarray:

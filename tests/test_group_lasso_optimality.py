@@ -210,3 +210,14 @@ def test_too_few_iterations_warns():
     X, y = make_problem()
     with pytest.warns(ConvergenceWarning, match="did not converge in max_iter=2"):
         GroupLassoClassifier(alpha=0.01, max_iter=2).fit(X, y)
+
+
+def test_float32_data_stops_at_its_precision_and_says_so():
+    X, y = make_problem()
+    clf = GroupLassoClassifier(alpha=0.02, tol=1e-9, max_iter=100_000)
+    with pytest.warns(ConvergenceWarning, match="limit of float32 precision"):
+        clf.fit(X.astype(np.float32), y)
+    assert clf.n_iter_[0] < 10_000  # stopped, instead of spending max_iter
+    assert clf.kkt_violation_ <= 1e-5
+    reference = GroupLassoClassifier(alpha=0.02, tol=1e-9, max_iter=100_000).fit(X, y)
+    np.testing.assert_allclose(clf.objective_, reference.objective_, rtol=1e-9)

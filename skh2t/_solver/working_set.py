@@ -25,6 +25,7 @@ class WorkingSetResult:
     kkt_violation: float
     objective: float
     dual_scores: np.ndarray  # per group, ||grad_g|| / (alpha w_g) at the solution
+    stalled: bool = False  # stopped because rounding errors prevent progress
 
 
 def full_gradient(
@@ -206,8 +207,12 @@ def _solve_group_lasso(
         coef[features] = result.coef / column_scale[:, None]
         intercept = result.intercept
         n_iter += result.n_iter
-        stalled = result.stalled
+        # A subproblem solved where it starts cannot move the next one either: the
+        # full gradient (float32 for float32 data) disagrees within rounding.
+        stalled = result.stalled or result.n_iter == 0
     if center is not None:
         intercept -= center @ coef
     dual_scores = penalty.group_norms(grad_coef) / (scale * penalty.group_weights)
-    return WorkingSetResult(coef, intercept, n_iter, worst <= tol, worst, objective, dual_scores)
+    return WorkingSetResult(
+        coef, intercept, n_iter, worst <= tol, worst, objective, dual_scores, stalled
+    )
