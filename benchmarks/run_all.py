@@ -3,6 +3,7 @@
 - bench_solver.py: GroupLassoClassifier vs group-lasso's LogisticGroupLasso.
 - bench_cv.py: GroupLassoClassifierCV vs GridSearchCV over the same grid.
 - bench_extraction.py: extracting all default taps vs the bare forward pass.
+- bench_cache.py: a Head2Toe grid search with the feature cache (cold, warm) vs without.
 - bench_finetune.py (with --finetune, ~5-10 minutes): probes vs fine-tuning.
 
 Run: ``python benchmarks/run_all.py [--quick] [--finetune]``.
@@ -33,6 +34,7 @@ def main() -> None:
     run("bench_solver.py", *(["--quick"] if args.quick else []))
     run("bench_cv.py")
     run("bench_extraction.py")
+    run("bench_cache.py")
     if args.finetune:
         run("bench_finetune.py")
 
