@@ -210,10 +210,24 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
         self : GroupLassoClassifier
             The fitted classifier.
         """
+        X, datafit = self._prepare(X, y, sample_weight)
+        result = self._fit_penalised(X, datafit)
+        self._select_and_refit(X, datafit, result)
+        return self
+
+    # fit in three steps, so that GroupLassoClassifierCV can solve once per alpha
+    # and select and refit once per keep fraction.
+
+    def _prepare(self, X, y, sample_weight) -> tuple[np.ndarray, MultinomialLogistic]:
+        """Validated data and the datafit; sets the input attributes and ``classes_``."""
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
         datafit = self._make_datafit(X, y, sample_weight)
-        penalty = self._make_penalty(X.shape[1])
         self._check_selection_size(X.shape[1])
+        return X, datafit
+
+    def _fit_penalised(self, X: np.ndarray, datafit: MultinomialLogistic):
+        """Solve the group-lasso problem; sets the attributes of the penalised fit."""
+        penalty = self._make_penalty(X.shape[1])
         coef, intercept = self._initial_solution(X.shape[1], datafit)
         result = solve_group_lasso(
             X,
@@ -236,9 +250,12 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
         )
         self.feature_scores_ = np.einsum("ij,ij->i", result.coef, result.coef)
         self.dual_scores_ = result.dual_scores[penalty.group_index]
+        return result
+
+    def _select_and_refit(self, X: np.ndarray, datafit: MultinomialLogistic, result) -> None:
+        """Head2Toe selection from the penalised fit, and the refit on the kept features."""
         self.support_ = self._select(self.feature_scores_, self.dual_scores_)
         self.coef_, self.intercept_ = self._refit(X, datafit, result)
-        return self
 
     def _make_datafit(self, X, y, sample_weight) -> MultinomialLogistic:
         check_classification_targets(y)

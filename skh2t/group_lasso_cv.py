@@ -7,7 +7,7 @@ from numbers import Integral, Real
 import numpy as np
 from joblib import Parallel, delayed
 from numpy.typing import ArrayLike
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -255,14 +255,18 @@ def _score_path(
     keep_fractions: list,
     scorer,
 ) -> np.ndarray:
-    """Scores of one fold along the warm-started alpha path, every keep fraction per alpha."""
-    X_train, y_train, weight_train = X[train], y[train], sample_weight[train]
+    """Scores of one fold along the warm-started alpha path, every keep fraction per alpha.
+
+    The penalised fit does not depend on the keep fraction: it is solved once
+    per alpha, and only the selection and the refit run once per fraction.
+    """
+    clf = clone(base).set_params(warm_start=True)
+    X_train, datafit = clf._prepare(X[train], y[train], sample_weight[train])
     X_test, y_test, weight_test = X[test], y[test], sample_weight[test]
-    clf = base.__class__(**base.get_params()).set_params(warm_start=True)
     scores = np.empty((len(alphas), len(keep_fractions)))
     for i, alpha in enumerate(alphas):
+        result = clf.set_params(alpha=alpha)._fit_penalised(X_train, datafit)
         for j, fraction in enumerate(keep_fractions):
-            clf.set_params(alpha=alpha, keep_fraction=fraction)
-            clf.fit(X_train, y_train, sample_weight=weight_train)
+            clf.set_params(keep_fraction=fraction)._select_and_refit(X_train, datafit, result)
             scores[i, j] = scorer(clf, X_test, y_test, sample_weight=weight_test)
     return scores
