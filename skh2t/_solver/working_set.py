@@ -80,12 +80,14 @@ def relative_kkt_violation(
     return worst, violation
 
 
-def _select_working_set(
-    penalty: GroupLasso, coef: np.ndarray, violation: np.ndarray, previous_size: int
-) -> np.ndarray:
-    """Features of the groups to optimise next: all non-zero groups, then the worst violators."""
+def _select_working_set(penalty: GroupLasso, coef: np.ndarray, violation: np.ndarray) -> np.ndarray:
+    """Features of the groups to optimise next: all non-zero groups, then the worst violators.
+
+    Twice as many groups as are non-zero, so the set also shrinks when groups
+    leave the model (a warm start from a larger alpha's solution, for one).
+    """
     active = penalty.group_norms(coef) > 0
-    size = min(penalty.n_groups, max(previous_size, _MIN_WORKING_SET, 2 * int(active.sum())))
+    size = min(penalty.n_groups, max(_MIN_WORKING_SET, 2 * int(active.sum())))
     if size == penalty.n_groups:
         return np.arange(coef.shape[0])
     priority = np.where(active, np.inf, violation / penalty.group_weights)
@@ -165,7 +167,7 @@ def _solve_group_lasso(
     if center is not None:
         intercept += center @ coef  # to the centred parametrisation
     scale = penalty.alpha if penalty.alpha > 0 else 1.0
-    n_iter, working_set_size, lipschitz, stalled = 0, 0, None, False
+    n_iter, lipschitz, stalled = 0, None, False
     for outer in range(_MAX_OUTER + 1):
         loss, grad_coef, grad_intercept = full_gradient(X, datafit, coef, intercept, center)
         worst, violation = relative_kkt_violation(
@@ -181,9 +183,8 @@ def _solve_group_lasso(
             )
         if worst <= tol or n_iter >= max_iter or outer == _MAX_OUTER or stalled:
             break
-        features = _select_working_set(penalty, coef, violation, working_set_size)
+        features = _select_working_set(penalty, coef, violation)
         sub_penalty, _ = penalty.restricted(features)
-        working_set_size = sub_penalty.n_groups
         covers_all = sub_penalty.n_groups == penalty.n_groups
         inner_tol = tol if covers_all else max(tol, _INNER_TOL_FRACTION * worst)
         sub_X = np.asarray(X[:, features], dtype=np.float64)
