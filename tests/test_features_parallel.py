@@ -132,7 +132,10 @@ def dask_client():
 
 def test_grid_search_on_dask_matches_the_serial_one(dask_client, tmp_path):
     log = tmp_path / "forward.log"
-    pipeline = Pipeline([("features", features(log)), ("clf", GroupLassoClassifier())])
+    # Several batches per fit: each fit's extraction is split again, into tasks of its own.
+    pipeline = Pipeline(
+        [("features", features(log, batch_size=8)), ("clf", GroupLassoClassifier())]
+    )
     grid = {"features__target_size": [32, 128], "clf__alpha": [1e-3, 1e-2]}
     serial = GridSearchCV(pipeline, grid, cv=StratifiedKFold(3)).fit(X, Y)
     log.unlink()
