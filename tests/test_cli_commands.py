@@ -148,3 +148,23 @@ def test_fit_n_train_larger_than_the_folder(capsys, folder, tmp_path):
     argv = ["fit", "--dataset", str(folder), "--n-train", "100", *TINY]
     assert main([*argv, "-o", str(tmp_path / "m.joblib")]) == 2
     assert "--n-train 100 is larger than the data" in error_line(capsys)
+
+
+def test_extract_with_a_cache_gives_the_same_features_and_reuses_them(folder, tmp_path):
+    cache = tmp_path / "cache"
+    argv = ["extract", "--dataset", str(folder), *TINY, "--target-size", "256", "-q"]
+    assert main([*argv, "-o", str(tmp_path / "plain.npz")]) == 0
+    for name in ("cold.npz", "warm.npz"):
+        assert main([*argv, "--cache", str(cache), "-o", str(tmp_path / name)]) == 0
+    entries = sorted(cache.rglob("*.f32"))
+    assert len(entries) == 16
+    with np.load(tmp_path / "plain.npz") as plain, np.load(tmp_path / "warm.npz") as warm:
+        assert np.array_equal(plain["X"], warm["X"])
+    assert sorted(cache.rglob("*.f32")) == entries
+
+
+def test_cache_that_is_a_file(capsys, folder, tmp_path):
+    (tmp_path / "cache").write_text("")
+    argv = ["extract", "--dataset", str(folder), *TINY, "--cache", str(tmp_path / "cache")]
+    assert main([*argv, "-o", str(tmp_path / "x.npz")]) == 2
+    assert "--cache: cache=" in error_line(capsys)

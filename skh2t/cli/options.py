@@ -10,6 +10,7 @@ from typing import Any
 from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.backbones import check_architecture
+from skh2t.features.cache import resolve_cache_directory
 from skh2t.features.transformer import resolve_device
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
@@ -119,7 +120,7 @@ def weights_value(text: str) -> str | None:
 
 
 def add_backbone_options(parser: argparse.ArgumentParser, *, target_size: bool = True) -> None:
-    """Add --backbone, --weights, --image-size, (--target-size), --batch-size, --device."""
+    """Add --backbone, --weights, --image-size, (--target-size), --cache, --batch-size, --device."""
     group = parser.add_argument_group("backbone and features")
     group.add_argument(
         "--backbone",
@@ -152,6 +153,13 @@ def add_backbone_options(parser: argparse.ArgumentParser, *, target_size: bool =
             default=1024,
             help="Head2Toe target number of features per tap (default: %(default)s)",
         )
+    group.add_argument(
+        "--cache",
+        metavar="DIR",
+        default=None,
+        help="keep every image's features in this directory, so that later runs with the "
+        "same backbone, image size and target size skip the backbone (default: no cache)",
+    )
     add_runtime_options(group)
 
 
@@ -198,6 +206,8 @@ def check_backbone(args: argparse.Namespace) -> None:
         )
     with usage_errors(ValueError, RuntimeError, context="--device"):
         resolve_device(args.device)
+    with usage_errors(ValueError, context="--cache"):
+        resolve_cache_directory(args.cache)
 
 
 def make_transformer(
@@ -226,5 +236,6 @@ def make_transformer(
         image_size=args.image_size,
         batch_size=args.batch_size,
         device=args.device,
+        cache=args.cache,
         verbose=int(verbose),
     )
