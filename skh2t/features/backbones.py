@@ -71,7 +71,7 @@ class BackboneReference:
     def build(self) -> nn.Module:
         """Build the backbone on the CPU, in eval mode, and check its weights."""
         model = _build_named(self.architecture, self.source, dict(self.create_kwargs))
-        _set_input_size(model, self.image_size)
+        set_input_size(model, self.image_size)
         if self.fingerprint and weights_fingerprint(model) != self.fingerprint:
             raise RuntimeError(
                 f"The weights of {self.architecture!r} from {self.source.describe()} differ "
@@ -143,7 +143,7 @@ def load_backbone(
     source = resolve_weight_source(backbone, weights)
     kwargs = dict(create_kwargs or {})
     model = _build_named(backbone, source, kwargs)
-    _set_input_size(model, image_size)
+    set_input_size(model, image_size)
     reference = BackboneReference(
         architecture=backbone,
         source=source,
@@ -282,7 +282,7 @@ def _missing_weights_message(architecture: str, error: Exception) -> str:
     return "\n".join(lines)
 
 
-def _set_input_size(model: nn.Module, image_size: int | None) -> None:
+def set_input_size(model: nn.Module, image_size: int | None) -> None:
     """Adapt models whose input size is fixed at construction (ViT-style) to ``image_size``."""
     if image_size is None or not hasattr(model, "set_input_size"):
         return
@@ -295,6 +295,14 @@ def _set_input_size(model: nn.Module, image_size: int | None) -> None:
         raise ValueError(
             f"{type(model).__name__} cannot run at image_size={image_size}: {error}"
         ) from error
+
+
+def on_cpu(module: nn.Module) -> nn.Module:
+    """``module`` itself when all its tensors are on the CPU, else a CPU copy (for pickling)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(tensor.device.type == "cpu" for tensor in tensors):
+        return module
+    return copy.deepcopy(module).to("cpu")
 
 
 def data_config_for(model: nn.Module, image_size: int | None = None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from skh2t.features.backbones import BackboneReference, load_backbone
+from skh2t.features.backbones import BackboneReference, load_backbone, on_cpu
 from skh2t.features.cache import (
     FeatureCache,
     backbone_identity,
@@ -346,13 +346,13 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         state["_weights_state"] = None  # object ids: meaningless in another process
         # A user module cannot be rebuilt: it is stored whole, on the CPU (once, if the
         # parameter and the fitted module are the same object).
-        on_cpu: dict[int, nn.Module] = {}
+        cpu_copies: dict[int, nn.Module] = {}
         for key in ("backbone", "_backbone_module"):
             module = state.get(key)
             if isinstance(module, nn.Module):
-                if id(module) not in on_cpu:
-                    on_cpu[id(module)] = _on_cpu(module)
-                state[key] = on_cpu[id(module)]
+                if id(module) not in cpu_copies:
+                    cpu_copies[id(module)] = on_cpu(module)
+                state[key] = cpu_copies[id(module)]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -556,13 +556,6 @@ def resolve_device(device: str | torch.device, *, fallback_to_cpu: bool = False)
 def _dtype_of(model: nn.Module) -> torch.dtype:
     parameter = next(model.parameters(), None)
     return parameter.dtype if parameter is not None else torch.float32
-
-
-def _on_cpu(module: nn.Module) -> nn.Module:
-    tensors = [*module.parameters(), *module.buffers()]
-    if all(tensor.device.type == "cpu" for tensor in tensors):
-        return module
-    return copy.deepcopy(module).to("cpu")
 
 
 def _identity(

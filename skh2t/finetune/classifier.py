@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 from tqdm.auto import tqdm
 
-from skh2t.features.backbones import BackboneReference, _set_input_size, load_backbone
+from skh2t.features.backbones import BackboneReference, load_backbone, on_cpu, set_input_size
 from skh2t.features.images import as_images
 from skh2t.features.preprocessing import Preprocessor
 from skh2t.features.transformer import resolve_device
@@ -668,13 +668,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # a copy: it may be the instance's own __dict__
         if isinstance(state.get("backbone"), nn.Module):
-            state["backbone"] = _on_cpu(state["backbone"])
+            state["backbone"] = on_cpu(state["backbone"])
         net = state.get("_net")
         if net is not None and state.get("_backbone_reference") is not None:
             state["_net"] = None  # a named architecture: rebuilt from its name and the weights
             state["_net_state"] = _cpu_state(net)
         elif net is not None:
-            state["_net"] = _on_cpu(net)  # a user module cannot be rebuilt: stored whole
+            state["_net"] = on_cpu(net)  # a user module cannot be rebuilt: stored whole
         return state
 
     def __sklearn_tags__(self):
@@ -692,13 +692,6 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {name: t.detach().to("cpu", copy=True) for name, t in module.state_dict().items()}
 
 
-def _on_cpu(module: nn.Module) -> nn.Module:
-    tensors = [*module.parameters(), *module.buffers()]
-    if all(tensor.device.type == "cpu" for tensor in tensors):
-        return module
-    return copy.deepcopy(module).to("cpu")
-
-
 def _rebuild(
     reference: BackboneReference, state: dict[str, torch.Tensor], n_classes: int
 ) -> HeadedModel:
@@ -707,7 +700,7 @@ def _rebuild(
         model = timm.create_model(
             reference.architecture, pretrained=False, **dict(reference.create_kwargs)
         )
-    _set_input_size(model, reference.image_size)
+    set_input_size(model, reference.image_size)
     features = as_feature_extractor(model)
     head_weight = state["head.weight"]
     net = HeadedModel(features, nn.Linear(head_weight.shape[1], n_classes))
