@@ -41,6 +41,22 @@ def test_warm_path_scores_equal_grid_search_over_cold_fits(digits):
     np.testing.assert_allclose(cv.best_score_, grid.best_score_)
 
 
+def test_scores_match_grid_search_at_the_default_tolerance(digits):
+    """Warm and cold solves differ within tol: the scores may differ by a sample or two."""
+    X, y = digits
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    cv = GroupLassoClassifierCV(alphas=5, keep_fractions=[0.2, 0.5], cv=folds).fit(X, y)
+    grid = GridSearchCV(
+        GroupLassoClassifier(), {"alpha": list(cv.alphas_), "keep_fraction": [0.2, 0.5]}, cv=folds
+    ).fit(X, y)
+    grid_scores = np.stack([grid.cv_results_[f"split{k}_test_score"] for k in range(3)])
+    np.testing.assert_allclose(cv.scores_, grid_scores.reshape(3, 5, 2), atol=0.01)
+    assert (cv.alpha_, cv.keep_fraction_) == (
+        grid.best_params_["alpha"],
+        grid.best_params_["keep_fraction"],
+    )
+
+
 def test_refit_is_the_classifier_at_the_chosen_pair(digits):
     X, y = digits
     cv = GroupLassoClassifierCV(alphas=3, keep_fractions=[0.25, 1.0], cv=3, tol=1e-7).fit(X, y)
