@@ -132,6 +132,17 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
     --------
     sklearn.linear_model.LogisticRegression : Multinomial logistic regression with L1/L2 penalties.
 
+    Notes
+    -----
+    The solver and the refit run BLAS on one thread, whatever the thread
+    settings around them: their products are thin (one column per class)
+    and, on a machine whose cores are shared, a multi-threaded BLAS made them
+    several times slower. Parallelise over fits instead, e.g. the folds of
+    :class:`~skh2t.GroupLassoClassifierCV` or ``GridSearchCV`` with ``n_jobs``.
+    For ``float32`` data the large products run in single precision, which
+    limits the reachable ``tol`` to about 1e-6 (a ``ConvergenceWarning``
+    says so); pass ``float64`` data for tighter tolerances.
+
     Examples
     --------
     >>> from sklearn.datasets import load_digits
