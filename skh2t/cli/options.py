@@ -183,8 +183,9 @@ def add_runtime_options(group: argparse._ActionsContainer) -> None:
         type=non_negative_int,
         metavar="N",
         default=1,
-        help="BLAS threads of the linear models; 0 for the library default (default: 1, "
-        "robust when other programs share the cores; the backbone keeps its own threads)",
+        help="BLAS threads of the L2 probes; 0 for the library default (default: 1, robust "
+        "when other programs share the cores; the group-lasso solver always runs BLAS on "
+        "one thread, the backbone keeps its own threads)",
     )
 
 
