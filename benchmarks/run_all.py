@@ -1,6 +1,7 @@
 """Run every benchmark, one after the other; each prints ratios against its own baseline.
 
-- bench_solver.py: GroupLassoClassifier vs group-lasso's LogisticGroupLasso.
+- bench_solver.py: GroupLassoClassifier vs group-lasso's LogisticGroupLasso, and
+  scikit-learn's LogisticRegression as a cost baseline.
 - bench_cv.py: GroupLassoClassifierCV vs GridSearchCV over the same grid.
 - bench_extraction.py: extracting all default taps vs the bare forward pass.
 - bench_cache.py: a Head2Toe grid search with the feature cache (cold, warm) vs without.
@@ -25,12 +26,32 @@ def run(script: str, *arguments: str) -> None:
     subprocess.run([sys.executable, os.path.join(HERE, script), *arguments], check=True)
 
 
+def machine_description() -> str:
+    """The machine and library versions the figures come from, for the docs."""
+    import numpy
+    import sklearn
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as file:
+            cpu = next(line.split(":", 1)[1].strip() for line in file if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    return (
+        f"{platform.platform()}; {cpu}, {os.cpu_count()} cores{load}; Python "
+        f"{platform.python_version()}, numpy {numpy.__version__}, scikit-learn "
+        f"{sklearn.__version__}, torch {torch.__version__}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller solver benchmark")
     parser.add_argument("--finetune", action="store_true", help="also the fine-tuning benchmark")
     args = parser.parse_args()
-    print(f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(machine_description())
     run("bench_solver.py", *(["--quick"] if args.quick else []))
     run("bench_cv.py")
     run("bench_extraction.py")
