@@ -24,22 +24,14 @@ class FistaResult:
     stalled: bool = False  # no step decreased the model: numerical precision is reached
 
 
-def product(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """``A @ B`` in the precision of ``A`` (single precision BLAS for float32 data), as float64.
-
-    Mixing dtypes in ``@`` would convert ``A`` to float64, a full copy, at every product.
-    """
-    return (A @ B.astype(A.dtype, copy=False)).astype(np.float64, copy=False)
-
-
 def lipschitz_estimate(X: np.ndarray, datafit: MultinomialLogistic, n_power: int = 15) -> float:
     """Power-iteration estimate of the gradient's Lipschitz constant (with intercept column)."""
     weight = datafit.weight
     vector = np.ones(X.shape[1] + 1) / np.sqrt(X.shape[1] + 1)
     eigenvalue = 1.0
     for _ in range(n_power):
-        projected = weight * (product(X, vector[:-1]) + vector[-1])
-        image = np.append(product(X.T, projected), projected.sum())
+        projected = weight * (X @ vector[:-1] + vector[-1])
+        image = np.append(X.T @ projected, projected.sum())
         eigenvalue = float(np.linalg.norm(image))
         if eigenvalue == 0.0:
             return 1.0
@@ -85,19 +77,18 @@ def fista(
     Every few iterations an Anderson extrapolation of the last iterates is
     tried and kept if it lowers the objective (momentum then restarts). The
     logits of any combination of iterates are the same combination of their
-    logits, so each iteration costs two products with ``X``. The products run
-    in the dtype of ``X``; coefficients, logits and gradients are float64.
+    logits, so each iteration costs two products with ``X``.
     """
     lipschitz = lipschitz_estimate(X, datafit) if lipschitz is None else lipschitz
     coef, intercept = coef.copy(), intercept.copy()
-    logits = product(X, coef) + intercept
+    logits = X @ coef + intercept
     objective = datafit.value(logits) + penalty.value(coef)
     point_coef, point_intercept, point_logits = coef, intercept, logits
     momentum = 1.0
     anderson = AndersonExtrapolator(memory=10)
     for iteration in range(1, max_iter + 1):
         loss, logit_gradient = datafit.value_and_logit_gradient(point_logits)
-        grad_coef = product(X.T, logit_gradient)
+        grad_coef = X.T @ logit_gradient
         grad_intercept = logit_gradient.sum(axis=0) if fit_intercept else 0.0 * intercept
         # The optimality conditions can be checked at any point: at the current
         # one they cost no product, so every iteration can stop the solve.
@@ -112,14 +103,14 @@ def fista(
         ):
             return FistaResult(point_coef, point_intercept, iteration - 1, True, lipschitz)
         # Rounding error of the loss, which a sufficient-decrease test cannot resolve.
-        slack = 1e-12 * abs(loss) + 16 * np.finfo(X.dtype).eps * float(np.abs(point_logits).max())
+        slack = 1e-12 * abs(loss) + 16 * np.finfo(float).eps * float(np.abs(point_logits).max())
         for _ in range(_MAX_BACKTRACKS):
             step = 1.0 / lipschitz
             new_coef = penalty.prox(point_coef - step * grad_coef, step)
             new_intercept = point_intercept - step * grad_intercept
             delta_coef = new_coef - point_coef
             delta_intercept = new_intercept - point_intercept
-            new_logits = product(X, new_coef) + new_intercept
+            new_logits = X @ new_coef + new_intercept
             new_loss = datafit.value(new_logits)
             linear = np.vdot(grad_coef, delta_coef) + grad_intercept @ delta_intercept
             squared = np.vdot(delta_coef, delta_coef) + delta_intercept @ delta_intercept
@@ -160,7 +151,7 @@ def fista(
             if kkt_satisfied(
                 penalty,
                 coef,
-                product(X.T, logit_gradient),
+                X.T @ logit_gradient,
                 logit_gradient.sum(axis=0),
                 group_thresholds,
                 intercept_threshold,

@@ -17,11 +17,6 @@ _MIN_WORKING_SET = 100  # groups in the first working set
 _INNER_TOL_FRACTION = 0.3
 _SETTLED_TOL_FRACTION = 0.03
 _MAX_OUTER = 200
-# Subproblems this loose run their products in the dtype of X (float32 BLAS is
-# 2-3x faster). Tighter ones need float64 logits: float32 rounding of the loss
-# swamps the decrease that FISTA's step and restart tests measure near the
-# optimum (with float32 logits, FISTA stalled near a relative violation of 1e-3).
-_SINGLE_PRECISION_TOL = 1e-2
 
 
 @dataclass
@@ -49,8 +44,8 @@ def full_gradient(
     centred data, ``logits = (X - center) @ coef + intercept``: the same
     problem with a shifted intercept, much better conditioned. The product
     ``X.T @ residual`` runs in the dtype of ``X`` (single precision BLAS for
-    float32 data), like the products of the subproblems; the logits, and so
-    the loss, are computed in float64.
+    float32 data): it only ranks groups and checks optimality, while the
+    subproblems that set the coefficients run in float64.
     """
     nonzero = np.flatnonzero(np.any(coef != 0.0, axis=1))
     logits = X[:, nonzero] @ coef[nonzero] + intercept
@@ -203,8 +198,6 @@ def _solve_group_lasso(
             sub_X -= center[features]
         column_scale = _group_column_scale(sub_X, datafit, sub_penalty)
         sub_X /= column_scale
-        if inner_tol >= _SINGLE_PRECISION_TOL:
-            sub_X = sub_X.astype(X.dtype, copy=False)
         scaled_penalty = GroupLasso(
             penalty.alpha,
             sub_penalty.group_index,
