@@ -59,6 +59,29 @@ def full_gradient(
     return loss, grad_coef, grad_intercept
 
 
+def _float64_gradient(
+    X: np.ndarray,
+    datafit: MultinomialLogistic,
+    coef: np.ndarray,
+    intercept: np.ndarray,
+    center: np.ndarray | None,
+    block: int = 4096,
+) -> np.ndarray:
+    """:func:`full_gradient`'s ``grad_coef`` with float64 products, ``block`` columns at a time."""
+    nonzero = np.flatnonzero(np.any(coef != 0.0, axis=1))
+    logits = X[:, nonzero] @ coef[nonzero] + intercept
+    if center is not None:
+        logits -= center[nonzero] @ coef[nonzero]
+    _, logit_gradient = datafit.value_and_logit_gradient(logits)
+    grad = np.empty((X.shape[1], logit_gradient.shape[1]))
+    for start in range(0, X.shape[1], block):
+        columns = slice(start, start + block)
+        grad[columns] = np.asarray(X[:, columns], dtype=np.float64).T @ logit_gradient
+    if center is not None:
+        grad -= np.outer(center, logit_gradient.sum(axis=0))
+    return grad
+
+
 def relative_kkt_violation(
     penalty: GroupLasso,
     coef: np.ndarray,
@@ -175,6 +198,13 @@ def _solve_group_lasso(
         worst, violation = relative_kkt_violation(
             penalty, coef, grad_coef, grad_intercept, fit_intercept
         )
+        if stalled and worst > tol and X.dtype != np.float64:
+            # The subproblem (float64) saw no violation the single-precision full
+            # gradient reports: settle the disagreement with a float64 gradient.
+            grad_coef = _float64_gradient(X, datafit, coef, intercept, center)
+            worst, violation = relative_kkt_violation(
+                penalty, coef, grad_coef, grad_intercept, fit_intercept
+            )
         objective = loss + penalty.value(coef)
         if verbose:
             n_active = int(np.count_nonzero(penalty.group_norms(coef)))
