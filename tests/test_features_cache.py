@@ -9,6 +9,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from _image_data import images_and_labels
 from PIL import Image
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -21,15 +22,6 @@ from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.cache import CACHE_SUBDIRECTORY, ENTRY_SUFFIX
 
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 128}
-
-
-def images_and_labels(n_images, seed=0, size=32):
-    """Random images; class 1 has a darker top half."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n_images) % 2
-    images = rng.integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
-    images[labels == 1, : size // 2] //= 3
-    return images, labels
 
 
 X, Y = images_and_labels(40)

@@ -12,6 +12,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from _image_data import images_and_labels
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -49,15 +50,7 @@ def forward_log(path):
     return [tuple(map(int, line.split())) for line in Path(path).read_text().splitlines()]
 
 
-def images_and_labels(n_images, seed=0, size=16):
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n_images) % 2
-    images = rng.integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
-    images[labels == 1, : size // 2] //= 3
-    return images, labels
-
-
-X, Y = images_and_labels(40)
+X, Y = images_and_labels(40, size=16)
 
 
 def features(log, **params):
