@@ -134,7 +134,7 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
         fit_intercept: bool = True,
         class_weight: dict | str | None = None,
         tol: float = 1e-4,
-        max_iter: int = 1000,
+        max_iter: int = 5000,
         n_jobs: int | None = None,
         verbose: int = 0,
     ):
