@@ -20,8 +20,9 @@ from skh2t.cli.extraction import iter_feature_chunks, tap_table
 from skh2t.cli.plot import plot_kept_per_tap
 from skh2t.cli.progress import Progress
 from skh2t.cli.report import MethodResult, format_params, format_table, versions, write_json
-from skh2t.cli.selection import SolverSettings, kept_per_tap
+from skh2t.cli.selection import SolverSettings
 from skh2t.features import IntermediateFeatureTransformer
+from skh2t.plotting import kept_features_per_tap
 
 DEFAULTS: dict[str, Any] = {
     "n_train": 1000,
@@ -186,13 +187,15 @@ def run(args: argparse.Namespace) -> int:
     results = [_result_row(o, features[o.target_size].shape[1]) for o in outcomes]
     _print_summary(results, outcomes)
     h2t = outcomes[-1]
-    payload = _payload(args, train, test, features, transformers, outcomes)
+    # The Head2Toe model with its features, as `skh2t predict` loads it.
+    model = Pipeline([("features", transformers[h2t.target_size]), ("head2toe", h2t.model)])
+    payload = _payload(args, train, test, features, transformers, outcomes, model)
     payload["timings"] = {
         "extract_train_seconds": extract_seconds,
         "test_seconds": test_seconds,
         "total_seconds": time.perf_counter() - started,
     }
-    _write_outputs(args, payload, h2t, transformers[h2t.target_size])
+    _write_outputs(args, payload, h2t, model)
     return 0
 
 
@@ -310,17 +313,13 @@ def _payload(
     features: dict[int, np.ndarray],
     transformers: dict[int, IntermediateFeatureTransformer],
     outcomes: list[compare.Outcome],
+    model: Pipeline,
 ) -> dict[str, Any]:
     config = {
         key: value
         for key, value in vars(args).items()
         if key not in ("handler", "argv") and not key.startswith("_")
     }
-    h2t = outcomes[-1]
-    transformer = transformers[h2t.target_size]
-    kept = kept_per_tap(
-        h2t.model.get_support(), transformer.feature_groups_, len(transformer.taps_)
-    )
     return {
         "command": "skh2t run",
         "argv": args.argv,
@@ -331,10 +330,7 @@ def _payload(
             for T, X in features.items()
         },
         "methods": {o.method: _method_summary(o) for o in outcomes},
-        "head2toe_kept_per_tap": [
-            {"tap": tap.name, "kept": int(k), "n_features": tap.n_features}
-            for tap, k in zip(transformer.taps_, kept, strict=True)
-        ],
+        "head2toe_kept_per_tap": kept_features_per_tap(model),
         "versions": versions(),
     }
 
@@ -368,7 +364,7 @@ def _write_outputs(
     args: argparse.Namespace,
     payload: dict[str, Any],
     h2t: compare.Outcome,
-    transformer: IntermediateFeatureTransformer,
+    model: Pipeline,
 ) -> None:
     json_path = os.path.join(args.output_dir, RESULTS_JSON)
     plot_path = os.path.join(args.output_dir, PLOT_PNG)
@@ -383,7 +379,7 @@ def _write_outputs(
     written = [json_path, plot_path]
     if args.save_model:
         model_path = os.path.join(args.output_dir, MODEL_FILE)
-        joblib.dump(Pipeline([("features", transformer), ("head2toe", h2t.model)]), model_path)
+        joblib.dump(model, model_path)
         written.append(model_path)
         payload["model_file"] = model_path
     write_json(json_path, payload)

@@ -142,16 +142,5 @@ def fit_final(
     return clf, _not_converged(caught)
 
 
-def kept_per_tap(support: np.ndarray, groups: np.ndarray, n_taps: int) -> np.ndarray:
-    """Number of kept features in every tap.
-
-    Examples
-    --------
-    >>> kept_per_tap(np.array([True, False, True]), np.array([0, 0, 1]), 3).tolist()
-    [1, 1, 0]
-    """
-    return np.bincount(groups[support], minlength=n_taps)
-
-
 def _not_converged(caught: list[warnings.WarningMessage]) -> int:
     return sum(issubclass(w.category, ConvergenceWarning) for w in caught)
