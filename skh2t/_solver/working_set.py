@@ -17,6 +17,7 @@ _MIN_WORKING_SET = 100  # groups in the first working set
 _INNER_TOL_FRACTION = 0.3
 _SETTLED_TOL_FRACTION = 0.03
 _MAX_OUTER = 200
+_FLOAT64_BLOCK = 4096  # columns converted at a time by full_gradient(in_float64=True)
 
 
 @dataclass
@@ -37,6 +38,8 @@ def full_gradient(
     coef: np.ndarray,
     intercept: np.ndarray,
     center: np.ndarray | None = None,
+    *,
+    in_float64: bool = False,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Loss and gradients over all features, touching only the non-zero rows of ``coef``.
 
@@ -45,7 +48,8 @@ def full_gradient(
     problem with a shifted intercept, much better conditioned. The product
     ``X.T @ residual`` runs in the dtype of ``X`` (single precision BLAS for
     float32 data): it only ranks groups and checks optimality, while the
-    subproblems that set the coefficients run in float64.
+    subproblems that set the coefficients run in float64. ``in_float64=True``
+    runs it in float64 whatever the data, ``_FLOAT64_BLOCK`` columns at a time.
     """
     nonzero = np.flatnonzero(np.any(coef != 0.0, axis=1))
     logits = X[:, nonzero] @ coef[nonzero] + intercept
@@ -53,33 +57,16 @@ def full_gradient(
         logits -= center[nonzero] @ coef[nonzero]
     loss, logit_gradient = datafit.value_and_logit_gradient(logits)
     grad_intercept = logit_gradient.sum(axis=0)
-    grad_coef = (X.T @ logit_gradient.astype(X.dtype, copy=False)).astype(np.float64)
+    if in_float64:
+        grad_coef = np.empty((X.shape[1], logit_gradient.shape[1]))
+        for start in range(0, X.shape[1], _FLOAT64_BLOCK):
+            block = slice(start, start + _FLOAT64_BLOCK)
+            grad_coef[block] = np.asarray(X[:, block], dtype=np.float64).T @ logit_gradient
+    else:
+        grad_coef = (X.T @ logit_gradient.astype(X.dtype, copy=False)).astype(np.float64)
     if center is not None:
         grad_coef -= np.outer(center, grad_intercept)
     return loss, grad_coef, grad_intercept
-
-
-def _float64_gradient(
-    X: np.ndarray,
-    datafit: MultinomialLogistic,
-    coef: np.ndarray,
-    intercept: np.ndarray,
-    center: np.ndarray | None,
-    block: int = 4096,
-) -> np.ndarray:
-    """:func:`full_gradient`'s ``grad_coef`` with float64 products, ``block`` columns at a time."""
-    nonzero = np.flatnonzero(np.any(coef != 0.0, axis=1))
-    logits = X[:, nonzero] @ coef[nonzero] + intercept
-    if center is not None:
-        logits -= center[nonzero] @ coef[nonzero]
-    _, logit_gradient = datafit.value_and_logit_gradient(logits)
-    grad = np.empty((X.shape[1], logit_gradient.shape[1]))
-    for start in range(0, X.shape[1], block):
-        columns = slice(start, start + block)
-        grad[columns] = np.asarray(X[:, columns], dtype=np.float64).T @ logit_gradient
-    if center is not None:
-        grad -= np.outer(center, logit_gradient.sum(axis=0))
-    return grad
 
 
 def relative_kkt_violation(
@@ -201,13 +188,15 @@ def _solve_group_lasso(
         if stalled and worst > tol and X.dtype != np.float64:
             # The subproblem (float64) saw no violation the single-precision full
             # gradient reports: settle the disagreement with a float64 gradient.
-            grad_coef = _float64_gradient(X, datafit, coef, intercept, center)
+            loss, grad_coef, grad_intercept = full_gradient(
+                X, datafit, coef, intercept, center, in_float64=True
+            )
             worst, violation = relative_kkt_violation(
                 penalty, coef, grad_coef, grad_intercept, fit_intercept
             )
         objective = loss + penalty.value(coef)
+        n_active = int(np.count_nonzero(penalty.group_norms(coef)))
         if verbose:
-            n_active = int(np.count_nonzero(penalty.group_norms(coef)))
             print(
                 f"[GroupLasso] outer {outer}: objective {objective:.8g}, "
                 f"relative KKT violation {worst:.2e}, active groups {n_active}, "
@@ -218,7 +207,6 @@ def _solve_group_lasso(
         features = _select_working_set(penalty, coef, violation)
         sub_penalty, _ = penalty.restricted(features)
         covers_all = sub_penalty.n_groups == penalty.n_groups
-        n_active = int(np.count_nonzero(penalty.group_norms(coef)))
         settled = n_active > 0 and abs(n_active - previous_active) <= 0.1 * n_active
         previous_active = n_active
         fraction = _SETTLED_TOL_FRACTION if settled else _INNER_TOL_FRACTION
