@@ -254,12 +254,7 @@ class FeatureCache:
             for digest, row in zip(digests, rows, strict=True):
                 _write_atomically(self._entry(digest), _encode(row))
         except OSError as error:
-            warnings.warn(
-                f"Could not write to the feature cache in {str(self.directory)!r} ({error}); "
-                "these features are not cached.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            _warn_not_written(self.directory, error, "; these features are not cached", 4)
 
     def _entry(self, digest: str) -> Path:
         return self.directory / f"{digest}{ENTRY_SUFFIX}"
@@ -290,6 +285,15 @@ def _decode(data: bytes, n_features: int) -> np.ndarray | None:
     if magic != _MAGIC or length != n_features or zlib.crc32(values) != checksum:
         return None
     return np.frombuffer(values, dtype="<f4")
+
+
+def _warn_not_written(directory: Path, error: OSError, consequence: str, stacklevel: int):
+    """A cache that cannot be written is not an error: say so, and carry on without it."""
+    warnings.warn(
+        f"Could not write to the feature cache in {str(directory)!r} ({error}){consequence}.",
+        RuntimeWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -331,11 +335,7 @@ def cached_observations(
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, record)
     except OSError as error:
-        warnings.warn(
-            f"Could not write to the feature cache in {str(path.parent)!r} ({error}).",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        _warn_not_written(path.parent, error, "", 3)
     return observations
 
 
