@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,36 +30,58 @@ def fit_ridge_multinomial(
     max_iter: int = 1000,
     intercept_init: np.ndarray | None = None,
 ) -> RidgeResult:
-    """Minimise ``datafit(X @ W + b) + l2 / 2 * ||W||_F^2`` with L-BFGS (intercept unpenalised)."""
-    X = np.array(X, dtype=np.float64)
-    center = datafit.weight @ X if fit_intercept else np.zeros(X.shape[1])
+    """Minimise ``datafit(X @ W + b) + l2 / 2 * ||W||_F^2`` with L-BFGS (intercept unpenalised).
+
+    Stops when no gradient entry exceeds ``tol`` (scikit-learn's ``gtol``).
+    For ``float32`` data the two products per iteration run in single
+    precision, about twice as fast; the gradient at the end is then recomputed
+    in ``float64``, and L-BFGS goes on in ``float64`` if it is above ``tol``
+    (single-precision rounding can stall it short of a tight ``tol``).
+    """
+    X = np.array(X, dtype=np.float32 if X.dtype == np.float32 else np.float64)
+    center = datafit.weight.astype(X.dtype) @ X if fit_intercept else np.zeros(X.shape[1], X.dtype)
     X -= center  # exact reparametrisation of the intercept, better conditioned
     n_features, n_classes = X.shape[1], datafit.n_classes
     n_coef = n_features * n_classes
-
-    def objective(params: np.ndarray) -> tuple[float, np.ndarray]:
-        coef = params[:n_coef].reshape(n_features, n_classes)
-        intercept = params[n_coef:] if fit_intercept else 0.0
-        value, logit_gradient = datafit.value_and_logit_gradient(X @ coef + intercept)
-        grad_coef = X.T @ logit_gradient + l2 * coef
-        gradient = [grad_coef.ravel()]
-        if fit_intercept:
-            gradient.append(logit_gradient.sum(axis=0))
-        return value + 0.5 * l2 * float(np.vdot(coef, coef)), np.concatenate(gradient)
-
     start = np.zeros(n_coef + (n_classes if fit_intercept else 0))
     if fit_intercept:
         start[n_coef:] = (
             datafit.optimal_intercept_at_zero() if intercept_init is None else intercept_init
         )
     with single_blas_thread():  # L-BFGS-B calls SciPy's BLAS, NumPy's does the products
-        solution = minimize(
-            objective,
-            start,
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
-        )
+        solution = _lbfgs(_ridge_objective(X, datafit, l2, fit_intercept), start, tol, max_iter)
+        n_iter = int(solution.nit)
+        if X.dtype != np.float64:
+            objective = _ridge_objective(X.astype(np.float64), datafit, l2, fit_intercept)
+            if np.abs(objective(solution.x)[1]).max() > tol and n_iter < max_iter:
+                solution = _lbfgs(objective, solution.x, tol, max_iter - n_iter)
+                n_iter += int(solution.nit)
     coef = solution.x[:n_coef].reshape(n_features, n_classes)
     intercept = solution.x[n_coef:] - center @ coef if fit_intercept else np.zeros(n_classes)
-    return RidgeResult(coef, intercept, int(solution.nit), bool(solution.success))
+    return RidgeResult(coef, intercept, n_iter, bool(solution.success))
+
+
+def _lbfgs(objective: Callable, start: np.ndarray, tol: float, max_iter: int):
+    options = {"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps}
+    return minimize(objective, start, jac=True, method="L-BFGS-B", options=options)
+
+
+def _ridge_objective(
+    X: np.ndarray, datafit: MultinomialLogistic, l2: float, fit_intercept: bool
+) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """Value and gradient of the refit objective; the products run in the dtype of ``X``."""
+    n_features, n_classes = X.shape[1], datafit.n_classes
+    n_coef = n_features * n_classes
+
+    def objective(params: np.ndarray) -> tuple[float, np.ndarray]:
+        coef = params[:n_coef].reshape(n_features, n_classes)
+        intercept = params[n_coef:] if fit_intercept else 0.0
+        logits = (X @ coef.astype(X.dtype, copy=False)).astype(np.float64, copy=False)
+        value, logit_gradient = datafit.value_and_logit_gradient(logits + intercept)
+        grad_coef = X.T @ logit_gradient.astype(X.dtype, copy=False) + l2 * coef
+        gradient = [grad_coef.ravel()]
+        if fit_intercept:
+            gradient.append(logit_gradient.sum(axis=0))
+        return value + 0.5 * l2 * float(np.vdot(coef, coef)), np.concatenate(gradient)
+
+    return objective
