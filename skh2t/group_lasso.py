@@ -239,10 +239,16 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
         self._check_selection_size(X.shape[1])
         return X, datafit
 
-    def _fit_penalised(self, X: np.ndarray, datafit: MultinomialLogistic):
-        """Solve the group-lasso problem; sets the attributes of the penalised fit."""
+    def _fit_penalised(self, X: np.ndarray, datafit: MultinomialLogistic, start=None):
+        """Solve the group-lasso problem; sets the attributes of the penalised fit.
+
+        ``start``: ``(coef, intercept)`` in the solver's layout to start from,
+        instead of zero or (``warm_start``) the previous solution.
+        """
         penalty = self._make_penalty(X.shape[1])
-        coef, intercept = self._initial_solution(X.shape[1], datafit)
+        if start is None:
+            start = self._initial_solution(X.shape[1], datafit)
+        coef, intercept = start
         result = solve_group_lasso(
             X,
             datafit,

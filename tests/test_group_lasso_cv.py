@@ -7,6 +7,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
+from skh2t.group_lasso_cv import _predicted_start
 
 
 @parametrize_with_checks([GroupLassoClassifierCV(alphas=3, cv=3, keep_fractions=[1.0])])
@@ -68,6 +69,42 @@ def test_refit_is_the_classifier_at_the_chosen_pair(digits):
     np.testing.assert_array_equal(cv.predict(X), direct.predict(X))
     best = np.unravel_index(np.argmax(cv.mean_scores_), cv.mean_scores_.shape)
     assert cv.alpha_ == cv.alphas_[best[0]]
+
+
+def _path_solutions(X, y, alphas):
+    """Tight solutions at decreasing alphas, in the solver's layout: (alpha, coef, intercept)."""
+    clf = GroupLassoClassifier(tol=1e-9, max_iter=50_000)
+    X, datafit = clf._prepare(X, y, None)
+    solved = []
+    for alpha in alphas:
+        result = clf.set_params(alpha=alpha)._fit_penalised(X, datafit)
+        solved.append((alpha, result.coef, result.intercept))
+    return solved
+
+
+def test_predicted_start_is_closer_to_the_solution_than_the_last_one(digits):
+    X, y = digits
+    alphas = GroupLassoClassifier().alpha_max(X, y) * np.geomspace(0.5, 0.05, 4)
+    solved = _path_solutions(X, y, alphas)
+    for k in (2, 3):
+        predicted, _ = _predicted_start(solved[k - 2 : k], alphas[k])
+        solution, last = solved[k][1], solved[k - 1][1]
+        assert np.linalg.norm(predicted - solution) < 0.8 * np.linalg.norm(last - solution)
+
+
+def test_predicted_start_extrapolates_in_log_alpha_only_rows_nonzero_twice():
+    older = np.array([[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]])
+    last = np.array([[2.0, 3.0], [1.0, 1.0], [0.0, 0.0]])
+    solved = [(0.4, older, np.zeros(2)), (0.2, last, np.ones(2))]
+    coef, intercept = _predicted_start(solved, 0.05)  # two log-steps ahead
+    np.testing.assert_allclose(coef, [[4.0, 5.0], [1.0, 1.0], [0.0, 0.0]])
+    np.testing.assert_allclose(intercept, [3.0, 3.0])
+    assert _predicted_start([], 0.1) is None
+    for degenerate in ([solved[1]], [(0.0, older, np.zeros(2)), solved[1]]):
+        coef, intercept = _predicted_start(degenerate, 0.1)  # the last solution itself
+        np.testing.assert_array_equal(coef, last)
+    coef, _ = _predicted_start(solved, 0.0)
+    np.testing.assert_array_equal(coef, last)
 
 
 def test_alpha_grid_is_geometric_from_alpha_max(digits):
