@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from numbers import Integral, Real
 
 import numpy as np
@@ -255,11 +256,13 @@ def _score_path(
     alphas: np.ndarray,
     keep_fractions: list,
     scorer,
+    on_alpha: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Scores of one fold along the warm-started alpha path, every keep fraction per alpha.
 
     The penalised fit does not depend on the keep fraction: it is solved once
     per alpha, and only the selection and the refit run once per fraction.
+    ``on_alpha`` is called after every alpha (progress bars).
     """
     clf = clone(base)
     X_train, datafit = clf._prepare(X[train], y[train], sample_weight[train])
@@ -273,6 +276,8 @@ def _score_path(
         for j, fraction in enumerate(keep_fractions):
             clf.set_params(keep_fraction=fraction)._select_and_refit(X_train, datafit, result)
             scores[i, j] = scorer(clf, X_test, y_test, sample_weight=weight_test)
+        if on_alpha is not None:
+            on_alpha()
     return scores
 
 

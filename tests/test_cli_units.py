@@ -98,13 +98,20 @@ def test_cv_scores_cover_the_grid_and_keep_fractions_reuse_the_fit(wide):
     assert all(s.shape == (2,) and ((s >= 0) & (s <= 1)).all() for s in scores.values())
 
 
-def test_warm_started_keep_fraction_change_runs_no_solver_iteration(wide):
-    X, y = wide
-    clf = selection.SolverSettings().classifier()
-    clf.set_params(alpha=0.1 * clf.alpha_max(X, y), keep_fraction=0.05).fit(X, y)
-    assert clf.n_iter_[0] > 0
-    clf.set_params(keep_fraction=0.5).fit(X, y)
-    assert clf.n_iter_[0] == 0
+def test_cv_scores_are_those_of_cold_fits_at_each_folds_alpha_fraction():
+    rng = np.random.default_rng(0)  # a hard problem: the scores differ between grid points
+    y = np.repeat([0, 1, 2], 20)
+    X = (0.15 * rng.normal(size=(3, 400))[y] + 2 * rng.normal(size=(60, 400))).astype(np.float32)
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    tight = selection.SolverSettings(max_iter=50_000, tol=1e-7)
+    scores, n_not_converged = selection.cv_scores({8: X}, y, folds, [0.1, 0.3], [0.05, 0.5], tight)
+    assert n_not_converged == 0
+    for j, (train, valid) in enumerate(folds):
+        for config, fold_scores in scores.items():
+            clf = tight.classifier()
+            alpha = config.alpha_fraction * clf.alpha_max(X[train], y[train])
+            clf.set_params(alpha=alpha, keep_fraction=config.keep_fraction).fit(X[train], y[train])
+            assert fold_scores[j] == clf.score(X[valid], y[valid])
 
 
 def test_best_config_prefers_the_sparser_model_on_ties():

@@ -1,11 +1,9 @@
 """Head2Toe model selection: cross-validation over (target size, alpha, keep fraction).
 
-The penalised group-lasso fit does not depend on the keep fraction, so on every
-fold it is solved once per alpha (alphas in decreasing order, each warm-started
-from the previous solution, a regularisation path) and every keep fraction
-only redoes the selection and the refit
-(``set_params(keep_fraction=F, warm_start=True).fit`` on the same data runs 0
-solver iterations).
+On every fold and target size, the alphas (fractions of the fold's own
+``alpha_max``) run as one warm-started regularisation path, the one of
+:class:`~skh2t.GroupLassoClassifierCV`: the penalised group-lasso fit is solved
+once per alpha, and every keep fraction only redoes the selection and the refit.
 """
 
 from __future__ import annotations
@@ -16,8 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import check_scoring
 
 from skh2t import GroupLassoClassifier
+from skh2t.group_lasso_cv import _score_path
 
 
 @dataclass(frozen=True, order=True)
@@ -45,8 +45,8 @@ class SolverSettings:
     tol: float = 1e-4
 
     def classifier(self) -> GroupLassoClassifier:
-        """A fresh classifier that warm-starts from its previous solution."""
-        return GroupLassoClassifier(max_iter=self.max_iter, tol=self.tol, warm_start=True)
+        """A fresh, unfitted classifier with these settings."""
+        return GroupLassoClassifier(max_iter=self.max_iter, tol=self.tol)
 
 
 def cv_scores(
@@ -82,24 +82,31 @@ def cv_scores(
     """
     scores: dict[Head2ToeConfig, np.ndarray] = {}
     n_not_converged = 0
+    alpha_fractions = sorted(alpha_fractions, reverse=True)  # the path runs downwards
+    base = solver.classifier()
+    accuracy = check_scoring(base)
     for target_size, X in features.items():
         for j, (train, valid) in enumerate(folds):
-            X_train, X_valid = X[train], X[valid]
-            clf = solver.classifier()
-            alpha_max = clf.alpha_max(X_train, y[train])
-            for alpha in sorted(alpha_fractions, reverse=True):
-                for keep in keep_fractions:
+            alphas = base.alpha_max(X[train], y[train]) * np.array(alpha_fractions)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                fold_scores = _score_path(
+                    base,
+                    X,
+                    y,
+                    np.ones(len(y)),
+                    train,
+                    valid,
+                    alphas,
+                    keep_fractions,
+                    accuracy,
+                    on_alpha=on_step,
+                )
+            n_not_converged += _not_converged(caught)
+            for i, alpha in enumerate(alpha_fractions):
+                for k, keep in enumerate(keep_fractions):
                     config = Head2ToeConfig(target_size, alpha, keep)
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always", ConvergenceWarning)
-                        clf.set_params(alpha=alpha * alpha_max, keep_fraction=keep)
-                        clf.fit(X_train, y[train])
-                    n_not_converged += _not_converged(caught)
-                    scores.setdefault(config, np.zeros(len(folds)))[j] = clf.score(
-                        X_valid, y[valid]
-                    )
-                if on_step is not None:
-                    on_step()
+                    scores.setdefault(config, np.zeros(len(folds)))[j] = fold_scores[i, k]
     return scores, n_not_converged
 
 
@@ -137,7 +144,7 @@ def fit_final(
     alpha = config.alpha_fraction * clf.alpha_max(X, y)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        clf.set_params(alpha=alpha, keep_fraction=config.keep_fraction, warm_start=False)
+        clf.set_params(alpha=alpha, keep_fraction=config.keep_fraction)
         clf.fit(X, y)
     return clf, _not_converged(caught)
 
