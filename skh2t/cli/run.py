@@ -50,7 +50,7 @@ versions), kept_per_tap.png (which depths Head2Toe chose) and model.joblib (the
 Head2Toe pipeline, for `skh2t predict`) to --output-dir.
 
 Without arguments: Fashion-MNIST, EfficientNet-Lite0 with its offline ImageNet
-weights at 64 px, 1000 training images, the 10k test images; about 3 minutes
+weights at 64 px, 1000 training images, the 10k test images; about 2 minutes
 on 2 idle CPU cores."""
 
 
