@@ -2,7 +2,8 @@
 
 - bench_solver.py: GroupLassoClassifier vs group-lasso's LogisticGroupLasso, and
   scikit-learn's LogisticRegression as a cost baseline.
-- bench_cv.py: GroupLassoClassifierCV vs GridSearchCV over the same grid.
+- bench_cv.py: GroupLassoClassifierCV vs GridSearchCV over the same grid, on synthetic
+  data and on Lite0 features of Fashion-MNIST.
 - bench_extraction.py: extracting all default taps vs the bare forward pass.
 - bench_cache.py: a Head2Toe grid search with the feature cache (cold, warm) vs without.
 - bench_finetune.py (with --finetune, ~5-10 minutes): probes vs fine-tuning.
@@ -48,12 +49,14 @@ def machine_description() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller solver benchmark")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller solver benchmark, CV on synthetic data only"
+    )
     parser.add_argument("--finetune", action="store_true", help="also the fine-tuning benchmark")
     args = parser.parse_args()
     print(machine_description())
     run("bench_solver.py", *(["--quick"] if args.quick else []))
-    run("bench_cv.py")
+    run("bench_cv.py", *(["--no-real"] if args.quick else []))
     run("bench_extraction.py")
     run("bench_cache.py")
     if args.finetune:
