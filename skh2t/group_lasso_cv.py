@@ -41,11 +41,11 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
 
     Like :class:`~sklearn.linear_model.LogisticRegressionCV`: in every fold the
     penalised problem is solved along a decreasing path of ``alphas``, each
-    solve warm-started from the previous solution (whose support seeds the
-    working set), extrapolated along the path from the two previous solutions
-    (linearly in ``log(alpha)``). The penalised fit does not depend on the keep fraction, so
-    every keep fraction is scored from the same solution by re-running only
-    the selection and the refit. Folds run in parallel with joblib. The best
+    solve warm-started from the previous solutions (extrapolated linearly in
+    ``log(alpha)`` from the last two; their support seeds the working set).
+    The penalised fit does not depend on the keep fraction, so every keep
+    fraction is scored from the same solution by re-running only the
+    selection and the refit. Folds run in parallel with joblib. The best
     mean score picks ``alpha_`` and ``keep_fraction_`` (ties go to the larger
     alpha, then the smaller fraction); the model is then refitted on all data.
 
