@@ -256,16 +256,22 @@ def _score_path(
     alphas: np.ndarray,
     keep_fractions: list,
     scorer,
+    *,
+    relative_alphas: bool = False,
     on_alpha: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Scores of one fold along the warm-started alpha path, every keep fraction per alpha.
 
     The penalised fit does not depend on the keep fraction: it is solved once
     per alpha, and only the selection and the refit run once per fraction.
+    ``relative_alphas``: the alphas are fractions of ``alpha_max`` of the
+    fold's training rows (computed here, on the fold's one copy of them).
     ``on_alpha`` is called after every alpha (progress bars).
     """
     clf = clone(base)
     X_train, datafit = clf._prepare(X[train], y[train], sample_weight[train])
+    if relative_alphas:
+        alphas = alphas * clf.alpha_max(X_train, y[train], sample_weight[train])
     X_test, y_test, weight_test = X[test], y[test], sample_weight[test]
     scores = np.empty((len(alphas), len(keep_fractions)))
     solved: list[tuple[float, np.ndarray, np.ndarray]] = []

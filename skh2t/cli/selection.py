@@ -87,7 +87,6 @@ def cv_scores(
     accuracy = check_scoring(base)
     for target_size, X in features.items():
         for j, (train, valid) in enumerate(folds):
-            alphas = base.alpha_max(X[train], y[train]) * np.array(alpha_fractions)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
                 fold_scores = _score_path(
@@ -97,9 +96,10 @@ def cv_scores(
                     np.ones(len(y)),
                     train,
                     valid,
-                    alphas,
+                    np.array(alpha_fractions),
                     keep_fractions,
                     accuracy,
+                    relative_alphas=True,
                     on_alpha=on_step,
                 )
             n_not_converged += _not_converged(caught)
