@@ -8,9 +8,44 @@ from sklearn.utils.extmath import softmax
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 
+def renormalize_columns(X: np.ndarray, group_index: np.ndarray) -> np.ndarray:
+    """Divide every group of columns of ``X`` by its L2 norm, per row, in place.
+
+    The official Head2Toe refit's normalisation of the kept columns of each
+    tap; all-zero parts stay zero. Norms accumulate in float64.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_columns), float
+        Modified in place.
+    group_index : ndarray of int, shape (n_columns,)
+        The group of every column.
+
+    Returns
+    -------
+    ndarray
+        ``X``.
+
+    Examples
+    --------
+    >>> X = np.array([[3.0, 4.0, 2.0], [0.0, 0.0, -5.0]])
+    >>> renormalize_columns(X, np.array([0, 0, 1]))
+    array([[ 0.6,  0.8,  1. ],
+           [ 0. ,  0. , -1. ]])
+    """
+    for group in np.unique(group_index):
+        columns = np.flatnonzero(group_index == group)
+        part = X[:, columns]
+        norms = np.sqrt(np.einsum("ij,ij->i", part, part, dtype=np.float64))
+        norms[norms == 0] = 1.0
+        X[:, columns] = part / norms[:, None].astype(X.dtype)
+    return X
+
+
 class LinearSoftmaxMixin:
     """``decision_function``, ``predict``, ``predict_proba``, ``predict_log_proba`` and
-    ``get_support`` from the fitted ``coef_``, ``intercept_``, ``classes_`` and ``support_``.
+    ``get_support`` from the fitted ``coef_``, ``intercept_``, ``classes_`` and ``support_``
+    (and ``renormalize_index_``, the official Head2Toe refit's groups, when not ``None``).
     """
 
     def get_support(self, indices: bool = False) -> np.ndarray:
@@ -44,7 +79,12 @@ class LinearSoftmaxMixin:
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        scores = X @ self.coef_.T.astype(X.dtype) + self.intercept_
+        coef = self.coef_
+        groups = getattr(self, "renormalize_index_", None)
+        if groups is not None:  # only the kept columns, each group re-normalised
+            kept = np.flatnonzero(self.support_)
+            X, coef = renormalize_columns(X[:, kept], groups[kept]), coef[:, kept]
+        scores = X @ coef.T.astype(X.dtype) + self.intercept_
         return scores.ravel() if scores.shape[1] == 1 else scores
 
     def predict(self, X: ArrayLike) -> np.ndarray:

@@ -16,7 +16,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
-from skh2t._prediction import LinearSoftmaxMixin
+from skh2t._prediction import LinearSoftmaxMixin, renormalize_columns
 from skh2t._solver import GroupLasso, MultinomialLogistic, fit_ridge_multinomial, solve_group_lasso
 from skh2t._solver.working_set import full_gradient
 
@@ -48,8 +48,14 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     alpha : float, default=1e-3
-        Group-lasso strength. ``alpha >= alpha_max(X, y)`` gives all-zero
-        coefficients; a fraction of :meth:`alpha_max` is a good way to set it.
+        Group-lasso strength, absolute. ``alpha >= alpha_max(X, y)`` gives
+        all-zero coefficients. Ignored when ``alpha_fraction`` is set.
+    alpha_fraction : float in (0, 1], default=None
+        Group-lasso strength relative to the data being fitted: ``fit(X, y)``
+        uses ``alpha_fraction * alpha_max(X, y)`` (reported as ``alpha_``).
+        Inside ``GridSearchCV`` or a pipeline whose features change (e.g. the
+        target size), the strength is then relative per fold and per feature
+        matrix, as Head2Toe's protocol asks. When set, ``alpha`` is ignored.
     groups : array-like of shape (n_features,), "feature_name_prefix" or None, default=None
         Group label of every feature (e.g. the layer it comes from). ``None``
         puts every feature in a group of its own. ``"feature_name_prefix"``
@@ -70,6 +76,14 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
     refit_l2 : float, default=1e-4
         Ridge strength of the refitted head, ``refit_l2 / 2 * ||W||^2`` added
         to the mean loss; keeps the refit finite on separable data.
+    renormalize_groups : array-like of shape (n_features,), "feature_name_prefix" or None, \
+default=None
+        The official Head2Toe refit: after selection, the kept columns of every
+        group (e.g. every tap; ``"feature_name_prefix"`` as for ``groups``) are
+        divided by their own L2 norm, per sample, before the refit and before
+        every prediction; groups with no kept column drop out. ``None``: the
+        refit reads the kept columns as they are. Only used with selection.
+        See :ref:`official-refit` in the user guide.
     fit_intercept : bool, default=True
         Whether to fit an (unpenalised) intercept.
     class_weight : dict or "balanced", default=None
@@ -92,9 +106,15 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels.
+    alpha_ : float
+        The absolute group-lasso strength used: ``alpha``, or
+        ``alpha_fraction * alpha_max_``.
+    alpha_max_ : float
+        ``alpha_max`` of the training data; only set when ``alpha_fraction`` is.
     coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
         Coefficients of the final model in the full input space. Binary
-        problems have one row, for ``classes_[1]``.
+        problems have one row, for ``classes_[1]``. With
+        ``renormalize_groups``, they apply to the re-normalised kept columns.
     intercept_ : ndarray of shape (1,) or (n_classes,)
         Intercept of the final model.
     group_lasso_coef_ : ndarray of the shape of ``coef_``
@@ -117,6 +137,9 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
         The distinct group labels.
     group_weights_ : ndarray of shape (n_groups,)
         The group weights used.
+    renormalize_index_ : ndarray of shape (n_features,) or None
+        With ``renormalize_groups``: the re-normalisation group of every
+        feature (an index); else ``None``.
     kkt_violation_ : float
         Largest KKT violation of the penalised fit, relative to ``alpha * w_g``.
     objective_ : float
@@ -163,11 +186,13 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "alpha": [Interval(Real, 0, None, closed="left")],
+        "alpha_fraction": [Interval(Real, 0, 1, closed="right"), None],
         "groups": ["array-like", StrOptions({"feature_name_prefix"}), None],
         "group_weights": ["array-like", None],
         "keep_fraction": [Interval(Real, 0, 1, closed="right"), None],
         "n_features_to_select": [Interval(Integral, 1, None, closed="left"), None],
         "refit_l2": [Interval(Real, 0, None, closed="left")],
+        "renormalize_groups": ["array-like", StrOptions({"feature_name_prefix"}), None],
         "fit_intercept": ["boolean"],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "tol": [Interval(Real, 0, None, closed="neither")],
@@ -180,11 +205,13 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
         self,
         *,
         alpha: float = 1e-3,
-        groups: ArrayLike | None = None,
+        alpha_fraction: float | None = None,
+        groups: ArrayLike | str | None = None,
         group_weights: ArrayLike | None = None,
         keep_fraction: float | None = None,
         n_features_to_select: int | None = None,
         refit_l2: float = 1e-4,
+        renormalize_groups: ArrayLike | str | None = None,
         fit_intercept: bool = True,
         class_weight: dict | str | None = None,
         tol: float = 1e-4,
@@ -193,11 +220,13 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
         verbose: int = 0,
     ):
         self.alpha = alpha
+        self.alpha_fraction = alpha_fraction
         self.groups = groups
         self.group_weights = group_weights
         self.keep_fraction = keep_fraction
         self.n_features_to_select = n_features_to_select
         self.refit_l2 = refit_l2
+        self.renormalize_groups = renormalize_groups
         self.fit_intercept = fit_intercept
         self.class_weight = class_weight
         self.tol = tol
@@ -225,7 +254,11 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
             The fitted classifier.
         """
         X, datafit = self._prepare(X, y, sample_weight)
-        result = self._fit_penalised(X, datafit)
+        alpha = self.alpha
+        if self.alpha_fraction is not None:
+            self.alpha_max_ = self._alpha_max_of(X, datafit)
+            alpha = self.alpha_fraction * self.alpha_max_
+        result = self._fit_penalised(X, datafit, alpha)
         self._select_and_refit(X, datafit, result)
         return self
 
@@ -239,13 +272,15 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
         self._check_selection_size(X.shape[1])
         return X, datafit
 
-    def _fit_penalised(self, X: np.ndarray, datafit: MultinomialLogistic, start=None):
-        """Solve the group-lasso problem; sets the attributes of the penalised fit.
+    def _fit_penalised(self, X: np.ndarray, datafit: MultinomialLogistic, alpha: float, start=None):
+        """Solve the group-lasso problem at the absolute ``alpha``; sets the attributes of the
+        penalised fit.
 
         ``start``: ``(coef, intercept)`` in the solver's layout to start from,
         instead of zero or (``warm_start``) the previous solution.
         """
-        penalty = self._make_penalty(X.shape[1])
+        penalty = self._make_penalty(X.shape[1], alpha)
+        self.alpha_ = float(alpha)
         if start is None:
             start = self._initial_solution(X.shape[1], datafit)
         coef, intercept = start
@@ -275,6 +310,7 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
     def _select_and_refit(self, X: np.ndarray, datafit: MultinomialLogistic, result) -> None:
         """Head2Toe selection from the penalised fit, and the refit on the kept features."""
         self.support_ = self._select(self.feature_scores_, self.dual_scores_)
+        self.renormalize_index_ = self._renormalize_index(X.shape[1])
         self.coef_, self.intercept_ = self._refit(X, datafit, result)
 
     def _make_datafit(self, X, y, sample_weight) -> MultinomialLogistic:
@@ -304,14 +340,25 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
             sample_weight = sample_weight * class_weight[y_encoded]
         return MultinomialLogistic(y_encoded, self.classes_.shape[0], sample_weight)
 
-    def _make_penalty(self, n_features: int) -> GroupLasso:
+    def _make_penalty(self, n_features: int, alpha: float) -> GroupLasso:
         groups = self.groups
         if isinstance(groups, str):
             groups = _groups_from_feature_names(getattr(self, "feature_names_in_", None))
         labels, group_index = _encode_groups(groups, n_features)
         weights = _check_group_weights(self.group_weights, group_index, labels.shape[0])
         self.group_labels_, self.group_weights_ = labels, weights
-        return GroupLasso(self.alpha, group_index, weights)
+        return GroupLasso(alpha, group_index, weights)
+
+    def _renormalize_index(self, n_features: int) -> np.ndarray | None:
+        groups = self.renormalize_groups
+        if groups is None or not self._selects():
+            return None
+        if isinstance(groups, str):
+            groups = _groups_from_feature_names(getattr(self, "feature_names_in_", None))
+        return _encode_groups(groups, n_features, name="renormalize_groups")[1]
+
+    def _selects(self) -> bool:
+        return self.keep_fraction is not None or self.n_features_to_select is not None
 
     def _check_selection_size(self, n_features: int) -> None:
         if self.keep_fraction is not None and self.n_features_to_select is not None:
@@ -351,12 +398,15 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
         return support
 
     def _refit(self, X, datafit: MultinomialLogistic, result):
-        if self.keep_fraction is None and self.n_features_to_select is None:
+        if not self._selects():
             self.refit_n_iter_ = 0
             return self.group_lasso_coef_.copy(), self.group_lasso_intercept_.copy()
         kept = np.flatnonzero(self.support_)
+        X_kept = X[:, kept]
+        if self.renormalize_index_ is not None:
+            renormalize_columns(X_kept, self.renormalize_index_[kept])
         refit = fit_ridge_multinomial(
-            X[:, kept],
+            X_kept,
             datafit,
             self.refit_l2,
             fit_intercept=self.fit_intercept,
@@ -412,8 +462,11 @@ class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
         """
         probe = self.__class__(**self.get_params())
         X, y = validate_data(probe, X, y, dtype=[np.float64, np.float32], order="C")
-        datafit = probe._make_datafit(X, y, sample_weight)
-        penalty = probe._make_penalty(X.shape[1])
+        return probe._alpha_max_of(X, probe._make_datafit(X, y, sample_weight))
+
+    def _alpha_max_of(self, X: np.ndarray, datafit: MultinomialLogistic) -> float:
+        """``alpha_max`` of validated data and its datafit (sets the group attributes)."""
+        penalty = self._make_penalty(X.shape[1], 1.0)
         coef, intercept = np.zeros((X.shape[1], datafit.n_classes)), np.zeros(datafit.n_classes)
         if self.fit_intercept:
             intercept = datafit.optimal_intercept_at_zero()
@@ -452,14 +505,16 @@ def _groups_from_feature_names(feature_names: np.ndarray | None) -> np.ndarray:
     return np.array([str(name).rpartition("__")[0] or str(name) for name in feature_names])
 
 
-def _encode_groups(groups: ArrayLike | None, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+def _encode_groups(
+    groups: ArrayLike | None, n_features: int, *, name: str = "groups"
+) -> tuple[np.ndarray, np.ndarray]:
     """Distinct group labels and the group index of every feature."""
     if groups is None:
         return np.arange(n_features), np.arange(n_features)
     groups = np.asarray(groups)
     if groups.ndim != 1 or groups.shape[0] != n_features:
         raise ValueError(
-            f"groups must hold one group label per feature: got shape {groups.shape} "
+            f"{name} must hold one group label per feature: got shape {groups.shape} "
             f"for X with {n_features} features. Pass an array of length {n_features}."
         )
     return np.unique(groups, return_inverse=True)

@@ -20,6 +20,7 @@ from skh2t.group_lasso import GroupLassoClassifier, _groups_from_feature_names
 # Fitted attributes of the refitted GroupLassoClassifier exposed by the CV estimator.
 _COPIED_ATTRIBUTES = (
     "classes_",
+    "alpha_max_",
     "coef_",
     "intercept_",
     "group_lasso_coef_",
@@ -29,6 +30,7 @@ _COPIED_ATTRIBUTES = (
     "support_",
     "group_labels_",
     "group_weights_",
+    "renormalize_index_",
     "kkt_violation_",
     "objective_",
     "n_iter_",
@@ -46,15 +48,22 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
     The penalised fit does not depend on the keep fraction, so every keep
     fraction is scored from the same solution by re-running only the
     selection and the refit. Folds run in parallel with joblib. The best
-    mean score picks ``alpha_`` and ``keep_fraction_`` (ties go to the larger
-    alpha, then the smaller fraction); the model is then refitted on all data.
+    mean score picks ``alpha_`` and ``keep_fraction_`` (ties go to the
+    smaller keep fraction, then the larger alpha: the sparser model); the
+    model is then refitted on all data.
 
     Parameters
     ----------
     alphas : int or array-like of shape (n_alphas,), default=8
-        An int gives that many alphas on a geometric grid from ``alpha_max``
-        (of the whole training data) down to ``eps * alpha_max``; an array
-        gives the alphas themselves.
+        Absolute strengths. An int gives that many alphas on a geometric grid
+        from ``alpha_max`` (of the whole training data) down to ``eps *
+        alpha_max``; an array gives the alphas themselves. Ignored when
+        ``alpha_fractions`` is set.
+    alpha_fractions : array-like of float in (0, 1], default=None
+        Relative strengths, as ``GroupLassoClassifier(alpha_fraction=...)``:
+        fractions of the ``alpha_max`` of each fold's training part in
+        cross-validation, and of all the data in the final refit (Head2Toe's
+        protocol). When set, ``alphas`` and ``eps`` are ignored.
     eps : float, default=1e-2
         Ratio of the smallest to the largest alpha of the grid.
     keep_fractions : array-like of float in (0, 1], default=None
@@ -64,7 +73,8 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
         As in scikit-learn: an int is the number of stratified folds.
     scoring : str or callable, default=None
         Score to maximise; ``None`` is the accuracy.
-    groups, group_weights, refit_l2, fit_intercept, class_weight, tol, max_iter
+    groups, group_weights, refit_l2, renormalize_groups, fit_intercept, class_weight, tol, \
+max_iter
         As in :class:`GroupLassoClassifier`.
     n_jobs : int, default=None
         Folds run in parallel on this many workers (joblib).
@@ -74,7 +84,12 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
     Attributes
     ----------
     alphas_ : ndarray of shape (n_alphas,)
-        The alphas tried, in decreasing order.
+        The alphas tried, in decreasing order; with ``alpha_fractions``, the
+        fractions times ``alpha_max_`` of all the data (each fold used its own
+        ``alpha_max``).
+    alpha_fractions_ : ndarray of shape (n_alphas,) or None
+        The fractions tried, in decreasing order (``None`` without
+        ``alpha_fractions``).
     keep_fractions_ : list
         The keep fractions tried (``[None]`` without selection).
     scores_ : ndarray of shape (n_folds, n_alphas, n_keep_fractions)
@@ -82,7 +97,9 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
     mean_scores_ : ndarray of shape (n_alphas, n_keep_fractions)
         Mean validation score over folds.
     alpha_ : float
-        The chosen alpha.
+        The chosen alpha, absolute (that of the final refit).
+    alpha_fraction_ : float or None
+        The chosen fraction of ``alpha_max`` (``None`` without ``alpha_fractions``).
     keep_fraction_ : float or None
         The chosen keep fraction.
     best_score_ : float
@@ -107,6 +124,7 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
 
     _parameter_constraints: dict = {
         "alphas": [Interval(Integral, 1, None, closed="left"), "array-like"],
+        "alpha_fractions": ["array-like", None],
         "eps": [Interval(Real, 0, 1, closed="neither")],
         "keep_fractions": ["array-like", None],
         "cv": ["cv_object"],
@@ -114,6 +132,7 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
         "groups": ["array-like", StrOptions({"feature_name_prefix"}), None],
         "group_weights": ["array-like", None],
         "refit_l2": [Interval(Real, 0, None, closed="left")],
+        "renormalize_groups": ["array-like", StrOptions({"feature_name_prefix"}), None],
         "fit_intercept": ["boolean"],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "tol": [Interval(Real, 0, None, closed="neither")],
@@ -126,6 +145,7 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
         self,
         *,
         alphas: int | ArrayLike = 8,
+        alpha_fractions: ArrayLike | None = None,
         eps: float = 1e-2,
         keep_fractions: ArrayLike | None = None,
         cv=5,
@@ -133,6 +153,7 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
         groups: ArrayLike | str | None = None,
         group_weights: ArrayLike | None = None,
         refit_l2: float = 1e-4,
+        renormalize_groups: ArrayLike | str | None = None,
         fit_intercept: bool = True,
         class_weight: dict | str | None = None,
         tol: float = 1e-4,
@@ -141,6 +162,7 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
         verbose: int = 0,
     ):
         self.alphas = alphas
+        self.alpha_fractions = alpha_fractions
         self.eps = eps
         self.keep_fractions = keep_fractions
         self.cv = cv
@@ -148,6 +170,7 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
         self.groups = groups
         self.group_weights = group_weights
         self.refit_l2 = refit_l2
+        self.renormalize_groups = renormalize_groups
         self.fit_intercept = fit_intercept
         self.class_weight = class_weight
         self.tol = tol
@@ -176,29 +199,50 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         base = self._base_estimator()
-        self.alphas_ = self._alpha_grid(base, X, y, sample_weight)
+        relative = self.alpha_fractions is not None
+        if relative:
+            self.alpha_fractions_ = _fraction_grid(self.alpha_fractions, "alpha_fractions")[::-1]
+            path_alphas = self.alpha_fractions_
+        else:
+            self.alpha_fractions_ = None
+            path_alphas = self.alphas_ = self._alpha_grid(base, X, y, sample_weight)
         self.keep_fractions_ = self._keep_fraction_grid()
         folds = list(check_cv(self.cv, y, classifier=True).split(X, y))
         scorer = check_scoring(base, scoring=self.scoring)
         scores = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
             delayed(_score_path)(
-                base, X, y, sample_weight, train, test, self.alphas_, self.keep_fractions_, scorer
+                base,
+                X,
+                y,
+                sample_weight,
+                train,
+                test,
+                path_alphas,
+                self.keep_fractions_,
+                scorer,
+                relative_alphas=relative,
             )
             for train, test in folds
         )
         self.scores_ = np.stack(scores)
         self.mean_scores_ = self.scores_.mean(axis=0)
-        # argmax takes the first maximum: the largest alpha, then the smallest fraction.
-        best_alpha, best_fraction = np.unravel_index(
-            np.argmax(self.mean_scores_), self.mean_scores_.shape
-        )
-        self.alpha_ = float(self.alphas_[best_alpha])
+        best_alpha, best_fraction = _best_grid_point(self.mean_scores_, self.keep_fractions_)
         self.keep_fraction_ = self.keep_fractions_[best_fraction]
         self.best_score_ = float(self.mean_scores_[best_alpha, best_fraction])
-        refit = base.set_params(alpha=self.alpha_, keep_fraction=self.keep_fraction_)
+        refit = base.set_params(keep_fraction=self.keep_fraction_)
+        if relative:
+            self.alpha_fraction_ = float(self.alpha_fractions_[best_alpha])
+            refit.set_params(alpha_fraction=self.alpha_fraction_)
+        else:
+            self.alpha_fraction_ = None
+            refit.set_params(alpha=float(self.alphas_[best_alpha]))
         refit.fit(X, y, sample_weight=sample_weight)
+        if relative:
+            self.alphas_ = self.alpha_fractions_ * refit.alpha_max_
+        self.alpha_ = refit.alpha_
         for name in _COPIED_ATTRIBUTES:
-            setattr(self, name, getattr(refit, name))
+            if hasattr(refit, name):
+                setattr(self, name, getattr(refit, name))
         return self
 
     def _base_estimator(self) -> GroupLassoClassifier:
@@ -209,6 +253,7 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
             groups=groups,
             group_weights=self.group_weights,
             refit_l2=self.refit_l2,
+            renormalize_groups=self.renormalize_groups,
             fit_intercept=self.fit_intercept,
             class_weight=self.class_weight,
             tol=self.tol,
@@ -231,19 +276,50 @@ class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator)
     def _keep_fraction_grid(self) -> list:
         if self.keep_fractions is None:
             return [None]
-        fractions = np.asarray(self.keep_fractions, dtype=np.float64)
-        if fractions.ndim != 1 or fractions.size == 0 or np.any((fractions <= 0) | (fractions > 1)):
-            raise ValueError(
-                "keep_fractions must be a non-empty 1-D list of fractions in (0, 1]; "
-                f"got {self.keep_fractions!r}."
-            )
-        return sorted(float(f) for f in fractions)
+        return [float(f) for f in _fraction_grid(self.keep_fractions, "keep_fractions")]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False
         tags.classifier_tags.multi_class = True
         return tags
+
+
+def _fraction_grid(values: ArrayLike, name: str) -> np.ndarray:
+    """A validated grid of fractions in (0, 1], sorted increasingly, without duplicates."""
+    fractions = np.asarray(values, dtype=np.float64)
+    if (
+        fractions.ndim != 1
+        or fractions.size == 0
+        or np.any(~((fractions > 0) & (fractions <= 1)))
+        or np.unique(fractions).size != fractions.size
+    ):
+        raise ValueError(
+            f"{name} must be a non-empty 1-D list of distinct fractions in (0, 1]; got {values!r}."
+        )
+    return np.sort(fractions)
+
+
+def _best_grid_point(mean_scores: np.ndarray, keep_fractions: list) -> tuple[int, ...]:
+    """Index of the best mean score on a grid of shape ``(..., n_alphas, n_keep_fractions)``.
+
+    The one tie-break rule of skh2t's model selection: among equal means, the
+    smaller keep fraction, then the larger alpha (alphas are in decreasing
+    order), then the earlier index of the leading axes (e.g. the smaller
+    target size): the sparser, cheaper model.
+
+    Examples
+    --------
+    >>> scores = np.array([[0.8, 0.9], [0.9, 0.7]])  # 2 alphas x 2 keep fractions
+    >>> _best_grid_point(scores, [0.1, 0.2])
+    (1, 0)
+    """
+    fractions = np.array([np.inf if f is None else f for f in keep_fractions])
+    order = np.argsort(fractions, kind="stable")
+    # Axes (fraction, alpha, leading...): argmax returns the first maximum in that order.
+    ranked = np.moveaxis(mean_scores[..., order], (-1, -2), (0, 1))
+    fraction, alpha, *leading = np.unravel_index(int(np.argmax(ranked)), ranked.shape)
+    return (*(int(i) for i in leading), int(alpha), int(order[fraction]))
 
 
 def _score_path(
@@ -277,7 +353,7 @@ def _score_path(
     solved: list[tuple[float, np.ndarray, np.ndarray]] = []
     for i, alpha in enumerate(alphas):
         start = _predicted_start(solved, alpha)
-        result = clf.set_params(alpha=alpha)._fit_penalised(X_train, datafit, start)
+        result = clf._fit_penalised(X_train, datafit, alpha, start)
         solved = [*solved[-1:], (alpha, result.coef, result.intercept)]
         for j, fraction in enumerate(keep_fractions):
             clf.set_params(keep_fraction=fraction)._select_and_refit(X_train, datafit, result)

@@ -19,6 +19,7 @@ from skh2t import GroupLassoClassifier
         GroupLassoClassifier(),
         GroupLassoClassifier(keep_fraction=1.0, alpha=0.01),
         GroupLassoClassifier(class_weight="balanced", refit_l2=0.01, keep_fraction=1.0),
+        GroupLassoClassifier(alpha_fraction=0.01, keep_fraction=1.0),
     ]
 )
 def test_scikit_learn_estimator_checks(estimator, check):

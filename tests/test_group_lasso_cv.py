@@ -10,7 +10,12 @@ from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
 from skh2t.group_lasso_cv import _predicted_start
 
 
-@parametrize_with_checks([GroupLassoClassifierCV(alphas=3, cv=3, keep_fractions=[1.0])])
+@parametrize_with_checks(
+    [
+        GroupLassoClassifierCV(alphas=3, cv=3, keep_fractions=[1.0]),
+        GroupLassoClassifierCV(alpha_fractions=[0.5, 0.1], cv=3, keep_fractions=[0.5, 1.0]),
+    ]
+)
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -77,7 +82,7 @@ def _path_solutions(X, y, alphas):
     X, datafit = clf._prepare(X, y, None)
     solved = []
     for alpha in alphas:
-        result = clf.set_params(alpha=alpha)._fit_penalised(X, datafit)
+        result = clf._fit_penalised(X, datafit, alpha)
         solved.append((alpha, result.coef, result.intercept))
     return solved
 
