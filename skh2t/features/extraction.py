@@ -9,6 +9,7 @@ under ``torch.inference_mode()`` with every module in eval mode.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,24 +20,48 @@ from skh2t.features.pooling import PoolingPlan, l2_normalize, pool_activation
 from skh2t.features.taps import TapRef
 
 
-class _Recorder:
-    """Hook callback for extraction: pool, normalise and write each tap into ``self.out``."""
+@dataclass(frozen=True)
+class PooledOutput:
+    """One output matrix of an extraction: how each tap is pooled, and where it goes.
 
-    def __init__(self, plans: Sequence[PoolingPlan], columns: Sequence[slice], l2: bool) -> None:
-        self.plans = list(plans)
-        self.columns = list(columns)
-        self.l2 = l2
-        self.out: torch.Tensor | None = None
-        self.calls = np.zeros(len(plans), dtype=np.int64)
+    Attributes
+    ----------
+    plans : sequence of PoolingPlan
+        One per tap.
+    columns : sequence of slice
+        One per tap: its columns in ``out``.
+    out : numpy.ndarray of shape (n_images, n_features), float32
+        Written in place.
+    l2 : bool
+        Divide each tap's pooled vector by its L2 norm, per example.
+    """
+
+    plans: Sequence[PoolingPlan]
+    columns: Sequence[slice]
+    out: np.ndarray
+    l2: bool = True
+
+
+class _Recorder:
+    """Hook callback: pool each tap once per distinct plan, normalise, write every output."""
+
+    def __init__(self, outputs: Sequence[PooledOutput], n_taps: int) -> None:
+        self.outputs = list(outputs)
+        self.rows: list[torch.Tensor] = []
+        self.calls = np.zeros(n_taps, dtype=np.int64)
 
     def __call__(self, index: int, module: nn.Module, tensor: torch.Tensor) -> None:
         self.calls[index] += 1
-        pooled = pool_activation(tensor, self.plans[index])
-        target = self.out[:, self.columns[index]]
-        if self.l2:
-            l2_normalize(pooled, out=target)
-        else:
-            target.copy_(pooled)
+        pooled: dict[PoolingPlan, torch.Tensor] = {}
+        for output, rows in zip(self.outputs, self.rows, strict=True):
+            plan = output.plans[index]
+            if plan not in pooled:
+                pooled[plan] = pool_activation(tensor, plan)
+            target = rows[:, output.columns[index]]
+            if output.l2:
+                l2_normalize(pooled[plan], out=target)
+            else:
+                target.copy_(pooled[plan])
 
 
 def extract_features(
@@ -81,22 +106,64 @@ def extract_features(
     >>> np.linalg.norm(out, axis=1).round(4)
     array([1., 1., 1., 1., 1.], dtype=float32)
     """
-    recorder = _Recorder(plans, columns, l2)
+    extract_pooled(model, taps, [PooledOutput(plans, columns, out, l2)], batches)
+    return out
+
+
+def extract_pooled(
+    model: nn.Module,
+    taps: Sequence[TapRef],
+    outputs: Sequence[PooledOutput],
+    batches: Iterable[torch.Tensor],
+) -> None:
+    """Fill several output matrices, each with its own pooling, from one forward pass per batch.
+
+    Every tap's activation is pooled once per distinct plan among the outputs
+    (e.g. once per target size of a grid), while it is live in the hook.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The backbone, on the device the batches are on.
+    taps : sequence of TapRef
+        Where to read; every output has one plan and one column range per tap.
+    outputs : sequence of PooledOutput
+        The matrices to fill, in place.
+    batches : iterable of torch.Tensor
+        Preprocessed image batches, in order.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from skh2t.features.pooling import plan_pooling
+    >>> model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    >>> fine, coarse = (plan_pooling("nchw", (4, 6, 6), pool_stride=s) for s in (2, 6))
+    >>> outs = np.empty((2, 36), np.float32), np.empty((2, 4), np.float32)
+    >>> extract_pooled(model, [TapRef("0")], [
+    ...     PooledOutput([fine], [slice(0, 36)], outs[0]),
+    ...     PooledOutput([coarse], [slice(0, 4)], outs[1]),
+    ... ], [torch.randn(2, 3, 8, 8)])
+    >>> np.linalg.norm(outs[1], axis=1).round(4)
+    array([1., 1.], dtype=float32)
+    """
+    recorder = _Recorder(outputs, len(taps))
     start = 0
     with torch.inference_mode(), eval_mode(model), hooks_attached(model, taps, recorder):
         for batch in batches:
             stop = start + batch.shape[0]
-            rows = torch.from_numpy(out[start:stop])
+            rows = [torch.from_numpy(output.out[start:stop]) for output in outputs]
             on_cpu = batch.device.type == "cpu"
-            recorder.out = rows if on_cpu else torch.empty(rows.shape, device=batch.device)
+            recorder.rows = (
+                rows if on_cpu else [torch.empty(r.shape, device=batch.device) for r in rows]
+            )
             recorder.calls[:] = 0
             model(batch)
             _check_calls(recorder.calls, taps)
             if not on_cpu:
-                rows.copy_(recorder.out)
+                for target, computed in zip(rows, recorder.rows, strict=True):
+                    target.copy_(computed)
             start = stop
-    recorder.out = None
-    return out
+    recorder.rows = []
 
 
 def _check_calls(calls: np.ndarray, taps: Sequence[TapRef]) -> None:

@@ -151,6 +151,8 @@ def as_images(X: object) -> ImageArray | ImageList:
     ...
     ValueError: X must be a batch of images; got a 2-D array of shape (5, 784). ...
     """
+    if isinstance(X, (ImageArray, ImageList)):
+        return X
     if isinstance(X, (list, tuple)):
         return ImageList(X)
     if isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype.kind in "OUS":

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 import os
-import pickle
 import warnings
 from numbers import Integral
 from typing import Any
 
 import numpy as np
 import torch
-from joblib import Memory, Parallel, delayed, effective_n_jobs
+from joblib import Memory
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from tqdm.auto import tqdm
 
 from skh2t.features.backbones import BackboneReference, load_backbone, on_cpu
 from skh2t.features.cache import (
@@ -28,8 +25,8 @@ from skh2t.features.cache import (
     weights_state,
 )
 from skh2t.features.discovery import TapObservation, build_tap_table, observe_taps
-from skh2t.features.extraction import extract_features
 from skh2t.features.images import ImageArray, ImageList, as_images
+from skh2t.features.joint import extract_jointly
 from skh2t.features.preprocessing import Preprocessor
 from skh2t.features.taps import TapInfo, model_family, resolve_layers
 
@@ -425,20 +422,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     def _extract(self, images: ImageArray | ImageList) -> np.ndarray:
         """Features of ``images``: from the cache where it has them, else from the backbone."""
-        out = np.empty((len(images), self.taps_[-1].stop), dtype=np.float32)
-        device = resolve_device(self.device, fallback_to_cpu=True)
-        cache = self._current_cache(device)
-        if cache is None:
-            return self._compute(images, out, device)
-        digests = images.digests()
-        missing = cache.read_into(digests, out)
-        if missing.size == len(images):
-            self._compute(images, out, device)
-        elif missing.size:
-            rows = np.empty((missing.size, out.shape[1]), dtype=np.float32)
-            out[missing] = self._compute(images.take(missing), rows, device)
-        cache.write((digests[i] for i in missing), (out[i] for i in missing))
-        return out
+        return extract_jointly([self], images)[0]
 
     def _current_cache(self, device: torch.device) -> FeatureCache | None:
         """The fitted cache, re-keyed if the backbone's weights or device changed since."""
@@ -457,52 +441,6 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
                 cache = self._feature_cache = self._cache_for(cache.root, identity)
             self._weights_state = state
         return cache
-
-    def _compute(
-        self, images: ImageArray | ImageList, out: np.ndarray, device: torch.device
-    ) -> np.ndarray:
-        """Run the backbone over ``images`` into ``out``: serially, or in chunks with joblib."""
-        n_batches = -(-len(images) // self.batch_size)
-        n_chunks = min(effective_n_jobs(self.n_jobs), n_batches)
-        if n_chunks <= 1:
-            return self._forward(images, out, device)
-        # Chunks of whole batches: every image meets the same batch as in serial extraction.
-        groups = np.array_split(np.arange(n_batches) * self.batch_size, n_chunks)
-        bounds = [(group[0], min(group[-1] + self.batch_size, len(images))) for group in groups]
-        worker = copy.copy(self)
-        worker.verbose, worker.n_jobs, worker._feature_cache = 0, 1, None
-        payload = pickle.dumps(worker)  # each task builds its own backbone from it
-        chunks = Parallel(n_jobs=self.n_jobs)(
-            delayed(_forward_chunk)(payload, images.take(np.arange(start, stop)))
-            for start, stop in bounds
-        )
-        for (start, stop), rows in zip(bounds, chunks, strict=True):
-            out[start:stop] = rows
-        return out
-
-    def _forward(
-        self, images: ImageArray | ImageList, out: np.ndarray, device: torch.device
-    ) -> np.ndarray:
-        model = self._live_backbone().to(device)
-        preprocess = Preprocessor.from_data_config(self.data_config_)
-        dtype = _dtype_of(model)
-        n_images = len(images)
-        starts = range(0, n_images, self.batch_size)
-        batches = (
-            preprocess(images.batch(start, start + self.batch_size), device=device, dtype=dtype)
-            for start in starts
-        )
-        if self.verbose and len(starts) > 1:
-            batches = tqdm(batches, total=len(starts), desc="Extracting features", unit="batch")
-        return extract_features(
-            model,
-            [tap.ref for tap in self.taps_],
-            [tap.plan for tap in self.taps_],
-            [tap.columns for tap in self.taps_],
-            batches,
-            out,
-            l2=self._fitted_normalization == "l2",
-        )
 
     def _fit_standardization(self, features: np.ndarray) -> None:
         mean = features.mean(axis=0, dtype=np.float64)
@@ -576,10 +514,3 @@ def _identity(
         create_kwargs=dict(reference.create_kwargs),
         fingerprint=reference.fingerprint if fingerprint_known else None,
     )
-
-
-def _forward_chunk(payload: bytes, images: ImageArray | ImageList) -> np.ndarray:
-    """One chunk of a parallel extraction, in a joblib worker."""
-    worker = pickle.loads(payload)  # made by _compute in this session, never read from disk
-    out = np.empty((len(images), worker.taps_[-1].stop), dtype=np.float32)
-    return worker._forward(images, out, resolve_device(worker.device, fallback_to_cpu=True))
