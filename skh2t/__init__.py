@@ -1,5 +1,8 @@
 """skh2t: Head2Toe transfer learning from pretrained vision backbones, for scikit-learn.
 
+- :class:`Head2ToeClassifier`: the whole Head2Toe protocol on images
+  (extraction for every pooling of the grid in one pass, cross-validation,
+  refit), prediction in bounded memory.
 - :class:`GroupLassoClassifier`: softmax regression with a group-lasso penalty
   and Head2Toe's select-and-refit; :class:`GroupLassoClassifierCV` chooses its
   alpha and keep fraction by cross-validation on a warm-started path.
@@ -15,6 +18,7 @@ from typing import Any
 
 from skh2t.group_lasso import GroupLassoClassifier
 from skh2t.group_lasso_cv import GroupLassoClassifierCV
+from skh2t.head2toe import Head2ToeClassifier
 
 __version__ = "0.1.0.dev0"
 
@@ -29,6 +33,7 @@ __all__ = [
     "FineTuneClassifier",
     "GroupLassoClassifier",
     "GroupLassoClassifierCV",
+    "Head2ToeClassifier",
     "IntermediateFeatureTransformer",
     "__version__",
     "datasets",

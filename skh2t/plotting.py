@@ -7,7 +7,12 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["kept_features_per_tap", "plot_kept_features"]
+__all__ = [
+    "draw_kept_per_tap",
+    "figure_size_for_taps",
+    "kept_features_per_tap",
+    "plot_kept_features",
+]
 
 
 def kept_features_per_tap(model: Any) -> list[dict[str, Any]]:
@@ -15,8 +20,9 @@ def kept_features_per_tap(model: Any) -> list[dict[str, Any]]:
 
     Parameters
     ----------
-    model : Pipeline
-        A fitted pipeline whose first step is an
+    model : Pipeline or Head2ToeClassifier
+        A fitted :class:`~skh2t.Head2ToeClassifier`, or a fitted pipeline
+        whose first step is an
         :class:`~skh2t.features.IntermediateFeatureTransformer` and whose last
         step has ``get_support()`` (such as
         :class:`~skh2t.GroupLassoClassifier` with a keep fraction).
@@ -67,8 +73,8 @@ def plot_kept_features(model: Any, ax: Any = None, *, title: str | None = None) 
 
     Parameters
     ----------
-    model : Pipeline
-        A fitted pipeline, as in :func:`kept_features_per_tap`.
+    model : Pipeline or Head2ToeClassifier
+        Fitted, as in :func:`kept_features_per_tap`.
     ax : matplotlib Axes, default=None
         Where to draw; by default a new figure sized to the number of taps.
     title : str, default=None
@@ -101,7 +107,7 @@ def plot_kept_features(model: Any, ax: Any = None, *, title: str | None = None) 
     if ax is None:
         import matplotlib.pyplot as plt
 
-        _, ax = plt.subplots(figsize=_figure_size(len(rows)), layout="constrained")
+        _, ax = plt.subplots(figsize=figure_size_for_taps(len(rows)), layout="constrained")
     draw_kept_per_tap(
         ax,
         [row["tap"] for row in rows],
@@ -132,13 +138,21 @@ def draw_kept_per_tap(ax: Any, tap_names: list[str], kept: np.ndarray, tap_sizes
     return ax
 
 
-def _figure_size(n_taps: int) -> tuple[float, float]:
+def figure_size_for_taps(n_taps: int) -> tuple[float, float]:
+    """Figure size (inches) of a kept-features plot of ``n_taps`` taps: wide enough for the labels.
+
+    Examples
+    --------
+    >>> figure_size_for_taps(10)
+    (8.0, 5.5)
+    """
     return min(24.0, max(8.0, 0.28 * n_taps + 2)), 5.5
 
 
 def _features_and_classifier(model: Any) -> tuple[Any, Any]:
     from skh2t.features import IntermediateFeatureTransformer
 
+    model = getattr(model, "best_estimator_", model)  # a fitted Head2ToeClassifier
     steps = getattr(model, "steps", None)
     if not steps or not isinstance(steps[0][1], IntermediateFeatureTransformer):
         raise TypeError(

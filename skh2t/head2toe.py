@@ -1,0 +1,579 @@
+"""Head2ToeClassifier: the whole Head2Toe protocol as one scikit-learn classifier on images."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from joblib import Memory, Parallel, delayed, effective_n_jobs
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import check_scoring, get_scorer_names
+from sklearn.model_selection import StratifiedKFold, check_cv
+from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from tqdm.auto import tqdm
+
+from skh2t.group_lasso import GroupLassoClassifier
+from skh2t.group_lasso_cv import _best_grid_point, _fraction_grid, _score_path
+
+__all__ = ["Head2ToeClassifier"]
+
+
+class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
+    """Head2Toe (Evci et al., ICML 2022) on images: the VTAB-1k protocol in one estimator.
+
+    ``fit`` extracts the features of every training image for every pooling
+    of the grid (``target_sizes`` or ``pool_strides``) from **one** forward
+    pass per image; then, on every fold of ``cv`` and every pooling, solves
+    the group-lasso problem along the warm-started path of ``alpha_fractions``
+    (fractions of that fold's own ``alpha_max``) and, per alpha, selects and
+    refits once per keep fraction. The best (pooling, alpha fraction, keep
+    fraction) by mean validation score is refitted on all images. Prediction
+    goes through the images in chunks and keeps only the head's scores, so
+    its memory grows with ``batch_size`` and the number of kept features,
+    never with the number of images times all the features.
+
+    Parameters
+    ----------
+    backbone, weights, layers, image_size, backbone_kwargs, batch_size, cache, device
+        As in :class:`~skh2t.features.IntermediateFeatureTransformer`; the
+        features are pooled per tap and L2-normalised per example and tap.
+    target_sizes : sequence of int, default=(1024, 2048)
+        Target sizes per tap to choose from (the paper's grid spans 512 to 8192).
+    pool_strides : sequence of int, default=None
+        If set, pooling strides to choose from instead of ``target_sizes``.
+    alpha_fractions : sequence of float in (0, 1], default=(0.1, 0.03, 0.01)
+        Group-lasso strengths, as fractions of the ``alpha_max`` of the data
+        of each fit (each fold's training part; all images in the final refit).
+    keep_fractions : sequence of float in (0, 1], default=(0.01, 0.02, 0.05, 0.1, 0.2)
+        Fractions of the features that the selection keeps.
+    renormalize_kept : bool, default=True
+        The official refit: each tap's kept columns are divided by their own
+        L2 norm per example before the refit and at prediction (taps with no
+        kept column drop out). ``False``: the refit reads the kept columns of
+        the full-tap-normalised features. See :ref:`official-refit`.
+    cv : int, cross-validation generator or iterable, default=5
+        An int is the number of stratified folds, shuffled with ``random_state``.
+    scoring : str or callable, default=None
+        Validation score to maximise (``None``: accuracy). A callable is called
+        as ``scoring(head, X_valid, y_valid)`` with the group-lasso head and
+        the validation images' features.
+    refit_l2, tol, max_iter
+        As in :class:`~skh2t.GroupLassoClassifier`.
+    n_jobs : int, default=None
+        Processes for the extraction (as in the transformer) and for the
+        cross-validation, one fold and pooling per task.
+    random_state : int, RandomState instance or None, default=None
+        Shuffling of the folds when ``cv`` is an int.
+    verbose : int, default=0
+        Progress bars for the extraction, the cross-validation and prediction.
+
+    Attributes
+    ----------
+    cv_results_ : dict of ndarray
+        One entry per grid point, in the manner of ``GridSearchCV``:
+        ``param_target_size`` (or ``param_pool_stride``),
+        ``param_alpha_fraction``, ``param_keep_fraction``, ``params``,
+        ``split<k>_test_score``, ``mean_test_score``, ``std_test_score``,
+        ``rank_test_score``. ``pandas.DataFrame(cv_results_)`` shows it.
+    best_index_ : int
+        The chosen row of ``cv_results_``: the best mean score; ties go to
+        the smaller keep fraction, then the larger alpha fraction, then the
+        smaller target size (or stride).
+    best_params_ : dict
+        Its parameters: the pooling, ``alpha_fraction`` and ``keep_fraction``.
+    best_score_ : float
+        Its mean validation score.
+    alpha_ : float
+        The absolute group-lasso strength of the final refit.
+    transformer_ : IntermediateFeatureTransformer
+        The fitted feature extractor of the chosen pooling.
+    classifier_ : GroupLassoClassifier
+        The head refitted on all images.
+    best_estimator_ : Pipeline
+        ``Pipeline([("features", transformer_), ("head2toe", classifier_)])``,
+        e.g. for :func:`skh2t.plotting.plot_kept_features`.
+    refit_time_ : float
+        Seconds of the final refit on all images (features already extracted).
+    kept_taps_ : list of str
+        Names of the taps with at least one kept feature, in network order.
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    n_splits_ : int
+        Number of cross-validation folds.
+
+    See Also
+    --------
+    skh2t.GroupLassoClassifierCV : The same path on one feature matrix.
+    skh2t.probes : The linear-probe baselines.
+
+    Notes
+    -----
+    The result is that of a ``GridSearchCV`` of a ``Pipeline`` over the same
+    grid with ``GroupLassoClassifier(alpha_fraction=...)`` and the same folds,
+    up to the solver's tolerance (warm and cold starts agree within ``tol``),
+    at a fraction of the cost: one forward pass per image for the whole grid,
+    one penalised solve per (fold, pooling, alpha).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skh2t import Head2ToeClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+    >>> labels = np.arange(24) % 2
+    >>> images[labels == 1, :16] //= 4  # class 1: a darker top half
+    >>> clf = Head2ToeClassifier(
+    ...     backbone="test_resnet", weights=None, image_size=32, target_sizes=[64, 256],
+    ...     alpha_fractions=[0.3, 0.1], keep_fractions=[0.05, 0.2], cv=3, random_state=0,
+    ... ).fit(images, labels)
+    >>> sorted(clf.best_params_)
+    ['alpha_fraction', 'keep_fraction', 'target_size']
+    >>> len(clf.cv_results_["params"])  # 2 target sizes x 2 alphas x 2 keep fractions
+    8
+    >>> clf.predict(images[:4]).shape
+    (4,)
+    """
+
+    _parameter_constraints: dict = {
+        "backbone": [object],  # a name or a torch module: checked by the transformer
+        "weights": [str, os.PathLike, None],
+        "layers": [str, list, tuple],
+        "image_size": [Interval(Integral, 1, None, closed="left"), None],
+        "backbone_kwargs": [dict, None],
+        "target_sizes": ["array-like"],
+        "pool_strides": ["array-like", None],
+        "alpha_fractions": ["array-like"],
+        "keep_fractions": ["array-like"],
+        "renormalize_kept": ["boolean"],
+        "cv": ["cv_object"],
+        "scoring": [StrOptions(set(get_scorer_names())), callable, None],
+        "refit_l2": [Interval(Real, 0, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "cache": [str, os.PathLike, Memory, None],
+        "n_jobs": [Integral, None],
+        "device": [object],  # a string or a torch.device: checked by the transformer
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        backbone: Any = "tf_efficientnet_lite0",
+        weights: str | os.PathLike | None = "auto",
+        layers: str | list[str] = "auto",
+        image_size: int | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        target_sizes: Sequence[int] = (1024, 2048),
+        pool_strides: Sequence[int] | None = None,
+        alpha_fractions: Sequence[float] = (0.1, 0.03, 0.01),
+        keep_fractions: Sequence[float] = (0.01, 0.02, 0.05, 0.1, 0.2),
+        renormalize_kept: bool = True,
+        cv=5,
+        scoring=None,
+        refit_l2: float = 1e-4,
+        tol: float = 1e-4,
+        max_iter: int = 5000,
+        batch_size: int = 64,
+        cache: str | os.PathLike | Memory | None = None,
+        n_jobs: int | None = None,
+        device: Any = "cpu",
+        random_state=None,
+        verbose: int = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.weights = weights
+        self.layers = layers
+        self.image_size = image_size
+        self.backbone_kwargs = backbone_kwargs
+        self.target_sizes = target_sizes
+        self.pool_strides = pool_strides
+        self.alpha_fractions = alpha_fractions
+        self.keep_fractions = keep_fractions
+        self.renormalize_kept = renormalize_kept
+        self.cv = cv
+        self.scoring = scoring
+        self.refit_l2 = refit_l2
+        self.tol = tol
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.cache = cache
+        self.n_jobs = n_jobs
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: ArrayLike, sample_weight: ArrayLike | None = None):
+        """Extract once, cross-validate the whole grid, refit the best point on all images.
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            As for :meth:`IntermediateFeatureTransformer.fit`.
+        y : array-like of shape (n_images,)
+            Class labels.
+        sample_weight : array-like of shape (n_images,), default=None
+            Weights used to fit and to score every fold, and in the final refit.
+
+        Returns
+        -------
+        self : Head2ToeClassifier
+            Fitted.
+        """
+        from skh2t.features.images import as_images
+
+        images = as_images(X)
+        y = self._check_targets(y, len(images))
+        sample_weight = _check_sample_weight(sample_weight, np.empty((len(y), 0)))
+        grid = _Grid.of(self)
+        folds = self._folds(y)
+        transformers = self._fit_transformers(images, grid)
+        features = self._training_features(transformers, images)
+        scores = self._cross_validate(features, transformers, y, sample_weight, folds, grid)
+        self._record_search(scores, grid, len(folds))
+        best = self.best_index_
+        chosen = best // (len(grid.alpha_fractions) * len(grid.keep_fractions))
+        self.transformer_ = transformers[chosen].set_params(verbose=0, n_jobs=self.n_jobs)
+        X_best = features[chosen]
+        del features
+        self.classifier_ = self._head(self.transformer_).set_params(
+            alpha_fraction=self.best_params_["alpha_fraction"],
+            keep_fraction=self.best_params_["keep_fraction"],
+        )
+        started = time.perf_counter()
+        self.classifier_.fit(X_best, y, sample_weight=sample_weight)
+        self.refit_time_ = time.perf_counter() - started
+        self.best_estimator_ = Pipeline(
+            [("features", self.transformer_), ("head2toe", self.classifier_)]
+        )
+        self.alpha_ = self.classifier_.alpha_
+        self.classes_ = self.classifier_.classes_
+        support = self.classifier_.support_
+        self.kept_taps_ = [t.name for t in self.transformer_.taps_ if support[t.columns].any()]
+        return self
+
+    def _check_targets(self, y: ArrayLike, n_images: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != n_images:
+            raise ValueError(
+                f"y must hold one label per image: got shape {y.shape} for {n_images} images."
+            )
+        check_classification_targets(y)
+        return y
+
+    def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        cv = self.cv
+        if isinstance(cv, Integral):
+            cv = StratifiedKFold(n_splits=cv, shuffle=True, random_state=self.random_state)
+        splitter = check_cv(cv, y, classifier=True)
+        return list(splitter.split(np.zeros((len(y), 1)), y))
+
+    def _fit_transformers(self, images, grid: _Grid) -> list:
+        """One fitted transformer per pooling of the grid, all sharing one backbone."""
+        from skh2t.features import IntermediateFeatureTransformer
+        from skh2t.features.joint import repool
+
+        first = IntermediateFeatureTransformer(
+            backbone=self.backbone,
+            weights=self.weights,
+            layers=self.layers,
+            image_size=self.image_size,
+            backbone_kwargs=self.backbone_kwargs,
+            normalization="l2",
+            batch_size=self.batch_size,
+            cache=self.cache,
+            n_jobs=self.n_jobs,
+            device=self.device,
+            verbose=self.verbose,
+            **grid.pooling_params(grid.poolings[0]),
+        ).fit(images.take([0]))
+        return [first] + [repool(first, **grid.pooling_params(p)) for p in grid.poolings[1:]]
+
+    def _training_features(self, transformers: list, images) -> list[np.ndarray]:
+        from skh2t.features.joint import transform_jointly
+
+        return transform_jointly(transformers, images)
+
+    def _head(self, transformer) -> GroupLassoClassifier:
+        return GroupLassoClassifier(
+            renormalize_groups=transformer.feature_groups_ if self.renormalize_kept else None,
+            refit_l2=self.refit_l2,
+            tol=self.tol,
+            max_iter=self.max_iter,
+        )
+
+    def _cross_validate(
+        self,
+        features: list[np.ndarray],
+        transformers: list,
+        y: np.ndarray,
+        sample_weight: np.ndarray,
+        folds: list,
+        grid: _Grid,
+    ) -> np.ndarray:
+        """Scores of shape (n_poolings, n_folds, n_alphas, n_keep_fractions)."""
+        heads = [self._head(t) for t in transformers]
+        scorer = check_scoring(heads[0], scoring=self.scoring)
+        alphas = np.array(grid.alpha_fractions)
+        tasks = [(p, f) for p in range(len(features)) for f in range(len(folds))]
+        n_jobs = min(effective_n_jobs(self.n_jobs), len(tasks))
+        with tqdm(
+            total=len(tasks),
+            desc="Head2Toe cross-validation",
+            unit="path",
+            disable=not self.verbose,
+        ) as bar:
+            results = Parallel(n_jobs=n_jobs, return_as="generator")(
+                delayed(_fold_path)(
+                    heads[p],
+                    features[p],
+                    y,
+                    sample_weight,
+                    *folds[f],
+                    alphas,
+                    grid.keep_fractions,
+                    scorer,
+                )
+                for p, f in tasks
+            )
+            scores = np.empty((len(features), len(folds), len(alphas), len(grid.keep_fractions)))
+            n_not_converged = 0
+            for (p, f), (fold_scores, not_converged) in zip(tasks, results, strict=True):
+                scores[p, f] = fold_scores
+                n_not_converged += not_converged
+                bar.update()
+        if n_not_converged:
+            warnings.warn(
+                f"{n_not_converged} penalised fit(s) or refit(s) of the cross-validation stopped "
+                f"at max_iter={self.max_iter}; increase max_iter or tol.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return scores
+
+    def _record_search(self, scores: np.ndarray, grid: _Grid, n_splits: int) -> None:
+        mean = scores.mean(axis=1)  # (poolings, alphas, keep fractions)
+        pooling, alpha, keep = _best_grid_point(mean, grid.keep_fractions)
+        points = [
+            (p, a, k)
+            for p in range(len(grid.poolings))
+            for a in range(len(grid.alpha_fractions))
+            for k in range(len(grid.keep_fractions))
+        ]
+        self.n_splits_ = n_splits
+        self.cv_results_ = _cv_results(scores, points, grid)
+        self.best_index_ = points.index((pooling, alpha, keep))
+        self.best_params_ = dict(self.cv_results_["params"][self.best_index_])
+        self.best_score_ = float(mean[pooling, alpha, keep])
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Class scores of the images, computed in chunks.
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            As for :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_images,) or (n_images, n_classes)
+            As :meth:`GroupLassoClassifier.decision_function`.
+        """
+        return self._in_chunks(X, "decision_function")
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class of every image.
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            As for :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_images,)
+        """
+        return self._in_chunks(X, "predict")
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities of the images.
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            As for :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_classes)
+        """
+        return self._in_chunks(X, "predict_proba")
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of images or list of paths / PIL images
+            As for :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_classes)
+        """
+        return self._in_chunks(X, "predict_log_proba")
+
+    def get_support(self, indices: bool = False) -> np.ndarray:
+        """Mask (or indices) of the kept features among ``transformer_``'s output columns.
+
+        Parameters
+        ----------
+        indices : bool, default=False
+            Return integer indices instead of a boolean mask.
+
+        Returns
+        -------
+        ndarray
+        """
+        check_is_fitted(self)
+        return self.classifier_.get_support(indices=indices)
+
+    def _in_chunks(self, X: Any, method: str) -> np.ndarray:
+        """``classifier_.method`` of the features of ``X``, a chunk of images at a time."""
+        from skh2t.features.images import as_images
+
+        check_is_fitted(self)
+        head = getattr(self.classifier_, method)
+        images = as_images(X)
+        # The runtime settings may have changed since fit (e.g. another machine's device).
+        self.transformer_.set_params(
+            batch_size=self.batch_size, device=self.device, n_jobs=self.n_jobs, verbose=0
+        )
+        chunk = self.transformer_.batch_size * max(1, effective_n_jobs(self.transformer_.n_jobs))
+        parts = []
+        with tqdm(
+            total=len(images), desc="Predicting", unit="img", disable=not self.verbose
+        ) as bar:
+            for start in range(0, len(images), chunk):
+                rows = np.arange(start, min(start + chunk, len(images)))
+                parts.append(head(self.transformer_.transform(images.take(rows))))
+                bar.update(rows.size)
+        return np.concatenate(parts)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.classifier_tags.multi_class = True
+        tags.non_deterministic = False
+        return tags
+
+
+class _Grid:
+    """The validated grid of a Head2ToeClassifier: poolings, alpha and keep fractions."""
+
+    def __init__(self, pooling_name: str, poolings: list[int], alphas: list, keeps: list):
+        self.pooling_name = pooling_name
+        self.poolings = poolings
+        self.alpha_fractions = alphas  # decreasing: the path runs downwards
+        self.keep_fractions = keeps  # increasing
+
+    @classmethod
+    def of(cls, estimator: Head2ToeClassifier) -> _Grid:
+        if estimator.pool_strides is not None:
+            name, values = "pool_stride", estimator.pool_strides
+        else:
+            name, values = "target_size", estimator.target_sizes
+        poolings = _int_grid(values, name + "s")
+        alphas = _fraction_grid(estimator.alpha_fractions, "alpha_fractions")[::-1]
+        keeps = _fraction_grid(estimator.keep_fractions, "keep_fractions")
+        return cls(name, poolings, [float(a) for a in alphas], [float(k) for k in keeps])
+
+    def pooling_params(self, value: int) -> dict[str, int]:
+        """The transformer parameters of one pooling of the grid."""
+        if self.pooling_name == "pool_stride":
+            return {"pool_stride": value}
+        return {"target_size": value, "pool_stride": None}
+
+
+def _int_grid(values: Any, name: str) -> list[int]:
+    array = np.asarray(values)
+    if (
+        array.ndim != 1
+        or array.size == 0
+        or array.dtype.kind not in "iu"
+        or np.any(array < 1)
+        or np.unique(array).size != array.size
+    ):
+        raise ValueError(
+            f"{name} must be a non-empty 1-D list of distinct positive integers; got {values!r}."
+        )
+    return sorted(int(v) for v in array)
+
+
+def _fold_path(
+    head: GroupLassoClassifier,
+    X: np.ndarray,
+    y: np.ndarray,
+    sample_weight: np.ndarray,
+    train: np.ndarray,
+    valid: np.ndarray,
+    alpha_fractions: np.ndarray,
+    keep_fractions: list[float],
+    scorer,
+) -> tuple[np.ndarray, int]:
+    """One fold's path on one pooling's features, and its number of unconverged fits."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        scores = _score_path(
+            head,
+            X,
+            y,
+            sample_weight,
+            train,
+            valid,
+            alpha_fractions,
+            keep_fractions,
+            scorer,
+            relative_alphas=True,
+        )
+    return scores, sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+
+def _cv_results(scores: np.ndarray, points: list[tuple[int, int, int]], grid: _Grid) -> dict:
+    """``GridSearchCV``-style results: one entry per (pooling, alpha fraction, keep fraction)."""
+    split = np.array([scores[p, :, a, k] for p, a, k in points])  # (n_points, n_folds)
+    params = [
+        {
+            grid.pooling_name: grid.poolings[p],
+            "alpha_fraction": grid.alpha_fractions[a],
+            "keep_fraction": grid.keep_fractions[k],
+        }
+        for p, a, k in points
+    ]
+    results: dict[str, Any] = {
+        f"param_{name}": np.ma.MaskedArray([row[name] for row in params], mask=False)
+        for name in params[0]
+    }
+    results["params"] = params
+    for fold in range(split.shape[1]):
+        results[f"split{fold}_test_score"] = split[:, fold]
+    mean = split.mean(axis=1)
+    results["mean_test_score"] = mean
+    results["std_test_score"] = split.std(axis=1)
+    # As GridSearchCV: rank 1 is the best mean, equal means share the smallest rank.
+    results["rank_test_score"] = (np.searchsorted(np.sort(-mean), -mean) + 1).astype(np.int32)
+    return results
