@@ -1,8 +1,15 @@
-"""L2-penalised logistic-regression probes on wide features, through the Gram matrix.
+"""The linear-probe baselines of Head2Toe: L2 logistic regression on the last layer or all taps.
 
-With ``n`` training rows and ``d >> n`` features, an L2-penalised linear model
-only ever uses weights in the row space of ``X``: writing ``X = U S V^T``
-(thin SVD), ``X w = (U S) (V^T w)`` and ``||V^T w|| <= ||w||``, so fitting
+- :func:`last_layer_columns`: the columns of a transformer's pre-logits tap
+  (the input of the backbone's classifier), the classic linear probe.
+- :func:`l2_probe_cv`: an L2 logistic-regression probe cross-validated over
+  ``C`` (and over several feature matrices, e.g. target sizes), refitted on
+  all rows. ``skh2t run`` reports both probes next to Head2Toe.
+
+The probes are fitted through the Gram matrix. With ``n`` training rows and
+``d >> n`` features, an L2-penalised linear model only ever uses weights in
+the row space of ``X``: writing ``X = U S V^T`` (thin SVD), ``X w = (U S)
+(V^T w)`` and ``||V^T w|| <= ||w||``, so fitting
 scikit-learn's ``LogisticRegression`` on the ``n x r`` matrix ``Z = U S`` and
 mapping its coefficients back by ``w = V b`` gives the same model as fitting it
 on ``X``, at a fraction of the cost. ``U`` and ``S`` come from the eigenvectors
@@ -13,12 +20,17 @@ Directions whose singular value is below ``1e-5`` of the largest are dropped.
 
 from __future__ import annotations
 
+import time
 import warnings
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+
+__all__ = ["LinearHead", "ProbeSearch", "gram_matrix", "l2_probe_cv", "last_layer_columns"]
 
 _GRAM_BLOCK = 8192  # columns per block of the float64 Gram product
 _RELATIVE_EIGENVALUE_FLOOR = 1e-10  # singular values below 1e-5 of the largest are dropped
@@ -50,7 +62,7 @@ def gram_matrix(X: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class RowSpace:
+class _RowSpace:
     """Coordinates of training rows in the row space of their feature matrix.
 
     Attributes
@@ -65,7 +77,7 @@ class RowSpace:
     Z: np.ndarray
 
     @classmethod
-    def from_gram(cls, gram: np.ndarray) -> RowSpace:
+    def from_gram(cls, gram: np.ndarray) -> _RowSpace:
         """Eigen-decompose the training rows' Gram block ``gram`` (n_train x n_train)."""
         eigenvalues, vectors = np.linalg.eigh(gram)
         top = eigenvalues.max(initial=0.0)
@@ -82,7 +94,7 @@ class RowSpace:
 
 @dataclass
 class LinearHead:
-    """A fitted linear classifier in the full feature space (or on a column subset).
+    """A fitted linear probe in the full feature space (or on a column subset).
 
     Attributes
     ----------
@@ -103,22 +115,27 @@ class LinearHead:
         """Number of features the model reads."""
         return self.coef.shape[1]
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Class of every row of the full feature matrix ``X``."""
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Class scores of every row of the full feature matrix ``X``; 1-D for binary."""
         if self.columns is not None:
             X = X[:, self.columns]
         scores = X @ self.coef.T.astype(X.dtype) + self.intercept
-        if scores.shape[1] == 1:  # binary: one score, of classes[1]
-            return self.classes[(scores[:, 0] > 0).astype(int)]
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Class of every row of the full feature matrix ``X``."""
+        scores = self.decision_function(X)
+        if scores.ndim == 1:  # binary: one score, of classes[1]
+            return self.classes[(scores > 0).astype(int)]
         return self.classes[np.argmax(scores, axis=1)]
 
 
-def logistic(C: float, max_iter: int) -> LogisticRegression:
+def _logistic(C: float, max_iter: int) -> LogisticRegression:
     """The multinomial L2 logistic regression used by both probes."""
     return LogisticRegression(C=C, max_iter=max_iter)
 
 
-def cv_scores(
+def _cv_scores(
     gram: np.ndarray,
     y: np.ndarray,
     folds: list[tuple[np.ndarray, np.ndarray]],
@@ -150,12 +167,12 @@ def cv_scores(
     scores = np.zeros((len(Cs), len(folds)))
     n_not_converged = 0
     for j, (train, valid) in enumerate(folds):
-        space = RowSpace.from_gram(gram[np.ix_(train, train)])
+        space = _RowSpace.from_gram(gram[np.ix_(train, train)])
         Z_valid = space.coordinates(gram[np.ix_(valid, train)])
         for i, C in enumerate(Cs):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
-                model = logistic(C, max_iter).fit(space.Z, y[train])
+                model = _logistic(C, max_iter).fit(space.Z, y[train])
             n_not_converged += _count_convergence(caught)
             scores[i, j] = model.score(Z_valid, y[valid])
         if on_fold is not None:
@@ -163,7 +180,7 @@ def cv_scores(
     return scores, n_not_converged
 
 
-def fit_head(
+def _fit_head(
     X: np.ndarray, y: np.ndarray, C: float, *, max_iter: int = 1000, columns=None
 ) -> tuple[LinearHead, int]:
     """Fit the L2 probe on all rows and express it in the space of ``X``'s columns.
@@ -184,10 +201,10 @@ def fit_head(
     n_not_converged : int
         1 if the fit stopped at ``max_iter``, else 0.
     """
-    space = RowSpace.from_gram(gram_matrix(X))
+    space = _RowSpace.from_gram(gram_matrix(X))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        model = logistic(C, max_iter).fit(space.Z, y)
+        model = _logistic(C, max_iter).fit(space.Z, y)
     coef = _to_feature_space(model.coef_ @ space.basis.T, X)
     head = LinearHead(coef, model.intercept_.copy(), model.classes_, columns)
     return head, _count_convergence(caught)
@@ -204,3 +221,176 @@ def _to_feature_space(row_coef: np.ndarray, X: np.ndarray) -> np.ndarray:
 
 def _count_convergence(caught: list[warnings.WarningMessage]) -> int:
     return int(any(issubclass(w.category, ConvergenceWarning) for w in caught))
+
+
+@dataclass
+class ProbeSearch:
+    """The result of :func:`l2_probe_cv`.
+
+    Attributes
+    ----------
+    keys : list
+        The feature matrices searched over (e.g. target sizes), in the order given.
+    Cs : list of float
+        The inverse L2 strengths, increasing (strongest penalty first).
+    scores : ndarray of shape (n_keys, n_Cs, n_folds)
+        Validation accuracy of every matrix, ``C`` and fold.
+    best_key : hashable
+        The chosen matrix.
+    best_C : float
+        The chosen ``C``.
+    best_score : float
+        Its mean validation accuracy.
+    head : LinearHead
+        The probe refitted on all rows of the chosen matrix; it reads the
+        columns of that matrix given by ``columns``.
+    n_not_converged : int
+        Fits that stopped at ``max_iter``.
+    fit_seconds : float
+        Seconds of the final fit on all rows.
+    """
+
+    keys: list
+    Cs: list[float]
+    scores: np.ndarray
+    best_key: Hashable
+    best_C: float
+    best_score: float
+    head: LinearHead
+    n_not_converged: int
+    fit_seconds: float
+
+
+def l2_probe_cv(
+    features: Mapping[Hashable, np.ndarray],
+    y: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    Cs: list[float],
+    *,
+    columns: np.ndarray | None = None,
+    max_iter: int = 1000,
+    on_fold: Callable[[], None] | None = None,
+) -> ProbeSearch:
+    """Cross-validate an L2 logistic-regression probe over ``C`` and feature matrices; refit.
+
+    scikit-learn's ``LogisticRegression(C=C)`` (multinomial, lbfgs) on every
+    fold, fitted in the row space of the features (see the module docstring:
+    the same model, at the cost of an ``n x n`` problem). The best mean
+    accuracy wins; ties go to the smaller ``C`` (the stronger penalty), then
+    to the earlier matrix, as in skh2t's other searches (the simpler model).
+
+    Parameters
+    ----------
+    features : mapping of key -> ndarray of shape (n_samples, n_features_key)
+        The training features, e.g. one matrix per target size.
+    y : ndarray of shape (n_samples,)
+    folds : list of (train, validation) index arrays
+    Cs : list of float
+        Inverse L2 strengths.
+    columns : ndarray of int, default=None
+        Only these columns of every matrix (e.g. :func:`last_layer_columns`).
+    max_iter : int, default=1000
+        ``LogisticRegression``'s iteration limit.
+    on_fold : callable, default=None
+        Called after every (matrix, fold) pair (progress bars).
+
+    Returns
+    -------
+    ProbeSearch
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.model_selection import StratifiedKFold
+    >>> X, y = load_digits(return_X_y=True)
+    >>> folds = list(StratifiedKFold(3).split(X, y))
+    >>> search = l2_probe_cv({"pixels": X / 16, "half": X[:, :32] / 16}, y, folds, [0.1, 1.0])
+    >>> search.scores.shape, search.best_key
+    ((2, 2, 3), 'pixels')
+    >>> bool((search.head.predict(X / 16) == y).mean() > 0.95)
+    True
+    """
+    Cs = sorted(float(C) for C in Cs)
+    keys = list(features)
+    scores = np.zeros((len(keys), len(Cs), len(folds)))
+    n_not_converged = 0
+    for i, key in enumerate(keys):
+        X = features[key] if columns is None else features[key][:, columns]
+        gram = gram_matrix(X)
+        scores[i], bad = _cv_scores(gram, y, folds, Cs, max_iter=max_iter, on_fold=on_fold)
+        n_not_converged += bad
+    mean = scores.mean(axis=2)
+    # Axes (C, key): argmax returns the first maximum, the smaller C then the earlier key.
+    best_C, best_key = np.unravel_index(int(np.argmax(mean.T)), mean.T.shape)
+    X = features[keys[best_key]]
+    X = X if columns is None else X[:, columns]
+    started = time.perf_counter()
+    head, bad = _fit_head(X, y, Cs[best_C], max_iter=max_iter, columns=columns)
+    fit_seconds = time.perf_counter() - started
+    return ProbeSearch(
+        keys=keys,
+        Cs=Cs,
+        scores=scores,
+        best_key=keys[best_key],
+        best_C=Cs[best_C],
+        best_score=float(mean[best_key, best_C]),
+        head=head,
+        n_not_converged=n_not_converged + bad,
+        fit_seconds=fit_seconds,
+    )
+
+
+def last_layer_columns(transformer: Any) -> np.ndarray:
+    """Columns of a fitted transformer's last-layer tap: the input of the backbone's classifier.
+
+    That is the pre-logits vector (``classifier:input`` for EfficientNets,
+    ``fc:input`` for ResNets, ``head:input`` for ViTs), the features of the
+    classic linear probe; the same at every target size (a vector is never
+    pooled). Without such a tap, the last tap that is not the model's output.
+
+    Parameters
+    ----------
+    transformer : IntermediateFeatureTransformer
+        Fitted.
+
+    Returns
+    -------
+    ndarray of int
+
+    Examples
+    --------
+    >>> from skh2t.features import IntermediateFeatureTransformer
+    >>> images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    >>> features = IntermediateFeatureTransformer(
+    ...     backbone="test_resnet", weights=None, image_size=32, target_size=64
+    ... ).fit(images)
+    >>> columns = last_layer_columns(features)
+    >>> features.get_feature_names_out()[columns[0]]
+    'fc:input__0'
+    """
+    tap = transformer.taps_[last_layer_tap(transformer)]
+    return np.arange(tap.start, tap.stop)
+
+
+def last_layer_tap(transformer: Any) -> int:
+    """Index in ``taps_`` of the tap :func:`last_layer_columns` reads."""
+    taps = transformer.taps_
+    head = _classifier_name(transformer.backbone_)
+    if head is not None:
+        for index, tap in enumerate(taps):
+            if tap.module == head and tap.hook == "input":
+                return index
+    outputs = {head, ""} if head is not None else {""}
+    candidates = [i for i, tap in enumerate(taps) if tap.module not in outputs]
+    return candidates[-1] if candidates else len(taps) - 1
+
+
+def _classifier_name(model: Any) -> str | None:
+    get_classifier = getattr(model, "get_classifier", None)
+    if get_classifier is None:
+        return None
+    classifier = get_classifier()
+    for name, module in model.named_modules():
+        if module is classifier and name:
+            return name
+    return None

@@ -22,7 +22,7 @@ from skh2t.datasets import load_fashion_mnist
 
 TINY = ["--backbone", "test_resnet", "--weights", "none", "--image-size", "32"]
 GRID = [
-    "--folds", "2", "--target-sizes", "64,256", "--alphas", "0.3,0.1",
+    "--folds", "2", "--target-sizes", "64,256", "--alpha-fractions", "0.3,0.1",
     "--keep-fractions", "0.1,0.5", "--cs", "1,100",
 ]  # fmt: skip
 CLASSES = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
@@ -125,7 +125,9 @@ def test_run_defaults_are_the_documented_protocol():
     assert (args.n_train, args.n_test, args.folds, args.random_state) == (1000, None, 5, 0)
     assert args.image_size == 64
     assert args.target_sizes == [1024, 2048]
-    assert args.alphas == [0.1, 0.03, 0.01]
+    assert args.alpha_fractions == [0.1, 0.03, 0.01]
+    assert args.renormalize_kept
+    assert args.n_jobs == 1
     assert args.keep_fractions == [0.02, 0.05, 0.1, 0.2]
     assert args.Cs == [1.0, 10.0, 100.0]
     assert args.output_dir == "skh2t_results"
@@ -165,7 +167,7 @@ def test_run_json_has_config_cv_scores_timings_versions(folder_run):
     for method in results["methods"].values():
         assert 0.0 <= method["test_accuracy"] <= 1.0
         assert method["fit_seconds"] >= 0
-    assert {"total_seconds", "extract_train_seconds", "test_seconds"} <= set(results["timings"])
+    assert {"total_seconds", "head2toe_fit_seconds", "test_seconds"} <= set(results["timings"])
     assert {"skh2t", "torch", "timm", "scikit-learn"} <= set(results["versions"])
 
 
@@ -195,7 +197,8 @@ def test_run_on_fashion_mnist_with_a_test_subsample(tmp_path, capsys):
     except FileNotFoundError:
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     argv = ["run", "--n-train", "20", "--n-test", "30", *TINY, "--folds", "2"]
-    argv += ["--target-sizes", "64", "--alphas", "0.3", "--keep-fractions", "0.2", "--cs", "10"]
+    argv += ["--target-sizes", "64", "--alpha-fractions", "0.3", "--keep-fractions", "0.2"]
+    argv += ["--cs", "10"]
     argv += ["--output-dir", str(tmp_path), "--no-save-model", "--quiet"]
     assert main(argv) == 0
     with open(tmp_path / "results.json") as file:
@@ -268,7 +271,7 @@ def test_too_many_folds_for_the_classes(capsys, folder):
     [
         ["--keep-fractions", "0"],
         ["--keep-fractions", "0.1,0.1"],
-        ["--alphas", "x"],
+        ["--alpha-fractions", "x"],
         ["--n-train", "-3"],
         ["--target-sizes", ""],
     ],

@@ -33,7 +33,7 @@ def folder(tmp_path_factory):
 def model_file(folder, tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.joblib"
     argv = ["fit", "--dataset", str(folder), *TINY, "--target-size", "256"]
-    argv += ["--alpha", "0.1", "--keep-fraction", "0.2", "-o", str(path), "--quiet"]
+    argv += ["--alpha-fraction", "0.1", "--keep-fraction", "0.2", "-o", str(path), "--quiet"]
     assert main(argv) == 0
     return path
 
@@ -91,7 +91,8 @@ def test_fit_saves_a_pipeline_predicting_class_names(model_file, folder):
     bunch = load_image_folder(folder)
     X = features.transform(list(bunch.filenames))
     alpha_max = head.alpha_max(X, bunch.target_names[bunch.target])
-    assert head.alpha == pytest.approx(0.1 * alpha_max)
+    assert head.alpha_fraction == 0.1
+    assert head.alpha_ == pytest.approx(0.1 * alpha_max)
 
 
 def test_predict_files_and_a_folder(model_file, folder, capsys):

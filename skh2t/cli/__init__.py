@@ -5,10 +5,9 @@ Head2Toe protocol against two baselines), :mod:`~skh2t.cli.extract` (features
 to a ``.npz`` file), :mod:`~skh2t.cli.fit` (a pipeline saved with joblib) and
 :mod:`~skh2t.cli.predict` (labels of images from a saved pipeline). Helpers:
 :mod:`~skh2t.cli.options` (shared options), :mod:`~skh2t.cli.data` (data sets
-and splits), :mod:`~skh2t.cli.extraction` (features in chunks, the last-layer
-tap), :mod:`~skh2t.cli.probes` (L2 probes through the Gram matrix),
-:mod:`~skh2t.cli.selection` (Head2Toe cross-validation),
-:mod:`~skh2t.cli.compare` (the three methods), :mod:`~skh2t.cli.report`,
+and splits), :mod:`~skh2t.cli.extraction` (test features in chunks, tap tables),
+:mod:`~skh2t.cli.compare` (the three methods, from :class:`skh2t.Head2ToeClassifier`
+and :mod:`skh2t.probes`), :mod:`~skh2t.cli.report`,
 :mod:`~skh2t.cli.plot`, :mod:`~skh2t.cli.progress` and :mod:`~skh2t.cli.errors`.
 """
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 
 import joblib
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
+from skh2t import GroupLassoClassifier
 from skh2t.cli import options
 from skh2t.cli.data import DATASET_HELP, load_dataset
 from skh2t.cli.data import stratified_subsample as draw
 from skh2t.cli.errors import UsageError
 from skh2t.cli.progress import Progress
-from skh2t.cli.selection import Head2ToeConfig, SolverSettings, fit_final
 
 DEFAULT_N_TRAIN = 1000
 # What `skh2t run`'s cross-validation chose on its default Fashion-MNIST / Lite0 protocol.
@@ -23,7 +25,7 @@ DEFAULT_KEEP = 0.2
 DESCRIPTION = """\
 Fit Pipeline([IntermediateFeatureTransformer, GroupLassoClassifier]) on a data
 set (features are extracted once) and save it with joblib. The classifier
-predicts class names. `skh2t run` chooses --target-size, --alpha and
+predicts class names. `skh2t run` chooses --target-size, --alpha-fraction and
 --keep-fraction by cross-validation; pass its choices here (the defaults are
 its choices on Fashion-MNIST with Lite0 at 64 px)."""
 
@@ -54,8 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     group = parser.add_argument_group("Head2Toe")
     group.add_argument(
-        "--alpha",
-        type=options.positive_float,
+        "--alpha-fraction",
+        type=options.fraction,
         metavar="A",
         default=DEFAULT_ALPHA,
         help="group-lasso strength as a fraction of alpha_max (default: %(default)s)",
@@ -67,6 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_KEEP,
         help="fraction of features kept (default: %(default)s)",
     )
+    options.add_refit_option(group)
     group.add_argument(
         "--max-iter",
         type=options.positive_int,
@@ -95,10 +98,16 @@ def run(args: argparse.Namespace) -> int:
     transformer = options.make_transformer(args, args.target_size, verbose=progress.enabled)
     X = transformer.fit_transform(data.images)
     transformer.set_params(verbose=0)
-    config = Head2ToeConfig(args.target_size, args.alpha, args.keep_fraction)
-    with progress.timed("Head2Toe fit"):
-        clf, not_converged = fit_final(X, data.labels, config, SolverSettings(args.max_iter))
-    if not_converged:
+    clf = GroupLassoClassifier(
+        alpha_fraction=args.alpha_fraction,
+        keep_fraction=args.keep_fraction,
+        renormalize_groups=transformer.feature_groups_ if args.renormalize_kept else None,
+        max_iter=args.max_iter,
+    )
+    with progress.timed("Head2Toe fit"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf.fit(X, data.labels)
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
         progress.message("note: the solver stopped at --max-iter; consider raising it")
     joblib.dump(Pipeline([("features", transformer), ("head2toe", clf)]), args.output)
     kept = int(clf.get_support().sum())

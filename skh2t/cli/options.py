@@ -189,6 +189,18 @@ def add_runtime_options(group: argparse._ActionsContainer) -> None:
     )
 
 
+def add_refit_option(group: argparse._ActionsContainer) -> None:
+    """Add --renormalize-kept / --no-renormalize-kept (the official Head2Toe refit)."""
+    group.add_argument(
+        "--renormalize-kept",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="divide each tap's kept features by their own L2 norm before the refit, as the "
+        "official Head2Toe code does (default: yes; --no-renormalize-kept refits on the kept "
+        "columns of the full-tap-normalised features)",
+    )
+
+
 def add_quiet_option(parser: argparse.ArgumentParser) -> None:
     """Add -q/--quiet (no progress bars or progress messages)."""
     parser.add_argument(

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from skh2t.plotting import _figure_size, draw_kept_per_tap
+from skh2t.plotting import draw_kept_per_tap, figure_size_for_taps
 
 
 def plot_kept_per_tap(
@@ -39,7 +39,7 @@ def plot_kept_per_tap(
     title : str
         Figure title.
     """
-    figure = Figure(figsize=_figure_size(len(tap_names)), layout="constrained")
+    figure = Figure(figsize=figure_size_for_taps(len(tap_names)), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     draw_kept_per_tap(axes, tap_names, kept, tap_sizes)

@@ -10,6 +10,7 @@ import joblib
 from sklearn.pipeline import Pipeline
 from tqdm.auto import tqdm
 
+from skh2t import Head2ToeClassifier
 from skh2t.cli import options
 from skh2t.cli.data import list_image_files
 from skh2t.cli.errors import UsageError
@@ -68,6 +69,11 @@ def load_model(path: str) -> Any:
 
 def _configure(model: Any, args: argparse.Namespace) -> None:
     """Apply --device and --batch-size to the model's feature transformer, if it has one."""
+    if isinstance(model, Head2ToeClassifier):
+        for name in ("device", "batch_size"):
+            if getattr(args, name) is not None:
+                model.set_params(**{name: getattr(args, name)})
+        return
     if not isinstance(model, Pipeline):
         return
     for _, step in model.steps:

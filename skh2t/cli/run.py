@@ -6,31 +6,34 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from typing import Any
 
 import joblib
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import Pipeline
 
+from skh2t import Head2ToeClassifier
 from skh2t.cli import compare, options
 from skh2t.cli.data import DATASET_HELP, LabelledImages, load_dataset, split_train_test
 from skh2t.cli.errors import UsageError, usage_errors
-from skh2t.cli.extraction import iter_feature_chunks, tap_table
+from skh2t.cli.extraction import iter_joint_feature_chunks, tap_table
 from skh2t.cli.plot import plot_kept_per_tap
 from skh2t.cli.progress import Progress
 from skh2t.cli.report import MethodResult, format_params, format_table, versions, write_json
-from skh2t.cli.selection import SolverSettings
 from skh2t.features import IntermediateFeatureTransformer
+from skh2t.features.joint import repool, transform_jointly
 from skh2t.plotting import kept_features_per_tap
 
 DEFAULTS: dict[str, Any] = {
     "n_train": 1000,
     "folds": 5,
     "target_sizes": [1024, 2048],
-    "alphas": [0.1, 0.03, 0.01],
+    "alpha_fractions": [0.1, 0.03, 0.01],
     "keep_fractions": [0.02, 0.05, 0.1, 0.2],
     "Cs": [1.0, 10.0, 100.0],
+    "n_jobs": 1,
 }
 RESULTS_JSON = "results.json"
 PLOT_PNG = "kept_per_tap.png"
@@ -38,16 +41,17 @@ MODEL_FILE = "model.joblib"
 
 DESCRIPTION = """\
 The Head2Toe protocol on a data set and a backbone (VTAB-1k style): draw
---n-train class-balanced training images; extract their features once per
-target size; choose the hyper-parameters of three methods by stratified k-fold
-cross-validation on those images (the same folds for all); refit each on all
-training images; report test accuracy. Methods: an L2 linear probe on the last
-layer (the pre-logits tap), an L2 probe on all intermediate features, and
-Head2Toe (group lasso, keep the top features, refit).
+--n-train class-balanced training images; extract their features for all
+target sizes in one forward pass per image; choose the hyper-parameters of
+three methods by stratified k-fold cross-validation on those images (the same
+folds for all); refit each on all training images; report test accuracy.
+Methods: an L2 linear probe on the last layer (the pre-logits tap), an L2
+probe on all intermediate features, and Head2Toe (skh2t.Head2ToeClassifier:
+group lasso, keep the top features, refit).
 
 Writes results.json (configuration, every cross-validation score, timings,
 versions), kept_per_tap.png (which depths Head2Toe chose) and model.joblib (the
-Head2Toe pipeline, for `skh2t predict`) to --output-dir.
+fitted Head2ToeClassifier, for `skh2t predict`) to --output-dir.
 
 Without arguments: Fashion-MNIST, EfficientNet-Lite0 with its offline ImageNet
 weights at 64 px, 1000 training images, the 10k test images; about 2 minutes
@@ -123,11 +127,12 @@ def _add_grid_options(parser: argparse.ArgumentParser) -> None:
         help="Head2Toe target sizes per tap (default: 1024,2048)",
     )
     group.add_argument(
-        "--alphas",
+        "--alpha-fractions",
         type=fractions,
-        default=DEFAULTS["alphas"],
+        default=DEFAULTS["alpha_fractions"],
         metavar="A[,A...]",
-        help="group-lasso strengths, as fractions of alpha_max (default: 0.1,0.03,0.01)",
+        help="group-lasso strengths, as fractions of each fold's alpha_max "
+        "(default: 0.1,0.03,0.01)",
     )
     group.add_argument(
         "--keep-fractions",
@@ -143,6 +148,15 @@ def _add_grid_options(parser: argparse.ArgumentParser) -> None:
         dest="Cs",
         metavar="C[,C...]",
         help="inverse L2 strengths C of the two L2 probes (default: 1,10,100)",
+    )
+    options.add_refit_option(group)
+    group.add_argument(
+        "--n-jobs",
+        type=int,
+        default=DEFAULTS["n_jobs"],
+        metavar="N",
+        help="processes for Head2Toe's cross-validation (one fold and target size each) and "
+        "the training extraction; -1: all cores (default: %(default)s)",
     )
     group.add_argument(
         "--max-iter",
@@ -165,7 +179,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         "--save-model",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="save the Head2Toe pipeline as model.joblib (default: yes)",
+        help="save the fitted Head2ToeClassifier as model.joblib (default: yes)",
     )
     options.add_quiet_option(parser)
 
@@ -179,24 +193,82 @@ def run(args: argparse.Namespace) -> int:
         os.makedirs(args.output_dir, exist_ok=True)
     train, test = _load_data(args)
     _check_folds(train, args.folds)
-    features, transformers, extract_seconds = _extract_train(args, train, progress)
     y = train.labels
-    folds = _make_folds(y, args.folds, args.random_state)
+    splitter = StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.random_state)
+    h2t, h2t_seconds, h2t_not_converged = _fit_head2toe(args, train, splitter, progress)
+    transformers = _transformers(h2t, args.target_sizes)
+    start = time.perf_counter()
+    progress.message(f"Training features for the probes ({len(train)} images)")
+    matrices = transform_jointly(list(transformers.values()), train.images)
+    features = dict(zip(transformers, matrices, strict=True))
+    features_seconds = time.perf_counter() - start
+    folds = list(splitter.split(np.zeros((len(y), 1)), y))  # the folds Head2Toe used
     outcomes = _compare(args, features, transformers, y, folds, progress)
+    outcomes.append(compare.head2toe(h2t, h2t_seconds, h2t_not_converged))
     test_seconds = _evaluate(outcomes, transformers, test, progress)
     results = [_result_row(o, features[o.target_size].shape[1]) for o in outcomes]
     _print_summary(results, outcomes)
-    h2t = outcomes[-1]
-    # The Head2Toe model with its features, as `skh2t predict` loads it.
-    model = Pipeline([("features", transformers[h2t.target_size]), ("head2toe", h2t.model)])
-    payload = _payload(args, train, test, features, transformers, outcomes, model)
+    payload = _payload(args, train, test, features, transformers, outcomes, h2t)
     payload["timings"] = {
-        "extract_train_seconds": extract_seconds,
+        "head2toe_fit_seconds": h2t_seconds,
+        "probe_features_seconds": features_seconds,
         "test_seconds": test_seconds,
         "total_seconds": time.perf_counter() - started,
     }
-    _write_outputs(args, payload, h2t, model)
+    _write_outputs(args, payload, outcomes[-1], h2t)
     return 0
+
+
+def _fit_head2toe(
+    args: argparse.Namespace, train: LabelledImages, splitter, progress: Progress
+) -> tuple[Head2ToeClassifier, float, int]:
+    """The fitted estimator, its fit time and its number of unconverged fits."""
+    model = Head2ToeClassifier(
+        backbone=args.backbone,
+        weights=args.weights,
+        image_size=args.image_size,
+        target_sizes=sorted(args.target_sizes),
+        alpha_fractions=args.alpha_fractions,
+        keep_fractions=args.keep_fractions,
+        renormalize_kept=args.renormalize_kept,
+        cv=splitter,
+        max_iter=args.max_iter,
+        batch_size=args.batch_size,
+        cache=args.cache,
+        n_jobs=args.n_jobs,
+        device=args.device,
+        verbose=int(progress.enabled),
+    )
+    progress.message(
+        f"Head2Toe: features of {len(train)} training images for target sizes "
+        f"{', '.join(map(str, sorted(args.target_sizes)))} (one pass), then cross-validation"
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(train.images, train.labels)
+    n_not_converged = sum(_count_not_converged(w) for w in caught)
+    model.set_params(verbose=0)
+    return model, time.perf_counter() - start, n_not_converged
+
+
+def _count_not_converged(caught: warnings.WarningMessage) -> int:
+    """Unconverged fits a ConvergenceWarning stands for (the CV's counts several)."""
+    if not issubclass(caught.category, ConvergenceWarning):
+        return 0
+    first = str(caught.message).split(" ", 1)[0]
+    return int(first) if first.isdigit() else 1
+
+
+def _transformers(
+    h2t: Head2ToeClassifier, target_sizes: list[int]
+) -> dict[int, IntermediateFeatureTransformer]:
+    """A fitted transformer per target size, sharing the Head2Toe model's backbone."""
+    chosen = h2t.transformer_
+    return {
+        T: chosen if chosen.target_size == T else repool(chosen, target_size=T)
+        for T in sorted(target_sizes)
+    }
 
 
 def _load_data(args: argparse.Namespace) -> tuple[LabelledImages, LabelledImages]:
@@ -221,28 +293,6 @@ def _check_folds(train: LabelledImages, n_folds: int) -> None:
         )
 
 
-def _extract_train(
-    args: argparse.Namespace, train: LabelledImages, progress: Progress
-) -> tuple[dict[int, np.ndarray], dict[int, IntermediateFeatureTransformer], float]:
-    features, transformers = {}, {}
-    start = time.perf_counter()
-    for target_size in sorted(args.target_sizes):
-        transformer = options.make_transformer(args, target_size, verbose=progress.enabled)
-        progress.message(f"Training features, target size {target_size} ({len(train)} images)")
-        features[target_size] = transformer.fit_transform(train.images)
-        transformer.set_params(verbose=0)
-        transformers[target_size] = transformer
-        progress.message(
-            f"  {features[target_size].shape[1]} features from {len(transformer.taps_)} taps"
-        )
-    return features, transformers, time.perf_counter() - start
-
-
-def _make_folds(y: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(y)), y))
-
-
 def _compare(
     args: argparse.Namespace,
     features: dict[int, np.ndarray],
@@ -251,13 +301,10 @@ def _compare(
     folds: compare.Folds,
     progress: Progress,
 ) -> list[compare.Outcome]:
-    solver = SolverSettings(max_iter=args.max_iter)
-    h2t = compare.head2toe(features, y, folds, args.alphas, args.keep_fractions, solver, progress)
-    # The pre-logits tap is a vector (never pooled): the same at every target size.
-    T = h2t.target_size
-    last = compare.last_layer_probe(features[T], transformers[T], y, folds, args.Cs, progress)
+    first = transformers[min(transformers)]
+    last = compare.last_layer_probe(features, first, y, folds, args.Cs, progress)
     all_l2 = compare.all_taps_l2(features, y, folds, args.Cs, progress)
-    return [last, all_l2, h2t]
+    return [last, all_l2]
 
 
 def _evaluate(
@@ -266,21 +313,24 @@ def _evaluate(
     test: LabelledImages,
     progress: Progress,
 ) -> float:
-    """Fill in every method's test accuracy; extract each needed target size once, in chunks."""
+    """Fill in every method's test accuracy: one forward pass over the test images, in chunks."""
     start = time.perf_counter()
     truth = test.labels
-    for target_size in sorted({o.target_size for o in outcomes}):
-        users = [o for o in outcomes if o.target_size == target_size]
-        correct = dict.fromkeys(range(len(users)), 0)
-        desc = f"Test features, target size {target_size}"
-        chunks = iter_feature_chunks(
-            transformers[target_size], test.images, desc=desc, progress=progress.enabled
-        )
-        for rows, X in chunks:
-            for i, outcome in enumerate(users):
-                correct[i] += int(np.sum(outcome.model.predict(X) == truth[rows]))
-        for i, outcome in enumerate(users):
-            outcome.test_accuracy = correct[i] / len(test)
+    needed = sorted({o.target_size for o in outcomes})
+    correct = [0] * len(outcomes)
+    chunks = iter_joint_feature_chunks(
+        [transformers[T] for T in needed],
+        test.images,
+        desc=f"Test features, target sizes {', '.join(map(str, needed))}",
+        progress=progress.enabled,
+    )
+    for rows, matrices in chunks:
+        by_size = dict(zip(needed, matrices, strict=True))
+        for i, outcome in enumerate(outcomes):
+            predicted = outcome.model.predict(by_size[outcome.target_size])
+            correct[i] += int(np.sum(predicted == truth[rows]))
+    for outcome, n_correct in zip(outcomes, correct, strict=True):
+        outcome.test_accuracy = n_correct / len(test)
     return time.perf_counter() - start
 
 
@@ -313,7 +363,7 @@ def _payload(
     features: dict[int, np.ndarray],
     transformers: dict[int, IntermediateFeatureTransformer],
     outcomes: list[compare.Outcome],
-    model: Pipeline,
+    model: Head2ToeClassifier,
 ) -> dict[str, Any]:
     config = {
         key: value
@@ -364,7 +414,7 @@ def _write_outputs(
     args: argparse.Namespace,
     payload: dict[str, Any],
     h2t: compare.Outcome,
-    model: Pipeline,
+    model: Head2ToeClassifier,
 ) -> None:
     json_path = os.path.join(args.output_dir, RESULTS_JSON)
     plot_path = os.path.join(args.output_dir, PLOT_PNG)

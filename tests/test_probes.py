@@ -1,0 +1,121 @@
+"""Tests of the linear-probe baselines: the row-space fit, the cross-validation, the last tap."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+from skh2t import probes
+from skh2t.features import IntermediateFeatureTransformer
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """A wide, low-rank-ish classification problem: 60 rows, 400 features, 3 classes."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    centres = rng.normal(size=(3, 400))
+    X = (centres[y] + 2 * rng.normal(size=(60, 400))).astype(np.float32)
+    return X, y
+
+
+def test_gram_matrix_in_blocks(monkeypatch):
+    monkeypatch.setattr(probes, "_GRAM_BLOCK", 7)
+    X = np.random.default_rng(1).normal(size=(5, 30)).astype(np.float32)
+    assert np.allclose(probes.gram_matrix(X), X.astype(float) @ X.T.astype(float))
+
+
+@pytest.mark.parametrize("C", [0.1, 10.0])
+def test_row_space_probe_is_the_probe_on_all_features(wide, C):
+    X, y = wide
+    head, not_converged = probes._fit_head(X, y, C, max_iter=5000)
+    assert not_converged == 0
+    direct = LogisticRegression(C=C, max_iter=5000, tol=1e-10).fit(X.astype(float), y)
+    reduced = LogisticRegression(C=C, max_iter=5000, tol=1e-10)
+    space = probes._RowSpace.from_gram(probes.gram_matrix(X))
+    reduced.fit(space.Z, y)
+    coef = reduced.coef_ @ space.basis.T @ X.astype(float)
+    assert np.allclose(coef, direct.coef_, atol=1e-5 * np.abs(direct.coef_).max())
+    assert np.allclose(reduced.intercept_, direct.intercept_, atol=1e-5)
+    assert np.array_equal(head.predict(X), direct.predict(X))
+
+
+def test_cv_scores_match_fold_by_fold_fits(wide):
+    X, y = wide
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    scores, _ = probes._cv_scores(probes.gram_matrix(X), y, folds, [0.01, 1.0])
+    for j, (train, valid) in enumerate(folds):
+        for i, C in enumerate([0.01, 1.0]):
+            model = LogisticRegression(C=C, max_iter=1000).fit(X[train], y[train])
+            assert scores[i, j] == pytest.approx(model.score(X[valid], y[valid]), abs=1 / 20)
+
+
+def test_linear_head_binary_and_columns():
+    head = probes.LinearHead(
+        np.array([[1.0, -1.0]]), np.array([0.0]), np.array(["no", "yes"]), np.array([0, 2])
+    )
+    X = np.array([[2.0, 9.0, 1.0], [0.0, 9.0, 3.0]])
+    assert head.predict(X).tolist() == ["yes", "no"]
+    assert head.decision_function(X).tolist() == [1.0, -3.0]
+    assert head.n_features == 2
+
+
+def test_row_space_of_all_zero_features():
+    space = probes._RowSpace.from_gram(np.zeros((4, 4)))
+    assert space.Z.shape == (4, 1)
+    assert not space.Z.any()
+
+
+def test_l2_probe_cv_searches_matrices_and_Cs_and_refits_the_best(wide):
+    X, y = wide
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    features = {"all": X, "noise": np.random.default_rng(5).normal(size=X.shape)}
+    search = probes.l2_probe_cv(features, y, folds, [10.0, 0.01])
+    assert search.Cs == [0.01, 10.0]  # increasing: the strongest penalty first
+    assert search.scores.shape == (2, 2, 3)
+    for i, key in enumerate(features):
+        expected, _ = probes._cv_scores(probes.gram_matrix(features[key]), y, folds, search.Cs)
+        assert np.array_equal(search.scores[i], expected)
+    assert search.best_key == "all"
+    mean = search.scores.mean(axis=2)
+    assert search.best_score == mean.max()
+    reference, _ = probes._fit_head(X, y, search.best_C)
+    assert np.allclose(search.head.coef, reference.coef)
+
+
+def test_l2_probe_cv_ties_go_to_the_smaller_C_then_the_earlier_matrix(wide):
+    X, y = wide
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    # Two copies of one matrix score the same at every C: the first matrix wins the tie.
+    search = probes.l2_probe_cv({"b": X, "a": X.copy()}, y, folds, [1e6, 1e5])
+    assert search.best_key == "b"
+    if search.scores[0, 0].mean() == search.scores[0, 1].mean():
+        assert search.best_C == 1e5
+
+
+def test_l2_probe_cv_reads_only_the_given_columns(wide):
+    X, y = wide
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    columns = np.arange(10, 30)
+    search = probes.l2_probe_cv({1: X}, y, folds, [1.0], columns=columns)
+    assert search.head.n_features == 20
+    assert np.array_equal(search.head.columns, columns)
+    direct = probes.l2_probe_cv({1: X[:, columns]}, y, folds, [1.0])
+    assert np.array_equal(search.head.predict(X), direct.head.predict(X[:, columns]))
+
+
+@pytest.mark.parametrize(
+    ("backbone", "expected"),
+    [("test_resnet", "fc:input"), ("test_vit", "head:input"), ("test_efficientnet", None)],
+)
+def test_last_layer_tap_is_the_classifier_input(backbone, expected):
+    images = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    transformer = IntermediateFeatureTransformer(
+        backbone=backbone, weights=None, image_size=32, target_size=64
+    ).fit(images)
+    tap = transformer.taps_[probes.last_layer_tap(transformer)]
+    if expected is None:  # EfficientNet: "classifier:input"
+        expected = "classifier:input"
+    assert tap.name == expected
+    assert len(tap.pooled_shape) == 1
+    assert np.array_equal(probes.last_layer_columns(transformer), np.arange(tap.start, tap.stop))
