@@ -6,7 +6,13 @@
   data and on Lite0 features of Fashion-MNIST.
 - bench_extraction.py: extracting all default taps vs the bare forward pass.
 - bench_cache.py: a Head2Toe grid search with the feature cache (cold, warm) vs without.
+- bench_head2toe.py: Head2ToeClassifier vs GridSearchCV over a Pipeline (forward passes,
+  time), and its prediction's peak memory vs the Pipeline's at 224 px / target size 8192.
+- bench_refit.py (not with --quick): the official re-normalised refit vs the plain one.
 - bench_finetune.py (with --finetune, ~5-10 minutes): probes vs fine-tuning.
+
+``bench_run.py`` (the wall time of ``skh2t run`` against an earlier commit) runs
+on its own: ``python benchmarks/bench_run.py --baseline REF``.
 
 Run: ``python benchmarks/run_all.py [--quick] [--finetune]``.
 """
@@ -59,6 +65,9 @@ def main() -> None:
     run("bench_cv.py", *(["--no-real"] if args.quick else []))
     run("bench_extraction.py")
     run("bench_cache.py")
+    run("bench_head2toe.py", *(["--quick"] if args.quick else []))
+    if not args.quick:
+        run("bench_refit.py")
     if args.finetune:
         run("bench_finetune.py")
 

@@ -54,8 +54,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     alpha_fractions : sequence of float in (0, 1], default=(0.1, 0.03, 0.01)
         Group-lasso strengths, as fractions of the ``alpha_max`` of the data
         of each fit (each fold's training part; all images in the final refit).
-    keep_fractions : sequence of float in (0, 1], default=(0.01, 0.02, 0.05, 0.1, 0.2)
-        Fractions of the features that the selection keeps.
+    keep_fractions : sequence of float in (0, 1], default=(0.02, 0.05, 0.1, 0.2)
+        Fractions of the features that the selection keeps (the paper's grid
+        spans 0.01 to 0.2). The default grid is ``skh2t run``'s.
     renormalize_kept : bool, default=True
         The official refit: each tap's kept columns are divided by their own
         L2 norm per example before the refit and at prediction (taps with no
@@ -179,7 +180,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         target_sizes: Sequence[int] = (1024, 2048),
         pool_strides: Sequence[int] | None = None,
         alpha_fractions: Sequence[float] = (0.1, 0.03, 0.01),
-        keep_fractions: Sequence[float] = (0.01, 0.02, 0.05, 0.1, 0.2),
+        keep_fractions: Sequence[float] = (0.02, 0.05, 0.1, 0.2),
         renormalize_kept: bool = True,
         cv=5,
         scoring=None,
