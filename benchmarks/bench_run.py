@@ -30,13 +30,21 @@ def skh2t_run(label: str, source: Path, arguments: list[str], output: Path) -> f
     environment = {**os.environ, "PYTHONPATH": str(source)}
     command = [sys.executable, "-m", "skh2t", "run", "--quiet", "--output-dir", str(output)]
     start = time.perf_counter()
-    result = subprocess.run(
-        [*command, *arguments], env=environment, capture_output=True, text=True, check=True
+    result = subprocess.run(  # in source: python -m puts the working directory first
+        [*command, *arguments],
+        env=environment,
+        cwd=source,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     seconds = time.perf_counter() - start
     timings = json.loads((output / "results.json").read_text()).get("timings", {})
     stages = ", ".join(f"{key} {value:.1f}" for key, value in timings.items())
-    print(f"\n{label}: {seconds:.1f} s wall ({stages})", flush=True)
+    version = subprocess.run(
+        ["git", "-C", str(source), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    print(f"\n{label} (code at {version}): {seconds:.1f} s wall ({stages})", flush=True)
     print("\n".join(line for line in result.stdout.splitlines() if not line.startswith("wrote")))
     return seconds
 
