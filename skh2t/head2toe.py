@@ -71,8 +71,12 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     refit_l2, tol, max_iter
         As in :class:`~skh2t.GroupLassoClassifier`.
     n_jobs : int, default=None
-        Processes for the extraction (as in the transformer) and for the
-        cross-validation, one fold and pooling per task.
+        Processes for the cross-validation, one (fold, pooling) path per task
+        (joblib; ``-1``: all cores). The scores do not depend on it.
+    extraction_n_jobs : int, default=None
+        The transformer's ``n_jobs``: parallel extraction in chunks of whole
+        batches (also through a Dask cluster). ``None``: in this process, with
+        PyTorch's own threads, the fastest on a few cores.
     random_state : int, RandomState instance or None, default=None
         Shuffling of the folds when ``cv`` is an int.
     verbose : int, default=0
@@ -164,6 +168,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "cache": [str, os.PathLike, Memory, None],
         "n_jobs": [Integral, None],
+        "extraction_n_jobs": [Integral, None],
         "device": [object],  # a string or a torch.device: checked by the transformer
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -190,6 +195,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         batch_size: int = 64,
         cache: str | os.PathLike | Memory | None = None,
         n_jobs: int | None = None,
+        extraction_n_jobs: int | None = None,
         device: Any = "cpu",
         random_state=None,
         verbose: int = 0,
@@ -212,6 +218,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.cache = cache
         self.n_jobs = n_jobs
+        self.extraction_n_jobs = extraction_n_jobs
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -245,26 +252,25 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         features = self._training_features(transformers, images)
         scores = self._cross_validate(features, transformers, y, sample_weight, folds, grid)
         self._record_search(scores, grid, len(folds))
-        best = self.best_index_
-        chosen = best // (len(grid.alpha_fractions) * len(grid.keep_fractions))
-        self.transformer_ = transformers[chosen].set_params(verbose=0, n_jobs=self.n_jobs)
-        X_best = features[chosen]
-        del features
-        self.classifier_ = self._head(self.transformer_).set_params(
+        chosen = self.best_index_ // (len(grid.alpha_fractions) * len(grid.keep_fractions))
+        self._refit(transformers[chosen], features[chosen], y, sample_weight)
+        return self
+
+    def _refit(self, transformer, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray):
+        """Fit the best point's head on all images; set the final model's attributes."""
+        self.transformer_ = transformer.set_params(verbose=0)
+        self.classifier_ = self._head(transformer).set_params(
             alpha_fraction=self.best_params_["alpha_fraction"],
             keep_fraction=self.best_params_["keep_fraction"],
         )
         started = time.perf_counter()
-        self.classifier_.fit(X_best, y, sample_weight=sample_weight)
+        self.classifier_.fit(X, y, sample_weight=sample_weight)
         self.refit_time_ = time.perf_counter() - started
-        self.best_estimator_ = Pipeline(
-            [("features", self.transformer_), ("head2toe", self.classifier_)]
-        )
+        self.best_estimator_ = Pipeline([("features", transformer), ("head2toe", self.classifier_)])
         self.alpha_ = self.classifier_.alpha_
         self.classes_ = self.classifier_.classes_
         support = self.classifier_.support_
-        self.kept_taps_ = [t.name for t in self.transformer_.taps_ if support[t.columns].any()]
-        return self
+        self.kept_taps_ = [tap.name for tap in transformer.taps_ if support[tap.columns].any()]
 
     def _check_targets(self, y: ArrayLike, n_images: int) -> np.ndarray:
         y = np.asarray(y)
@@ -296,7 +302,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             normalization="l2",
             batch_size=self.batch_size,
             cache=self.cache,
-            n_jobs=self.n_jobs,
+            n_jobs=self.extraction_n_jobs,
             device=self.device,
             verbose=self.verbose,
             **grid.pooling_params(grid.poolings[0]),
@@ -461,7 +467,10 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         images = as_images(X)
         # The runtime settings may have changed since fit (e.g. another machine's device).
         self.transformer_.set_params(
-            batch_size=self.batch_size, device=self.device, n_jobs=self.n_jobs, verbose=0
+            batch_size=self.batch_size,
+            device=self.device,
+            n_jobs=self.extraction_n_jobs,
+            verbose=0,
         )
         chunk = self.transformer_.batch_size * max(1, effective_n_jobs(self.transformer_.n_jobs))
         parts = []

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
@@ -142,21 +143,8 @@ def _cv_scores(
     Cs: list[float],
     *,
     max_iter: int = 1000,
-    on_fold=None,
 ) -> tuple[np.ndarray, int]:
     """Validation accuracy of every ``C`` on every fold, from the Gram matrix of all rows.
-
-    Parameters
-    ----------
-    gram : ndarray of shape (n, n)
-        ``X @ X.T`` of all training rows.
-    y : ndarray of shape (n,)
-    folds : list of (train, validation) index arrays
-    Cs : list of float
-        Inverse L2 strengths, as in ``LogisticRegression``.
-    max_iter : int, default=1000
-    on_fold : callable, default=None
-        Called after every fold (progress).
 
     Returns
     -------
@@ -164,19 +152,29 @@ def _cv_scores(
     n_not_converged : int
         Fits that stopped at ``max_iter``.
     """
-    scores = np.zeros((len(Cs), len(folds)))
+    results = [_fold_scores(gram, y, train, valid, Cs, max_iter) for train, valid in folds]
+    return np.column_stack([r[0] for r in results]), sum(r[1] for r in results)
+
+
+def _fold_scores(
+    gram: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    valid: np.ndarray,
+    Cs: list[float],
+    max_iter: int,
+) -> tuple[np.ndarray, int]:
+    """Validation accuracy of every ``C`` on one fold, and the number of unconverged fits."""
+    space = _RowSpace.from_gram(gram[np.ix_(train, train)])
+    Z_valid = space.coordinates(gram[np.ix_(valid, train)])
+    scores = np.zeros(len(Cs))
     n_not_converged = 0
-    for j, (train, valid) in enumerate(folds):
-        space = _RowSpace.from_gram(gram[np.ix_(train, train)])
-        Z_valid = space.coordinates(gram[np.ix_(valid, train)])
-        for i, C in enumerate(Cs):
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ConvergenceWarning)
-                model = _logistic(C, max_iter).fit(space.Z, y[train])
-            n_not_converged += _count_convergence(caught)
-            scores[i, j] = model.score(Z_valid, y[valid])
-        if on_fold is not None:
-            on_fold()
+    for i, C in enumerate(Cs):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model = _logistic(C, max_iter).fit(space.Z, y[train])
+        n_not_converged += _count_convergence(caught)
+        scores[i] = model.score(Z_valid, y[valid])
     return scores, n_not_converged
 
 
@@ -269,6 +267,7 @@ def l2_probe_cv(
     *,
     columns: np.ndarray | None = None,
     max_iter: int = 1000,
+    n_jobs: int | None = None,
     on_fold: Callable[[], None] | None = None,
 ) -> ProbeSearch:
     """Cross-validate an L2 logistic-regression probe over ``C`` and feature matrices; refit.
@@ -291,6 +290,8 @@ def l2_probe_cv(
         Only these columns of every matrix (e.g. :func:`last_layer_columns`).
     max_iter : int, default=1000
         ``LogisticRegression``'s iteration limit.
+    n_jobs : int, default=None
+        Processes for the (matrix, fold) pairs (joblib; ``-1``: all cores).
     on_fold : callable, default=None
         Called after every (matrix, fold) pair (progress bars).
 
@@ -312,18 +313,22 @@ def l2_probe_cv(
     """
     Cs = sorted(float(C) for C in Cs)
     keys = list(features)
+    grams = [gram_matrix(_columns(features[key], columns)) for key in keys]
+    tasks = [(i, j) for i in range(len(keys)) for j in range(len(folds))]
+    results = Parallel(n_jobs=min(effective_n_jobs(n_jobs), len(tasks)), return_as="generator")(
+        delayed(_fold_scores)(grams[i], y, *folds[j], Cs, max_iter) for i, j in tasks
+    )
     scores = np.zeros((len(keys), len(Cs), len(folds)))
     n_not_converged = 0
-    for i, key in enumerate(keys):
-        X = features[key] if columns is None else features[key][:, columns]
-        gram = gram_matrix(X)
-        scores[i], bad = _cv_scores(gram, y, folds, Cs, max_iter=max_iter, on_fold=on_fold)
+    for (i, j), (fold_scores, bad) in zip(tasks, results, strict=True):
+        scores[i, :, j] = fold_scores
         n_not_converged += bad
+        if on_fold is not None:
+            on_fold()
     mean = scores.mean(axis=2)
     # Axes (C, key): argmax returns the first maximum, the smaller C then the earlier key.
     best_C, best_key = np.unravel_index(int(np.argmax(mean.T)), mean.T.shape)
-    X = features[keys[best_key]]
-    X = X if columns is None else X[:, columns]
+    X = _columns(features[keys[best_key]], columns)
     started = time.perf_counter()
     head, bad = _fit_head(X, y, Cs[best_C], max_iter=max_iter, columns=columns)
     fit_seconds = time.perf_counter() - started
@@ -338,6 +343,10 @@ def l2_probe_cv(
         n_not_converged=n_not_converged + bad,
         fit_seconds=fit_seconds,
     )
+
+
+def _columns(X: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
+    return X if columns is None else X[:, columns]
 
 
 def last_layer_columns(transformer: Any) -> np.ndarray:

@@ -127,7 +127,7 @@ def test_run_defaults_are_the_documented_protocol():
     assert args.target_sizes == [1024, 2048]
     assert args.alpha_fractions == [0.1, 0.03, 0.01]
     assert args.renormalize_kept
-    assert args.n_jobs == 1
+    assert args.n_jobs == -1
     assert args.keep_fractions == [0.02, 0.05, 0.1, 0.2]
     assert args.Cs == [1.0, 10.0, 100.0]
     assert args.output_dir == "skh2t_results"

@@ -262,3 +262,11 @@ def test_sample_weight_reaches_the_folds_and_the_refit(folds):
 )
 def test_scikit_learn_checks_that_apply_to_image_input(check):
     check("Head2ToeClassifier", Head2ToeClassifier())
+
+
+def test_parallel_cross_validation_gives_the_same_search(folds, fitted):
+    parallel = head2toe(cv=folds, n_jobs=2, **TIGHT).fit(IMAGES, LABELS)
+    for key in ("mean_test_score", "split0_test_score", "split2_test_score"):
+        np.testing.assert_array_equal(parallel.cv_results_[key], fitted.cv_results_[key])
+    assert parallel.best_params_ == fitted.best_params_
+    np.testing.assert_array_equal(parallel.classifier_.coef_, fitted.classifier_.coef_)

@@ -119,3 +119,13 @@ def test_last_layer_tap_is_the_classifier_input(backbone, expected):
     assert tap.name == expected
     assert len(tap.pooled_shape) == 1
     assert np.array_equal(probes.last_layer_columns(transformer), np.arange(tap.start, tap.stop))
+
+
+def test_l2_probe_cv_in_parallel_equals_serial(wide):
+    X, y = wide
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    features = {1: X, 2: X[:, :100]}
+    serial = probes.l2_probe_cv(features, y, folds, [0.1, 1.0])
+    parallel = probes.l2_probe_cv(features, y, folds, [0.1, 1.0], n_jobs=2)
+    np.testing.assert_array_equal(serial.scores, parallel.scores)
+    assert (serial.best_key, serial.best_C) == (parallel.best_key, parallel.best_C)

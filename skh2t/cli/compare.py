@@ -75,6 +75,7 @@ def last_layer_probe(
     y: np.ndarray,
     folds: Folds,
     Cs: list[float],
+    n_jobs: int | None,
     progress: Progress,
 ) -> Outcome:
     """Linear probe on the pre-logits tap (the same at every target size: read the smallest)."""
@@ -84,18 +85,29 @@ def last_layer_probe(
     start = time.perf_counter()
     with progress.bar(len(folds), f"CV {LAST_LAYER}", unit="fold") as bar:
         search = l2_probe_cv(
-            {target_size: features[target_size]}, y, folds, Cs, columns=columns, on_fold=bar.update
+            {target_size: features[target_size]},
+            y,
+            folds,
+            Cs,
+            columns=columns,
+            n_jobs=n_jobs,
+            on_fold=bar.update,
         )
     return _probe_outcome(LAST_LAYER, search, time.perf_counter() - start, {"tap": tap})
 
 
 def all_taps_l2(
-    features: dict[int, np.ndarray], y: np.ndarray, folds: Folds, Cs: list[float], progress
+    features: dict[int, np.ndarray],
+    y: np.ndarray,
+    folds: Folds,
+    Cs: list[float],
+    n_jobs: int | None,
+    progress: Progress,
 ) -> Outcome:
     """L2 logistic regression on all features, ``(target size, C)`` by cross-validation."""
     start = time.perf_counter()
     with progress.bar(len(features) * len(folds), f"CV {ALL_L2}", unit="fold") as bar:
-        search = l2_probe_cv(features, y, folds, Cs, on_fold=bar.update)
+        search = l2_probe_cv(features, y, folds, Cs, n_jobs=n_jobs, on_fold=bar.update)
     return _probe_outcome(ALL_L2, search, time.perf_counter() - start, None)
 
 

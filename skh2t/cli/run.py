@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "alpha_fractions": [0.1, 0.03, 0.01],
     "keep_fractions": [0.02, 0.05, 0.1, 0.2],
     "Cs": [1.0, 10.0, 100.0],
-    "n_jobs": 1,
+    "n_jobs": -1,
 }
 RESULTS_JSON = "results.json"
 PLOT_PNG = "kept_per_tap.png"
@@ -155,8 +155,8 @@ def _add_grid_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULTS["n_jobs"],
         metavar="N",
-        help="processes for Head2Toe's cross-validation (one fold and target size each) and "
-        "the training extraction; -1: all cores (default: %(default)s)",
+        help="processes for the cross-validations (one fold and target size per task; the "
+        "scores do not depend on it); -1: all cores (default: %(default)s)",
     )
     group.add_argument(
         "--max-iter",
@@ -302,8 +302,8 @@ def _compare(
     progress: Progress,
 ) -> list[compare.Outcome]:
     first = transformers[min(transformers)]
-    last = compare.last_layer_probe(features, first, y, folds, args.Cs, progress)
-    all_l2 = compare.all_taps_l2(features, y, folds, args.Cs, progress)
+    last = compare.last_layer_probe(features, first, y, folds, args.Cs, args.n_jobs, progress)
+    all_l2 = compare.all_taps_l2(features, y, folds, args.Cs, args.n_jobs, progress)
     return [last, all_l2]
 
 
