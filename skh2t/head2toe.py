@@ -335,7 +335,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         heads = [self._head(t) for t in transformers]
         scorer = check_scoring(heads[0], scoring=self.scoring)
         alphas = np.array(grid.alpha_fractions)
-        tasks = [(p, f) for p in range(len(features)) for f in range(len(folds))]
+        # The widest poolings first: the last tasks to finish are then the cheap ones.
+        widest_first = sorted(range(len(features)), key=lambda p: -features[p].shape[1])
+        tasks = [(p, f) for p in widest_first for f in range(len(folds))]
         n_jobs = min(effective_n_jobs(self.n_jobs), len(tasks))
         with tqdm(
             total=len(tasks),
