@@ -16,12 +16,13 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
+from skh2t._compact import CompactStateMixin
 from skh2t._prediction import LinearSoftmaxMixin, renormalize_columns
 from skh2t._solver import GroupLasso, MultinomialLogistic, fit_ridge_multinomial, solve_group_lasso
 from skh2t._solver.working_set import full_gradient
 
 
-class GroupLassoClassifier(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
+class GroupLassoClassifier(CompactStateMixin, LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
     """Softmax classifier with a group-lasso penalty and Head2Toe's select-and-refit.
 
     Minimises, over coefficients ``W`` (one row per feature, one column per

@@ -14,6 +14,7 @@ from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
+from skh2t._compact import CompactStateMixin
 from skh2t._prediction import LinearSoftmaxMixin
 from skh2t.group_lasso import GroupLassoClassifier, _groups_from_feature_names
 
@@ -38,7 +39,7 @@ _COPIED_ATTRIBUTES = (
 )
 
 
-class GroupLassoClassifierCV(LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
+class GroupLassoClassifierCV(CompactStateMixin, LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
     """GroupLassoClassifier with ``alpha`` and ``keep_fraction`` chosen by cross-validation.
 
     Like :class:`~sklearn.linear_model.LogisticRegressionCV`: in every fold the
