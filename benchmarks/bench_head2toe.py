@@ -41,15 +41,14 @@ import sys
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import joblib
 import numpy as np
 import torch
+from bench_cache import forwarded_images  # this folder: the same image counter
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
-from timm.models.efficientnet import EfficientNet
 
 from skh2t import GroupLassoClassifier, Head2ToeClassifier
 from skh2t.cli.threads import blas_threads
@@ -60,22 +59,6 @@ TARGET_SIZES = [512, 1024, 2048]
 ALPHA_FRACTIONS = [0.1, 0.03]
 KEEP_FRACTIONS = [0.05, 0.2]
 N_FOLDS = 3
-
-
-@contextmanager
-def forwarded_images():
-    """Count the images that go through an EfficientNet in this process."""
-    counts: list[int] = []
-
-    def count(module, args):
-        if isinstance(module, EfficientNet):
-            counts.append(args[0].shape[0])
-
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(count)
-    try:
-        yield counts
-    finally:
-        handle.remove()
 
 
 def protocol(n_train: int) -> None:

@@ -383,6 +383,8 @@ def last_layer_columns(transformer: Any) -> np.ndarray:
 
 def last_layer_tap(transformer: Any) -> int:
     """Index in ``taps_`` of the tap :func:`last_layer_columns` reads."""
+    from skh2t.features.taps import _classifier_name  # torch: imported when needed
+
     taps = transformer.taps_
     head = _classifier_name(transformer.backbone_)
     if head is not None:
@@ -392,14 +394,3 @@ def last_layer_tap(transformer: Any) -> int:
     outputs = {head, ""} if head is not None else {""}
     candidates = [i for i, tap in enumerate(taps) if tap.module not in outputs]
     return candidates[-1] if candidates else len(taps) - 1
-
-
-def _classifier_name(model: Any) -> str | None:
-    get_classifier = getattr(model, "get_classifier", None)
-    if get_classifier is None:
-        return None
-    classifier = get_classifier()
-    for name, module in model.named_modules():
-        if module is classifier and name:
-            return name
-    return None
