@@ -23,7 +23,7 @@ from skh2t.datasets import load_fashion_mnist
 TINY = ["--backbone", "test_resnet", "--weights", "none", "--image-size", "32"]
 GRID = [
     "--folds", "2", "--target-sizes", "64,256", "--alpha-fractions", "0.3,0.1",
-    "--keep-fractions", "0.1,0.5", "--cs", "1,100",
+    "--keep-fractions", "0.1,0.5", "--cs", "1,100", "--n-jobs", "1",
 ]  # fmt: skip
 CLASSES = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
 
@@ -199,7 +199,7 @@ def test_run_on_fashion_mnist_with_a_test_subsample(tmp_path, capsys):
     argv = ["run", "--n-train", "20", "--n-test", "30", *TINY, "--folds", "2"]
     argv += ["--target-sizes", "64", "--alpha-fractions", "0.3", "--keep-fractions", "0.2"]
     argv += ["--cs", "10"]
-    argv += ["--output-dir", str(tmp_path), "--no-save-model", "--quiet"]
+    argv += ["--output-dir", str(tmp_path), "--no-save-model", "--quiet", "--n-jobs", "1"]
     assert main(argv) == 0
     with open(tmp_path / "results.json") as file:
         results = json.load(file)
