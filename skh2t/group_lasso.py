@@ -256,6 +256,7 @@ default=None
         """
         X, datafit = self._prepare(X, y, sample_weight)
         alpha = self.alpha
+        self.__dict__.pop("alpha_max_", None)  # not left over from an earlier relative fit
         if self.alpha_fraction is not None:
             self.alpha_max_ = self._alpha_max_of(X, datafit)
             alpha = self.alpha_fraction * self.alpha_max_

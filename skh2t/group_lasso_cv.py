@@ -244,6 +244,8 @@ max_iter
         for name in _COPIED_ATTRIBUTES:
             if hasattr(refit, name):
                 setattr(self, name, getattr(refit, name))
+            else:  # e.g. alpha_max_ of an earlier fit with alpha_fractions
+                self.__dict__.pop(name, None)
         return self
 
     def _base_estimator(self) -> GroupLassoClassifier:

@@ -112,6 +112,19 @@ def test_joint_transform_refuses_other_backbones_or_taps(images):
         transform_jointly([first, changed], images)
 
 
+def test_repool_after_unpickling_shares_the_rebuilt_backbone(images):
+    import pickle
+
+    first = pickle.loads(
+        pickle.dumps(IntermediateFeatureTransformer(**TINY, target_size=64).fit(images))
+    )
+    second = repool(first, target_size=256)
+    assert second.backbone_ is first.backbone_
+    np.testing.assert_array_equal(
+        transform_jointly([first, second], images)[1], second.transform(images)
+    )
+
+
 def test_repool_refuses_a_standardised_transformer(images):
     standard = IntermediateFeatureTransformer(**TINY, target_size=64, normalization="standard")
     with pytest.raises(ValueError, match="normalization='standard'"):

@@ -48,6 +48,20 @@ def test_alpha_fraction_is_relative_to_the_data_being_fitted(digits):
     assert half.alpha_ != pytest.approx(relative.alpha_)
 
 
+def test_refitting_with_an_absolute_alpha_drops_the_old_alpha_max(digits):
+    X, y = digits
+    clf = GroupLassoClassifier(alpha_fraction=0.2).fit(X, y)
+    assert hasattr(clf, "alpha_max_")
+    clf.set_params(alpha_fraction=None, alpha=1e-3).fit(X, y)
+    assert not hasattr(clf, "alpha_max_")
+    assert clf.alpha_ == 1e-3
+    cv = GroupLassoClassifierCV(alpha_fractions=[0.3], cv=2).fit(X, y)
+    assert hasattr(cv, "alpha_max_")
+    cv.set_params(alpha_fractions=None, alphas=[1e-2]).fit(X, y)
+    assert not hasattr(cv, "alpha_max_")
+    assert cv.alpha_fraction_ is None
+
+
 def test_alpha_fraction_one_gives_the_all_zero_model(digits):
     X, y = digits
     clf = GroupLassoClassifier(alpha_fraction=1.0).fit(X, y)

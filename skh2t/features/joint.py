@@ -88,6 +88,7 @@ def repool(
             "statistics depend on the pooling. Fit a clone with the new pooling instead."
         )
     target_size = transformer.target_size if target_size is None else target_size
+    transformer._live_backbone()  # built now (e.g. after unpickling), so that both share it
     # A shallow copy that keeps the backbone module (copy.copy would drop it, as pickling does).
     copy_ = transformer.__class__.__new__(transformer.__class__)
     copy_.__dict__.update(transformer.__dict__)
