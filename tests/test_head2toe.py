@@ -270,3 +270,16 @@ def test_parallel_cross_validation_gives_the_same_search(folds, fitted):
         np.testing.assert_array_equal(parallel.cv_results_[key], fitted.cv_results_[key])
     assert parallel.best_params_ == fitted.best_params_
     np.testing.assert_array_equal(parallel.classifier_.coef_, fitted.classifier_.coef_)
+
+
+def test_scoring_and_progress_bars(capsys):
+    model = head2toe(
+        cv=2, random_state=0, scoring="balanced_accuracy", verbose=1, target_sizes=[16, 64]
+    ).fit(IMAGES, LABELS)
+    assert np.all(
+        (model.cv_results_["mean_test_score"] >= 0) & (model.cv_results_["mean_test_score"] <= 1)
+    )
+    model.predict(IMAGES)
+    err = capsys.readouterr().err
+    assert "Head2Toe cross-validation" in err
+    assert "Predicting" in err
