@@ -1,4 +1,4 @@
-"""The pooling rule a(.) of DESIGN.md, checked against hand computations."""
+"""The pooling rule a(.) of docs/user_guide/method.rst, checked against hand computations."""
 
 import numpy as np
 import pytest

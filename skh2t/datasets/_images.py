@@ -7,6 +7,8 @@ from numbers import Integral
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from skh2t._image_modes import convert_image
+
 _MODES = ("RGB", "L", "RGBA")
 
 
@@ -102,7 +104,7 @@ def _read_all(paths: list[str], size: tuple[int, int] | None, mode: str) -> np.n
 def _read_one(path: str, size: tuple[int, int] | None, mode: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            image = image.convert(mode)
+            image = convert_image(image, mode)
             if size is not None and image.size != size[::-1]:
                 image = image.resize(size[::-1], Image.Resampling.BILINEAR)
             return np.asarray(image, dtype=np.uint8)

@@ -27,6 +27,8 @@ import PIL
 import torch
 from PIL import Image
 
+from skh2t._image_modes import convert_image
+
 _CHANNELS = (1, 3)
 _RANGE_TOLERANCE = 1e-3
 _DIGEST_BYTES = 16
@@ -242,7 +244,7 @@ def _item_tensor(item: object) -> torch.Tensor:
     if isinstance(item, (str, os.PathLike)):
         item = _read_file(item)
     if isinstance(item, Image.Image):
-        item = np.asarray(item.convert("RGB"))
+        item = np.asarray(convert_image(item))
     image = torch.from_numpy(np.array(item, copy=True))
     return image.unsqueeze(0) if image.dim() == 2 else image.permute(2, 0, 1)
 
@@ -273,6 +275,6 @@ def _file_digest(path: str | os.PathLike) -> str:
 def _read_file(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return convert_image(image)
     except OSError as error:
         raise ValueError(f"Could not read the image file {os.fspath(path)!r}: {error}") from error

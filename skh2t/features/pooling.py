@@ -1,6 +1,6 @@
 """Head2Toe pooling a(.): shrink one activation to a flat feature vector per example.
 
-The rule (DESIGN.md, recipe step 2), for a target size ``T``:
+The rule (docs/user_guide/method.rst, step 2), for a target size ``T``:
 
 - a conv map with ``C`` channels and width ``W``: if ``C >= T``, global average
   pooling; else ``n = floor(sqrt(floor(T / C)))``, pool size ``p = floor(W / n)``

@@ -4,7 +4,7 @@ A tap reads the output of a module (``"layer1.0"``) or, with an ``":input"``
 suffix, its first positional input (``"layer1.0.conv2:input"``). The special
 name ``"output"`` (when no module is called that) is the whole model's output.
 
-``layers="auto"`` follows DESIGN.md, recipe step 1: for ResNets the stem, the
+``layers="auto"`` follows docs/user_guide/method.rst, step 1: for ResNets the stem, the
 input of every convolution of every residual block, the final map, the
 pre-logits and the logits (52 taps for ResNet-50); for ViTs the embeddings and,
 per encoder block, the pre-attention norm, the attention output, the MLP hidden

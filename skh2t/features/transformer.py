@@ -38,9 +38,9 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     Images go through a pretrained backbone once; at every tap (a module's
     output or input) the activation is average-pooled down to about
-    ``target_size`` values (DESIGN.md's rule a(.)), L2-normalised per example and
-    tap, and all taps are concatenated into one wide float32 matrix. Feed it
-    to a (group-)sparse linear classifier.
+    ``target_size`` values (the rule a(.) of :ref:`method`), L2-normalised per
+    example and tap, and all taps are concatenated into one wide float32
+    matrix. Feed it to a (group-)sparse linear classifier.
 
     Parameters
     ----------
