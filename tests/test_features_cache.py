@@ -260,3 +260,56 @@ def test_a_pickled_transformer_keeps_using_its_cache_and_stays_small(tmp_path):
         loaded = joblib.load(io.BytesIO(payload))
         np.testing.assert_array_equal(loaded.transform(X), expected)
     assert sum(counts) == 0
+
+
+# --- records and parameters changed after fit ----------------------------------------------
+
+
+def tap_records(directory):
+    return sorted(Path(directory, CACHE_SUBDIRECTORY, "taps").glob("*.json"))
+
+
+def test_an_edited_tap_record_is_not_trusted(tmp_path):
+    expected = features(tmp_path).fit_transform(X[:4])
+    (record,) = tap_records(tmp_path)
+    text = record.read_text()
+    edited = text.replace("[32, 16, 16]", "[32, 8, 32]", 1)  # one tap's shape, changed by hand
+    assert edited != text
+    record.write_text(edited)
+    with forwarded_images() as counts:
+        refitted = features(tmp_path).fit(X[:4])
+    assert counts == [2]  # the shape probe ran again instead of reading the edited record
+    np.testing.assert_array_equal(refitted.transform(X[:4]), expected)
+    assert record.read_text() == text  # and rewrote the record
+
+
+def test_one_failed_entry_does_not_skip_the_others(tmp_path, monkeypatch):
+    from skh2t.features import cache as cache_module
+
+    write = cache_module._write_atomically
+    calls = []
+
+    def failing_once(path, data):
+        calls.append(path)
+        if len(calls) == 2:  # the first entry (after setup.json)
+            raise OSError("disk full")
+        write(path, data)
+
+    transformer = features(tmp_path).fit(X[:1])
+    monkeypatch.setattr(cache_module, "_write_atomically", failing_once)
+    with pytest.warns(RuntimeWarning, match="1 image"):
+        transformer.transform(X[:5])
+    assert len(entries(tmp_path)) == 4
+
+
+def test_the_cache_parameter_set_after_fit_is_the_one_used(tmp_path):
+    transformer = features(tmp_path / "a").fit(X[:2])
+    transformer.set_params(cache=None)
+    transformer.transform(X[:3])
+    assert entries(tmp_path / "a") == []
+    transformer.set_params(cache=tmp_path / "b")
+    expected = transformer.transform(X[:3])
+    assert len(entries(tmp_path / "b")) == 3
+    with forwarded_images() as counts:
+        np.testing.assert_array_equal(transformer.transform(X[:3]), expected)
+    assert counts == []

@@ -245,16 +245,25 @@ class FeatureCache:
         return np.asarray(missing, dtype=np.intp)
 
     def write(self, digests: Iterable[str], rows: Iterable[np.ndarray]) -> None:
-        """Store one row per image, atomically; on failure, warn and carry on without caching."""
+        """Store one row per image, atomically; an entry that cannot be written is skipped
+        (one warning for the call), the others are still written."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             description = self.directory / "setup.json"
             if not description.exists():
                 _write_atomically(description, json.dumps(self.setup, indent=1).encode())
-            for digest, row in zip(digests, rows, strict=True):
-                _write_atomically(self._entry(digest), _encode(row))
         except OSError as error:
             _warn_not_written(self.directory, error, "; these features are not cached", 4)
+            return
+        failed, first_error = 0, None
+        for digest, row in zip(digests, rows, strict=True):
+            try:
+                _write_atomically(self._entry(digest), _encode(row))
+            except OSError as error:
+                failed, first_error = failed + 1, first_error or error
+        if failed:
+            consequence = f"; {failed} image(s) of this call are not cached"
+            _warn_not_written(self.directory, first_error, consequence, 4)
 
     def _entry(self, digest: str) -> Path:
         return self.directory / f"{digest}{ENTRY_SUFFIX}"
@@ -330,7 +339,7 @@ def cached_observations(
     if observations is not None:
         return observations
     observations = observe()
-    record = json.dumps([dataclasses.asdict(seen) for seen in observations]).encode()
+    record = _observation_record(observations)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, record)
@@ -339,11 +348,21 @@ def cached_observations(
     return observations
 
 
+def _observation_record(observations: Sequence[TapObservation]) -> bytes:
+    """The JSON record of tap observations, with a checksum of its content."""
+    content = [dataclasses.asdict(seen) for seen in observations]
+    return json.dumps({"observations": content, "checksum": key_of(content)}).encode()
+
+
 def _read_observations(path: Path, n_taps: int) -> list[TapObservation] | None:
+    """The observations of a record, or ``None`` if it is missing, damaged or edited."""
     try:
-        records = json.loads(path.read_bytes())
+        record = json.loads(path.read_bytes())
+        content = record["observations"]
+        if record["checksum"] != key_of(content):
+            return None
         observations = [
-            TapObservation(**{**record, "shape": tuple(record["shape"])}) for record in records
+            TapObservation(**{**seen, "shape": tuple(seen["shape"])}) for seen in content
         ]
     except (OSError, ValueError, TypeError, KeyError):
         return None

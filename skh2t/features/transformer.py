@@ -425,11 +425,17 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         return extract_jointly([self], images)[0]
 
     def _current_cache(self, device: torch.device) -> FeatureCache | None:
-        """The fitted cache, re-keyed if the backbone's weights or device changed since."""
-        cache = self._feature_cache
-        if cache is None:
+        """The cache of the current ``cache`` parameter (it may have been set after fit),
+        re-keyed if the backbone's weights or device changed since."""
+        root = resolve_cache_directory(self.cache)
+        if root is None:
             return None
         model = self._live_backbone()
+        cache = self._feature_cache
+        if cache is None or cache.root != root:
+            identity = _identity(model, self._backbone_reference, device)
+            cache = self._feature_cache = self._cache_for(root, identity)
+            self._weights_state = weights_state(model)
         state = weights_state(model)
         if (
             state is None
