@@ -15,7 +15,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from skh2t.features.backbones import BackboneReference, load_backbone, on_cpu
+from skh2t.features.backbones import (
+    BackboneReference,
+    load_backbone,
+    on_cpu,
+    weights_fingerprint,
+)
 from skh2t.features.cache import (
     FeatureCache,
     backbone_identity,
@@ -145,7 +150,11 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     Pickling stores no weights for a named backbone, only how to rebuild it
     (name, weight source and a fingerprint of the weights); the backbone is
-    rebuilt on the CPU the first time it is needed after loading. A module
+    rebuilt on the CPU the first time it is needed after loading. Weights
+    changed after ``fit`` (through ``backbone_``, in place or through
+    ``.data``) no longer match the fingerprint: then they are stored too, so
+    that a loaded copy, and the workers of a parallel extraction, compute with
+    them. A module
     passed as ``backbone`` is stored whole, on the CPU. The cache is never
     pickled, only its location.
 
@@ -338,8 +347,15 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # a copy: it may be the instance's own __dict__
-        if state.get("_backbone_reference") is not None:
-            state.pop("_backbone_module", None)  # rebuilt from the reference on first use
+        reference = state.get("_backbone_reference")
+        if reference is not None:
+            module = state.pop("_backbone_module", None)  # rebuilt from the reference on use
+            changed = state.get("_changed_weights")
+            if module is not None:  # weights changed in place since fit travel with it
+                changed = None
+                if reference.fingerprint and weights_fingerprint(module) != reference.fingerprint:
+                    changed = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+            state["_changed_weights"] = changed
         state["_weights_state"] = None  # object ids: meaningless in another process
         # A user module cannot be rebuilt: it is stored whole, on the CPU (once, if the
         # parameter and the fitted module are the same object).
@@ -354,6 +370,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_backbone_module", None)
+        state.setdefault("_changed_weights", None)
         state.setdefault("_feature_cache", None)
         state.setdefault("_weights_state", None)
         super().__setstate__(state)
@@ -395,6 +412,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         for stale in ("mean_", "scale_"):
             self.__dict__.pop(stale, None)
         self._backbone_module = model
+        self._changed_weights = None
         self._backbone_reference: BackboneReference | None = loaded.reference
         self._fitted_normalization = self.normalization
         self.taps_: list[TapInfo] = taps
@@ -417,7 +435,12 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     def _live_backbone(self) -> nn.Module:
         if self._backbone_module is None:
-            self._backbone_module = self._backbone_reference.build()
+            model = self._backbone_reference.build()
+            changed = getattr(self, "_changed_weights", None)
+            if changed is not None:  # pickled after the weights were changed in place
+                model.load_state_dict(changed)
+                self._changed_weights = None
+            self._backbone_module = model
         return self._backbone_module
 
     def _extract(self, images: ImageArray | ImageList) -> np.ndarray:
