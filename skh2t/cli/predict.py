@@ -25,7 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="predict the classes of images with a saved model",
         description="Predict with a model saved by `skh2t fit` or `skh2t run`; print one "
-        "'path<TAB>label' line per image, in the order given (folders: sorted, recursive).",
+        "'path<TAB>label' line per image, in the order given (folders: sorted, recursive). "
+        "A model file is a pickle (joblib): loading it can run code, so load only files you "
+        "trust.",
     )
     parser.add_argument("files", nargs="*", metavar="FILE", help="image files")
     parser.add_argument(
