@@ -169,3 +169,18 @@ def test_cache_that_is_a_file(capsys, folder, tmp_path):
     argv = ["extract", "--dataset", str(folder), *TINY, "--cache", str(tmp_path / "cache")]
     assert main([*argv, "-o", str(tmp_path / "x.npz")]) == 2
     assert "--cache: cache=" in error_line(capsys)
+
+
+def test_fit_without_n_train_uses_all_the_images_of_an_imbalanced_folder(tmp_path):
+    rng = np.random.default_rng(2)
+    for name, count in (("few", 3), ("many", 7)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    path = tmp_path / "m.joblib"
+    argv = ["fit", "--dataset", str(tmp_path / "data"), *TINY, "--target-size", "64"]
+    assert main([*argv, "--keep-fraction", "0.5", "-o", str(path), "--quiet"]) == 0
+    head = joblib.load(path).steps[-1][1]
+    assert head.classes_.tolist() == ["few", "many"]
+    assert head.get_support().sum() > 0

@@ -93,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--output: folder {folder!r} does not exist")
     options.check_backbone(args)
     data = load_dataset(args.dataset, "train")
-    n_train = args.n_train if args.n_train is not None else min(DEFAULT_N_TRAIN, len(data))
-    data = data.take(draw(data, n_train, args.random_state, "--n-train"))
+    if args.n_train is not None or len(data) > DEFAULT_N_TRAIN:
+        n_train = DEFAULT_N_TRAIN if args.n_train is None else args.n_train
+        data = data.take(draw(data, n_train, args.random_state, "--n-train"))
+    # else: all the images, as the help says, balanced or not
     transformer = options.make_transformer(args, args.target_size, verbose=progress.enabled)
     X = transformer.fit_transform(data.images)
     transformer.set_params(verbose=0)
