@@ -328,6 +328,19 @@ def data_config_for(model: nn.Module, image_size: int | None = None) -> dict[str
     }
 
 
+def parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of a model's parameters (its inputs must have it); float32 without any.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> parameter_dtype(nn.Linear(2, 2).double()), parameter_dtype(nn.ReLU())
+    (torch.float64, torch.float32)
+    """
+    parameter = next(model.parameters(), None)
+    return parameter.dtype if parameter is not None else torch.float32
+
+
 def weights_fingerprint(model: nn.Module) -> str:
     """A hash of every tensor in ``model.state_dict()`` (names, shapes, dtypes, values).
 

@@ -48,7 +48,7 @@ from joblib import Memory
 from torch import nn
 
 from skh2t import __version__ as SKH2T_VERSION
-from skh2t.features.backbones import weights_fingerprint
+from skh2t.features.backbones import parameter_dtype, weights_fingerprint
 from skh2t.features.discovery import TapObservation
 from skh2t.features.preprocessing import Preprocessor
 from skh2t.features.taps import TapInfo, TapRef
@@ -128,8 +128,7 @@ def backbone_identity(
     >>> backbone_identity(a, cpu) == backbone_identity(b, cpu)  # other weights
     False
     """
-    parameter = next(model.parameters(), None)
-    dtype = parameter.dtype if parameter is not None else torch.float32
+    dtype = parameter_dtype(model)
     return {
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "name": name,

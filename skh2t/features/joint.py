@@ -23,7 +23,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from skh2t.features.backbones import weights_fingerprint
+from skh2t.features.backbones import parameter_dtype, weights_fingerprint
 from skh2t.features.extraction import PooledOutput, extract_pooled
 from skh2t.features.images import ImageArray, ImageList, as_images
 from skh2t.features.pooling import plan_pooling
@@ -249,8 +249,7 @@ def _forward(
     lead = transformers[0]
     model = lead._live_backbone().to(device)
     preprocess = Preprocessor.from_data_config(lead.data_config_)
-    parameter = next(model.parameters(), None)
-    dtype = parameter.dtype if parameter is not None else torch.float32
+    dtype = parameter_dtype(model)
     starts = range(0, len(images), lead.batch_size)
     batches = (
         preprocess(images.batch(start, start + lead.batch_size), device=device, dtype=dtype)

@@ -19,6 +19,7 @@ from skh2t.features.backbones import (
     BackboneReference,
     load_backbone,
     on_cpu,
+    parameter_dtype,
     weights_fingerprint,
 )
 from skh2t.features.cache import (
@@ -389,7 +390,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         preprocess = Preprocessor.from_data_config(loaded.data_config)
 
         def observe() -> list[TapObservation]:
-            first = preprocess(images.batch(0, 1), device=device, dtype=_dtype_of(model))
+            first = preprocess(images.batch(0, 1), device=device, dtype=parameter_dtype(model))
             example = torch.cat([first, first])  # two rows tell the batch axis apart
             return observe_taps(model, refs, example)
 
@@ -518,11 +519,6 @@ def resolve_device(device: str | torch.device, *, fallback_to_cpu: bool = False)
         )
         return torch.device("cpu")
     return resolved
-
-
-def _dtype_of(model: nn.Module) -> torch.dtype:
-    parameter = next(model.parameters(), None)
-    return parameter.dtype if parameter is not None else torch.float32
 
 
 def _identity(
