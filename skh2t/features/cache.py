@@ -87,21 +87,34 @@ def resolve_cache_directory(cache: str | os.PathLike | Memory | None) -> Path | 
     >>> resolve_cache_directory(tempfile.mkdtemp()).is_dir()
     True
     """
-    if isinstance(cache, Memory):
-        cache = cache.location
-    if cache is None:
+    path = cache_location(cache)
+    if path is None:
         return None
-    path = Path(cache).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as error:
         raise ValueError(
-            f"cache={os.fspath(cache)!r} must be a writable directory (or a place where one "
-            f"can be created): {error}"
+            f"cache={os.fspath(cache.location if isinstance(cache, Memory) else cache)!r} "
+            f"must be a writable directory (or a place where one can be created): {error}"
         ) from error
-    return path.resolve()
+    return path
+
+
+def cache_location(cache: str | os.PathLike | Memory | None) -> Path | None:
+    """The absolute directory a ``cache`` parameter names, without creating or checking it.
+
+    Examples
+    --------
+    >>> cache_location(None) is None, cache_location("/tmp/x/../cache")
+    (True, PosixPath('/tmp/cache'))
+    """
+    if isinstance(cache, Memory):
+        cache = cache.location
+    if cache is None:
+        return None
+    return Path(cache).expanduser().resolve()
 
 
 def backbone_identity(

@@ -25,6 +25,7 @@ from skh2t.features.backbones import (
 from skh2t.features.cache import (
     FeatureCache,
     backbone_identity,
+    cache_location,
     cached_observations,
     extraction_setup,
     resolve_cache_directory,
@@ -451,14 +452,16 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
     def _current_cache(self, device: torch.device) -> FeatureCache | None:
         """The cache of the current ``cache`` parameter (it may have been set after fit),
         re-keyed if the backbone's weights or device changed since."""
-        root = resolve_cache_directory(self.cache)
-        if root is None:
+        location = cache_location(self.cache)
+        if location is None:
             return None
         model = self._live_backbone()
         cache = self._feature_cache
-        if cache is None or cache.root != root:
+        if cache is None or cache.root != location:  # checked and created only when it changed
             identity = _identity(model, self._backbone_reference, device)
-            cache = self._feature_cache = self._cache_for(root, identity)
+            cache = self._feature_cache = self._cache_for(
+                resolve_cache_directory(self.cache), identity
+            )
             self._weights_state = weights_state(model)
         state = weights_state(model)
         if (
