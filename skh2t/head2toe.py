@@ -251,8 +251,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         transformers = self._fit_transformers(images, grid)
         features = self._training_features(transformers, images)
         scores = self._cross_validate(features, transformers, y, sample_weight, folds, grid)
-        self._record_search(scores, grid, len(folds))
-        chosen = self.best_index_ // (len(grid.alpha_fractions) * len(grid.keep_fractions))
+        chosen = self._record_search(scores, grid, len(folds))
         self._refit(transformers[chosen], features[chosen], y, sample_weight)
         return self
 
@@ -335,9 +334,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         heads = [self._head(t) for t in transformers]
         scorer = check_scoring(heads[0], scoring=self.scoring)
         alphas = np.array(grid.alpha_fractions)
-        # The widest poolings first: the last tasks to finish are then the cheap ones.
-        widest_first = sorted(range(len(features)), key=lambda p: -features[p].shape[1])
-        tasks = [(p, f) for p in widest_first for f in range(len(folds))]
+        tasks = [(p, f) for p in range(len(features)) for f in range(len(folds))]
         n_jobs = min(effective_n_jobs(self.n_jobs), len(tasks))
         with tqdm(
             total=len(tasks),
@@ -373,7 +370,8 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             )
         return scores
 
-    def _record_search(self, scores: np.ndarray, grid: _Grid, n_splits: int) -> None:
+    def _record_search(self, scores: np.ndarray, grid: _Grid, n_splits: int) -> int:
+        """Set the search's attributes; return the chosen pooling's index."""
         mean = scores.mean(axis=1)  # (poolings, alphas, keep fractions)
         pooling, alpha, keep = _best_grid_point(mean, grid.keep_fractions)
         points = [
@@ -387,6 +385,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         self.best_index_ = points.index((pooling, alpha, keep))
         self.best_params_ = dict(self.cv_results_["params"][self.best_index_])
         self.best_score_ = float(mean[pooling, alpha, keep])
+        return pooling
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Class scores of the images, computed in chunks.
