@@ -107,6 +107,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     best_estimator_ : Pipeline
         ``Pipeline([("features", transformer_), ("head2toe", classifier_)])``,
         e.g. for :func:`skh2t.plotting.plot_kept_features`.
+    n_cv_not_converged_ : int
+        Penalised fits and refits of the cross-validation that stopped at
+        ``max_iter`` (one ``ConvergenceWarning`` says how many).
     refit_time_ : float
         Seconds of the final refit on all images (features already extracted).
     kept_taps_ : list of str
@@ -361,6 +364,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
                 scores[p, f] = fold_scores
                 n_not_converged += not_converged
                 bar.update()
+        self.n_cv_not_converged_ = n_not_converged
         if n_not_converged:
             warnings.warn(
                 f"{n_not_converged} penalised fit(s) or refit(s) of the cross-validation stopped "

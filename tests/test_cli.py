@@ -283,3 +283,15 @@ def test_bad_option_values_are_argparse_errors(option, capsys):
     err = capsys.readouterr().err
     assert "skh2t run: error: argument" in err
     assert "Traceback" not in err
+
+
+def test_run_counts_the_fits_stopped_at_max_iter(folder, tmp_path, capsys):
+    argv = ["run", "--dataset", str(folder), "--n-train", "18", *TINY, *GRID]
+    argv += ["--max-iter", "2", "--output-dir", str(tmp_path), "--no-save-model", "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    with open(tmp_path / "results.json") as file:
+        h2t = json.load(file)["methods"][HEAD2TOE]
+    # 2 target sizes x 2 folds x 2 alphas penalised fits, each with 2 refits, and the final fit
+    assert h2t["n_not_converged"] >= 2 * 2 * 2
+    assert f"note: {h2t['n_not_converged']} fit(s) stopped at their iteration limit" in out

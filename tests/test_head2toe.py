@@ -9,7 +9,7 @@ import pytest
 import torch
 from _image_data import images_and_labels
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import (
@@ -283,3 +283,15 @@ def test_scoring_and_progress_bars(capsys):
     err = capsys.readouterr().err
     assert "Head2Toe cross-validation" in err
     assert "Predicting" in err
+
+
+def test_unconverged_cross_validation_fits_are_counted_and_warned_once():
+    model = head2toe(cv=2, random_state=0, max_iter=2, tol=1e-10, target_sizes=[64])
+    with pytest.warns(ConvergenceWarning) as caught:
+        model.fit(IMAGES, LABELS)
+    summaries = [w for w in caught if "of the cross-validation" in str(w.message)]
+    assert len(summaries) == 1
+    assert model.n_cv_not_converged_ > 0
+    assert str(summaries[0].message).startswith(f"{model.n_cv_not_converged_} ")
+    converged = head2toe(cv=2, random_state=0, target_sizes=[64]).fit(IMAGES, LABELS)
+    assert converged.n_cv_not_converged_ == 0

@@ -247,17 +247,11 @@ def _fit_head2toe(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(train.images, train.labels)
-    n_not_converged = sum(_count_not_converged(w) for w in caught)
+    # One warning stands for all of the cross-validation's; the others are the final refit's.
+    warned = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    n_not_converged = model.n_cv_not_converged_ + warned - bool(model.n_cv_not_converged_)
     model.set_params(verbose=0)
     return model, time.perf_counter() - start, n_not_converged
-
-
-def _count_not_converged(caught: warnings.WarningMessage) -> int:
-    """Unconverged fits a ConvergenceWarning stands for (the CV's counts several)."""
-    if not issubclass(caught.category, ConvergenceWarning):
-        return 0
-    first = str(caught.message).split(" ", 1)[0]
-    return int(first) if first.isdigit() else 1
 
 
 def _transformers(
