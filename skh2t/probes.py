@@ -136,26 +136,6 @@ def _logistic(C: float, max_iter: int) -> LogisticRegression:
     return LogisticRegression(C=C, max_iter=max_iter)
 
 
-def _cv_scores(
-    gram: np.ndarray,
-    y: np.ndarray,
-    folds: list[tuple[np.ndarray, np.ndarray]],
-    Cs: list[float],
-    *,
-    max_iter: int = 1000,
-) -> tuple[np.ndarray, int]:
-    """Validation accuracy of every ``C`` on every fold, from the Gram matrix of all rows.
-
-    Returns
-    -------
-    scores : ndarray of shape (len(Cs), len(folds))
-    n_not_converged : int
-        Fits that stopped at ``max_iter``.
-    """
-    results = [_fold_scores(gram, y, train, valid, Cs, max_iter) for train, valid in folds]
-    return np.column_stack([r[0] for r in results]), sum(r[1] for r in results)
-
-
 def _fold_scores(
     gram: np.ndarray,
     y: np.ndarray,

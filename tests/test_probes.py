@@ -40,14 +40,15 @@ def test_row_space_probe_is_the_probe_on_all_features(wide, C):
     assert np.array_equal(head.predict(X), direct.predict(X))
 
 
-def test_cv_scores_match_fold_by_fold_fits(wide):
+def test_fold_scores_match_fold_by_fold_fits(wide):
     X, y = wide
     folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
-    scores, _ = probes._cv_scores(probes.gram_matrix(X), y, folds, [0.01, 1.0])
-    for j, (train, valid) in enumerate(folds):
+    gram = probes.gram_matrix(X)
+    for train, valid in folds:
+        scores, _ = probes._fold_scores(gram, y, train, valid, [0.01, 1.0], 1000)
         for i, C in enumerate([0.01, 1.0]):
             model = LogisticRegression(C=C, max_iter=1000).fit(X[train], y[train])
-            assert scores[i, j] == pytest.approx(model.score(X[valid], y[valid]), abs=1 / 20)
+            assert scores[i] == pytest.approx(model.score(X[valid], y[valid]), abs=1 / 20)
 
 
 def test_linear_head_binary_and_columns():
@@ -74,8 +75,10 @@ def test_l2_probe_cv_searches_matrices_and_Cs_and_refits_the_best(wide):
     assert search.Cs == [0.01, 10.0]  # increasing: the strongest penalty first
     assert search.scores.shape == (2, 2, 3)
     for i, key in enumerate(features):
-        expected, _ = probes._cv_scores(probes.gram_matrix(features[key]), y, folds, search.Cs)
-        assert np.array_equal(search.scores[i], expected)
+        gram = probes.gram_matrix(features[key])
+        for j, (train, valid) in enumerate(folds):
+            expected, _ = probes._fold_scores(gram, y, train, valid, search.Cs, 1000)
+            assert np.array_equal(search.scores[i, :, j], expected)
     assert search.best_key == "all"
     mean = search.scores.mean(axis=2)
     assert search.best_score == mean.max()
