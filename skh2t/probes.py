@@ -31,7 +31,14 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-__all__ = ["LinearHead", "ProbeSearch", "gram_matrix", "l2_probe_cv", "last_layer_columns"]
+__all__ = [
+    "LinearHead",
+    "ProbeSearch",
+    "gram_matrix",
+    "l2_probe_cv",
+    "last_layer_columns",
+    "last_layer_tap",
+]
 
 _GRAM_BLOCK = 8192  # columns per block of the float64 Gram product
 _RELATIVE_EIGENVALUE_FLOOR = 1e-10  # singular values below 1e-5 of the largest are dropped

@@ -21,7 +21,7 @@ import numpy as np
 
 from skh2t import Head2ToeClassifier
 from skh2t.cli.progress import Progress
-from skh2t.probes import ProbeSearch, l2_probe_cv, last_layer_columns
+from skh2t.probes import ProbeSearch, l2_probe_cv, last_layer_columns, last_layer_tap
 
 LAST_LAYER = "linear probe (last layer)"
 ALL_L2 = "all taps + L2"
@@ -80,8 +80,8 @@ def last_layer_probe(
 ) -> Outcome:
     """Linear probe on the pre-logits tap (the same at every target size: read the smallest)."""
     target_size = min(features)
+    tap = transformer.taps_[last_layer_tap(transformer)]
     columns = last_layer_columns(transformer)
-    tap = transformer.get_feature_names_out()[columns[0]].rpartition("__")[0]
     start = time.perf_counter()
     with progress.bar(len(folds), f"CV {LAST_LAYER}", unit="fold") as bar:
         search = l2_probe_cv(
@@ -93,7 +93,7 @@ def last_layer_probe(
             n_jobs=n_jobs,
             on_fold=bar.update,
         )
-    return _probe_outcome(LAST_LAYER, search, time.perf_counter() - start, {"tap": tap})
+    return _probe_outcome(LAST_LAYER, search, time.perf_counter() - start, {"tap": tap.name})
 
 
 def all_taps_l2(
