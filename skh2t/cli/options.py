@@ -243,12 +243,19 @@ def make_transformer(
         Not fitted.
     """
     return IntermediateFeatureTransformer(
-        backbone=args.backbone,
-        weights=args.weights,
-        target_size=target_size,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        device=args.device,
-        cache=args.cache,
-        verbose=int(verbose),
+        **backbone_params(args), target_size=target_size, verbose=int(verbose)
     )
+
+
+def backbone_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The estimator parameters the backbone options set (the transformer's and
+    ``Head2ToeClassifier``'s names): backbone, weights, image size, batch size, device, cache.
+    """
+    return {
+        "backbone": args.backbone,
+        "weights": args.weights,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "cache": args.cache,
+    }

@@ -224,19 +224,14 @@ def _fit_head2toe(
 ) -> tuple[Head2ToeClassifier, float, int]:
     """The fitted estimator, its fit time and its number of unconverged fits."""
     model = Head2ToeClassifier(
-        backbone=args.backbone,
-        weights=args.weights,
-        image_size=args.image_size,
+        **options.backbone_params(args),
         target_sizes=sorted(args.target_sizes),
         alpha_fractions=args.alpha_fractions,
         keep_fractions=args.keep_fractions,
         renormalize_kept=args.renormalize_kept,
         cv=splitter,
         max_iter=args.max_iter,
-        batch_size=args.batch_size,
-        cache=args.cache,
         n_jobs=args.n_jobs,
-        device=args.device,
         verbose=int(progress.enabled),
     )
     progress.message(
