@@ -80,13 +80,37 @@ class Preprocessor:
             ``(B, 3, *size)``, in channels-last memory format (oneDNN runs
             convolutions on the CPU markedly faster that way).
         """
-        if isinstance(images, torch.Tensor):
-            batch = self._rgb(images.to(device))
-        else:
-            batch = torch.cat([self._rgb(image.to(device)[None]) for image in images])
+        batch = self.resize(images, device=device)
         mean = torch.tensor(self.mean, device=batch.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=batch.device).view(1, -1, 1, 1)
         return batch.sub_(mean).div_(std).to(dtype)
+
+    def resize(
+        self, images: torch.Tensor | Sequence[torch.Tensor], *, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """Resize and expand grayscale to RGB, without the normalisation.
+
+        Parameters
+        ----------
+        images : torch.Tensor or sequence of torch.Tensor
+            As for calling the preprocessor.
+        device : torch.device or str, default="cpu"
+            Where the work happens and the result lives.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, 3, *size)`` float32 in ``[0, 1]``, channels-last; a new tensor.
+
+        Examples
+        --------
+        >>> prep = Preprocessor(size=(4, 4), mean=(0.5,) * 3, std=(0.5,) * 3)
+        >>> prep.resize(torch.full((1, 1, 8, 8), 255, dtype=torch.uint8)).unique()
+        tensor([1.])
+        """
+        if isinstance(images, torch.Tensor):
+            return self._rgb(images.to(device))
+        return torch.cat([self._rgb(image.to(device)[None]) for image in images])
 
     def _rgb(self, batch: torch.Tensor) -> torch.Tensor:
         """Scale to [0, 1], resize and expand grayscale: a new channels-last RGB batch."""

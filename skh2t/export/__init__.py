@@ -1,0 +1,23 @@
+"""Deploy a fitted Head2Toe model: a compact torch module, TorchScript and ONNX files.
+
+:func:`compact_module` turns a fitted :class:`~skh2t.Head2ToeClassifier` (or a
+``Pipeline`` of the transformer and a linear classifier) into one
+``torch.nn.Module`` that computes only what the head reads;
+:func:`export_model` writes it as TorchScript (``.pt``) or ONNX (``.onnx``,
+with the ``skh2t[export]`` extra). See :ref:`deploy` in the user guide.
+"""
+
+from skh2t.export.build import compact_module
+from skh2t.export.files import FORMATS, ONNX_OPSET, check_export_path, export_model, load_exported
+from skh2t.export.module import CompactHead2Toe, TapReadout
+
+__all__ = [
+    "FORMATS",
+    "ONNX_OPSET",
+    "CompactHead2Toe",
+    "TapReadout",
+    "check_export_path",
+    "compact_module",
+    "export_model",
+    "load_exported",
+]

@@ -1,0 +1,206 @@
+"""Write a compact Head2Toe module to a file: ONNX, TorchScript or a torch.export program."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from skh2t.export.build import compact_module
+from skh2t.export.module import CompactHead2Toe
+
+#: File suffixes and the format each one writes.
+FORMATS = {".onnx": "ONNX", ".pt": "TorchScript", ".pt2": "torch.export"}
+#: The ONNX opset the files use.
+ONNX_OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+_JIT_DEPRECATED = r".*torch\.jit.*deprecated"
+
+
+def export_model(
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    opset_version: int = ONNX_OPSET,
+    check: bool = True,
+) -> Path:
+    """Write a fitted Head2Toe model (or its :class:`CompactHead2Toe`) to ``path``.
+
+    The format follows the suffix: ``.onnx`` (ONNX, needs ``pip install
+    "skh2t[export]"``), ``.pt`` (TorchScript, traced) or ``.pt2``
+    (``torch.export``, for ``torch.export.load``). Every format has the
+    interface of :class:`CompactHead2Toe`: input ``images``, a float32 batch
+    ``(N, 3, H, W)`` of RGB values in ``[0, 1]`` at the model's image size, any
+    ``N``; output ``logits`` ``(N, n_classes)`` in the order of ``classes_``.
+
+    Parameters
+    ----------
+    model : Head2ToeClassifier, Pipeline or CompactHead2Toe
+        A fitted model as :func:`compact_module` takes, or its module.
+    path : str or os.PathLike
+        The file to write (replaced if it exists); its folder must exist.
+    opset_version : int, default=18
+        The ONNX opset.
+    check : bool, default=True
+        Load the written file with its runtime (onnxruntime for ONNX) and
+        check that it gives the module's logits (relative error at most 1e-4)
+        on a batch of random images; raise ``RuntimeError`` if not.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skh2t import GroupLassoClassifier
+    >>> from skh2t.features import IntermediateFeatureTransformer
+    >>> images = np.random.default_rng(0).integers(0, 256, (20, 32, 32), dtype=np.uint8)
+    >>> model = make_pipeline(
+    ...     IntermediateFeatureTransformer(
+    ...         backbone="test_resnet", weights=None, image_size=32, target_size=256),
+    ...     GroupLassoClassifier(alpha_fraction=0.1, keep_fraction=0.05),
+    ... ).fit(images, np.arange(20) % 2)
+    >>> path = export_model(model, tempfile.mkdtemp() + "/model.pt2")
+    >>> loaded = torch.export.load(path).module()
+    >>> tuple(loaded(torch.rand(3, 3, 32, 32)).shape)
+    (3, 2)
+    """
+    path = Path(path)
+    check_export_path(path)
+    module = model if isinstance(model, CompactHead2Toe) else compact_module(model)
+    module = module.cpu().eval()
+    example = torch.rand((2, 3, *module.image_size), generator=torch.Generator().manual_seed(0))
+    writer = {".onnx": _write_onnx, ".pt": _write_torchscript, ".pt2": _write_exported}
+    suffix = path.suffix.lower()
+    writer[suffix](module, example, path, opset_version=opset_version)
+    if check:
+        _check_file(module, path, suffix)
+    return path
+
+
+def load_exported(path: str | os.PathLike):
+    """A callable ``numpy float32 batch -> numpy logits`` running an exported file.
+
+    ``.onnx`` runs in onnxruntime (CPU), ``.pt`` through ``torch.jit.load`` and
+    ``.pt2`` through ``torch.export.load``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`export_model`.
+
+    Returns
+    -------
+    callable
+        ``run(images) -> logits``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda images: session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+    if suffix == ".pt":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
+    else:
+        module = torch.export.load(str(path)).module()
+
+    def run(images):
+        with torch.inference_mode():
+            return module(torch.from_numpy(images)).numpy()
+
+    return run
+
+
+def _check_file(module: CompactHead2Toe, path: Path, suffix: str) -> None:
+    images = torch.rand((3, 3, *module.image_size), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = module(images).numpy()
+    got = load_exported(path)(images.numpy())
+    error = float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-12))
+    if got.shape != expected.shape or not error <= 1e-4:
+        raise RuntimeError(
+            f"The {FORMATS[suffix]} file {str(path)!r} does not reproduce the model "
+            f"(relative error {error:.2g}); please report this."
+        )
+
+
+def check_export_path(path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` unless ``path`` has a known suffix and a folder it can go in.
+
+    Examples
+    --------
+    >>> check_export_path("model.joblib")
+    Traceback (most recent call last):
+    ...
+    ValueError: Cannot tell the export format from 'model.joblib': use a name ending in ...
+    """
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        known = ", ".join(f"{s} ({f})" for s, f in FORMATS.items())
+        known = " or ".join(known.rsplit(", ", 1))
+        raise ValueError(
+            f"Cannot tell the export format from {str(path)!r}: use a name ending in {known}."
+        )
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory; give a file name to write.")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"The folder {str(folder)!r} does not exist; create it first.")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"Cannot write {str(path)!r}: permission denied.")
+    if path.suffix.lower() == ".onnx":
+        _require_onnx()
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            f"ONNX export needs the export extra ({error.name} is missing): "
+            'pip install "skh2t[export]".'
+        ) from None
+
+
+def _write_onnx(module: CompactHead2Toe, example: torch.Tensor, path: Path, **options) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)  # from onnxscript's deps
+        program = torch.onnx.export(
+            module,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=options["opset_version"],
+            dynamo=True,
+            dynamic_shapes={INPUT_NAME: {0: batch}},
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+
+
+def _write_torchscript(module: CompactHead2Toe, example: torch.Tensor, path: Path, **_) -> None:
+    with warnings.catch_warnings():
+        # PyTorch deprecates TorchScript in favour of torch.export (the .pt2 format).
+        warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=FutureWarning)
+        traced = torch.jit.trace(module, example, check_inputs=[(example[:1],)])
+        torch.jit.save(traced, str(path))
+
+
+def _write_exported(module: CompactHead2Toe, example: torch.Tensor, path: Path, **_) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(module, (example,), dynamic_shapes={INPUT_NAME: {0: batch}})
+    torch.export.save(program, str(path))

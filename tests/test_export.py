@@ -1,0 +1,267 @@
+"""The compact Head2Toe module and its files: same logits as the fitted model, less work."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from _image_data import images_and_labels
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import fx, nn
+
+from skh2t import GroupLassoClassifier, Head2ToeClassifier
+from skh2t.export import (
+    CompactHead2Toe,
+    check_export_path,
+    compact_module,
+    export_model,
+    load_exported,
+)
+from skh2t.export.taps import HookedTaps, tap_extractor
+from skh2t.features import IntermediateFeatureTransformer
+from skh2t.features.taps import TapRef
+
+IMAGES, LABELS = images_and_labels(40, size=32)
+TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 256}
+
+
+def fitted_pipeline(*, renormalize=False, normalization="l2", y=LABELS, **head):
+    features = IntermediateFeatureTransformer(**TINY, normalization=normalization).fit(IMAGES[:2])
+    groups = features.feature_groups_ if renormalize else None
+    head = {"alpha_fraction": 0.1, "keep_fraction": 0.05, **head}
+    classifier = GroupLassoClassifier(renormalize_groups=groups, max_iter=5000, **head)
+    return make_pipeline(features, classifier).fit(IMAGES, y)
+
+
+def logits(module, images):
+    with torch.inference_mode():
+        return module(module.prepare(images)).numpy()
+
+
+def assert_same_scores(module, model, images):
+    expected = model.decision_function(images)
+    if expected.ndim == 1:
+        expected = np.column_stack([np.zeros_like(expected), expected])
+    got = logits(module, images)
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+    np.testing.assert_array_equal(module.predict(images, batch_size=7), model.predict(images))
+
+
+@pytest.mark.parametrize("renormalize", [False, True])
+@pytest.mark.parametrize("normalization", ["l2", "standard", None])
+def test_compact_module_reproduces_the_pipeline(renormalize, normalization):
+    y = np.array(["a", "b", "c", "d"])[np.arange(40) % 4]
+    model = fitted_pipeline(renormalize=renormalize, normalization=normalization, y=y)
+    module = compact_module(model)
+    assert module.n_features == model[-1].support_.sum()
+    assert module.classes_.tolist() == ["a", "b", "c", "d"]
+    assert_same_scores(module, model, IMAGES)
+
+
+def test_binary_logits_are_zero_and_the_decision_function():
+    model = fitted_pipeline()
+    module = compact_module(model)
+    scores = logits(module, IMAGES)
+    assert scores.shape == (40, 2)
+    np.testing.assert_array_equal(scores[:, 0], 0)
+    assert_same_scores(module, model, IMAGES)
+
+
+def test_only_taps_with_kept_features_are_read_and_the_backbone_is_cut():
+    model = fitted_pipeline()
+    features, head = model[0], model[-1]
+    support = np.zeros_like(head.support_)
+    early = features.taps_[2]
+    support[early.start : early.start + 5] = True  # keep 5 columns of one early tap
+    head.support_ = support
+    head.coef_ = np.where(support, head.coef_ + 0.5, 0.0)
+    module = compact_module(model)
+    assert [r.name for r in module.readouts] == [early.name]
+    assert isinstance(module.taps, fx.GraphModule)
+    kept_modules = {name for name, _ in module.taps.named_modules()}
+    assert "fc" not in kept_modules
+    assert "layer4" not in kept_modules
+    n_params = sum(p.numel() for p in module.taps.parameters())
+    assert n_params < sum(p.numel() for p in features.backbone_.parameters()) / 10
+    assert_same_scores(module, model, IMAGES)
+
+
+def test_head2toe_classifier_on_real_lite0_weights():
+    images, labels = images_and_labels(24, size=32, seed=3)
+    model = Head2ToeClassifier(
+        image_size=32,
+        target_sizes=[256],
+        alpha_fractions=[0.1],
+        keep_fractions=[0.05],
+        cv=2,
+        max_iter=3000,
+    ).fit(images, labels)
+    module = compact_module(model)
+    assert [r.name for r in module.readouts] == model.kept_taps_
+    test_images, _ = images_and_labels(30, size=40, seed=4)  # resized inside, as by the model
+    assert_same_scores(module, model, test_images)
+
+
+def test_a_linear_classifier_without_support_reads_its_nonzero_columns():
+    features = IntermediateFeatureTransformer(**TINY)
+    model = make_pipeline(features, LogisticRegression(max_iter=500)).fit(IMAGES, LABELS)
+    module = compact_module(model)
+    nonzero = np.any(model[-1].coef_ != 0, axis=0)
+    assert 0 < module.n_features == nonzero.sum() <= features.taps_[-1].stop
+    assert_same_scores(module, model, IMAGES)
+
+
+class _ChangesItsTap(nn.Module):
+    """ReLU(inplace=True) right after the tapped convolution output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(self.conv(x)).mean(dim=(2, 3))
+
+
+class _DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (y if y.shape[-1] > 2 else -y).mean(dim=(2, 3))  # fx cannot branch on a shape
+
+
+def test_a_graph_that_disagrees_with_the_hooks_is_not_used():
+    model = _ChangesItsTap().eval()
+    example = torch.randn(2, 3, 8, 8)
+    extractor = tap_extractor(model, [TapRef("conv"), TapRef("act")], example)
+    assert isinstance(extractor, HookedTaps)
+    with torch.inference_mode():
+        conv_out, act_out = extractor(example)
+    assert (conv_out < 0).any()  # the value the conv returned, before the in-place ReLU
+    np.testing.assert_array_equal(act_out, conv_out.clamp_min(0))
+
+
+def test_an_untraceable_backbone_runs_whole_with_hooks():
+    extractor = tap_extractor(_DataDependent().eval(), [TapRef("conv")], torch.randn(2, 3, 8, 8))
+    assert isinstance(extractor, HookedTaps)
+
+
+def test_a_user_module_backbone_without_fx_support_still_exports(tmp_path):
+    backbone = nn.Sequential(_DataDependent(), nn.Linear(4, 3))
+    features = IntermediateFeatureTransformer(backbone=backbone, image_size=16, target_size=64)
+    model = make_pipeline(features, GroupLassoClassifier(alpha_fraction=0.1)).fit(IMAGES, LABELS)
+    module = compact_module(model)
+    assert isinstance(module.taps, HookedTaps)
+    assert_same_scores(module, model, IMAGES)
+    with pytest.warns(torch.jit.TracerWarning):  # the user's branch, fixed at trace time
+        run = load_exported(export_model(module, tmp_path / "m.pt"))
+    np.testing.assert_allclose(
+        run(module.prepare(IMAGES).numpy()), logits(module, IMAGES), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt2", ".onnx"])
+def test_exported_files_give_the_module_logits_for_any_batch_size(suffix, tmp_path):
+    model = fitted_pipeline(y=np.arange(40) % 3)
+    module = compact_module(model)
+    path = export_model(model, tmp_path / f"model{suffix}")
+    run = load_exported(path)
+    for n in (1, 5):
+        batch = module.prepare(IMAGES[:n]).numpy()
+        got = run(batch)
+        assert got.shape == (n, 3)
+        np.testing.assert_allclose(got, logits(module, IMAGES[:n]), rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_on_200_real_images_predicts_as_the_fitted_model(tmp_path):
+    from skh2t.datasets import load_fashion_mnist
+
+    try:
+        train = load_fashion_mnist(subset="train")
+        test = load_fashion_mnist(subset="test")
+    except FileNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    model = Head2ToeClassifier(
+        image_size=32,
+        target_sizes=[512],
+        alpha_fractions=[0.03],
+        keep_fractions=[0.05],
+        cv=2,
+    ).fit(train.images[:200], train.target[:200])
+    path = export_model(model, tmp_path / "fashion.onnx")
+    module = compact_module(model)
+    images = test.images[:200]
+    got = load_exported(path)(module.prepare(images).numpy())
+    expected = model.decision_function(images)
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+    np.testing.assert_array_equal(model.classes_[got.argmax(axis=1)], model.predict(images))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_module_runs_on_cuda():
+    model = fitted_pipeline()
+    module = compact_module(model, device="cuda")
+    batch = module.prepare(IMAGES).cuda()
+    with torch.inference_mode():
+        got = module(batch).cpu().numpy()
+    np.testing.assert_allclose(got, logits(compact_module(model), IMAGES), rtol=1e-3, atol=1e-4)
+
+
+def test_compact_module_refuses_what_it_cannot_export():
+    with pytest.raises(NotFittedError):
+        compact_module(Head2ToeClassifier())
+    with pytest.raises(TypeError, match="Expected a fitted Head2ToeClassifier"):
+        compact_module(GroupLassoClassifier())
+    three = Pipeline(
+        [
+            ("f", IntermediateFeatureTransformer(**TINY)),
+            ("s", StandardScaler()),
+            ("c", LogisticRegression()),
+        ]
+    )
+    with pytest.raises(TypeError, match="two steps"):
+        compact_module(three)
+
+
+def test_export_paths_are_checked_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match=r"use a name ending in \.onnx"):
+        check_export_path(tmp_path / "model.joblib")
+    (tmp_path / "dir.onnx").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        check_export_path(tmp_path / "dir.onnx")
+    with pytest.raises(ValueError, match="does not exist"):
+        check_export_path(tmp_path / "missing" / "model.pt")
+
+
+def test_onnx_without_the_extra_names_the_fix(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnxscript":
+            raise ImportError("No module named 'onnxscript'", name="onnxscript")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    with pytest.raises(ImportError, match=r'pip install "skh2t\[export\]"'):
+        check_export_path(tmp_path / "model.onnx")
+
+
+def test_the_module_is_a_plain_torch_module():
+    module = compact_module(fitted_pipeline())
+    assert isinstance(module, CompactHead2Toe)
+    assert not module.training
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = module.prepare(IMAGES[:3])
+    assert batch.dtype == torch.float32
+    assert tuple(batch.shape) == (3, 3, 32, 32)
+    assert batch.min() >= 0
+    assert batch.max() <= 1
