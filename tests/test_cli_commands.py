@@ -184,3 +184,54 @@ def test_fit_without_n_train_uses_all_the_images_of_an_imbalanced_folder(tmp_pat
     head = joblib.load(path).steps[-1][1]
     assert head.classes_.tolist() == ["few", "many"]
     assert head.get_support().sum() > 0
+
+
+def test_export_writes_a_file_that_predicts_as_the_model(model_file, folder, tmp_path, capsys):
+    from skh2t.export import compact_module, load_exported
+
+    out = tmp_path / "model.pt"
+    assert main(["export", str(model_file), "-o", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"wrote {out} (TorchScript, ")
+    assert "input (N, 3, 32, 32) in [0, 1], output (N, 2) logits" in lines[0]
+    assert lines[1] == "classes: cat sky"
+    model = joblib.load(model_file)
+    files = sorted(str(p) for p in folder.rglob("*.png"))
+    logits = load_exported(out)(compact_module(model).prepare(files).numpy())
+    np.testing.assert_array_equal(model.classes_[logits.argmax(axis=1)], model.predict(files))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["missing.joblib", "-o", "m.onnx"], "MODEL: file not found"),
+        ([".", "-o", "m.onnx"], "is a directory, not a model file"),
+        (["{model}", "-o", "m.joblib"], "-o: Cannot tell the export format"),
+        (["{model}", "-o", "no/such/dir/m.pt"], "-o: The folder 'no/such/dir' does not exist"),
+        (["{text}", "-o", "m.pt"], "is not a joblib model file"),
+    ],
+)
+def test_export_errors_are_one_line(argv, message, model_file, tmp_path, capsys, monkeypatch):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(model=model_file, text=text) for a in argv]
+    assert main(["export", *argv]) == 2
+    assert message in error_line(capsys)
+    assert not any(tmp_path.glob("m.*"))
+
+
+def test_export_refuses_a_model_it_cannot_export(tmp_path, capsys):
+    path = tmp_path / "other.joblib"
+    joblib.dump(Pipeline([("c", GroupLassoClassifier())]), path)
+    assert main(["export", str(path), "-o", str(tmp_path / "m.pt")]) == 2
+    assert "MODEL: A Pipeline to export must have two steps" in error_line(capsys)
+    unfitted = [("f", IntermediateFeatureTransformer()), ("c", GroupLassoClassifier())]
+    joblib.dump(Pipeline(unfitted), path)
+    assert main(["export", str(path), "-o", str(tmp_path / "m.pt")]) == 2
+    assert "MODEL: This IntermediateFeatureTransformer instance is not fitted" in error_line(capsys)
+
+
+def test_predict_model_that_is_a_directory(tmp_path, capsys):
+    assert main(["predict", "--model", str(tmp_path)]) == 2
+    assert "--model: " in error_line(capsys)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from skh2t import __version__
-from skh2t.cli import extract, fit, predict, run
+from skh2t.cli import export, extract, fit, predict, run
 from skh2t.cli.errors import EXIT_INTERRUPTED, EXPECTED_ERRORS, PROG, UsageError, report
 from skh2t.cli.threads import blas_threads
 
@@ -21,7 +21,8 @@ examples:
   skh2t run                                  # Fashion-MNIST, Lite0, 1000 images
   skh2t run --dataset photos/ --n-train 500 --image-size 224
   skh2t fit --dataset photos/ -o model.joblib
-  skh2t predict --model model.joblib --folder new_photos/"""
+  skh2t predict --model model.joblib --folder new_photos/
+  skh2t export model.joblib -o model.onnx"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for command in (run, extract, fit, predict):
+    for command in (run, extract, fit, predict, export):
         command.add_parser(subparsers)
     return parser
 

@@ -56,16 +56,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_model(path: str) -> Any:
-    """Load a joblib model; a missing or unreadable file is a :class:`UsageError`."""
+def load_model(path: str, *, name: str = "--model") -> Any:
+    """Load a joblib model; a missing or unreadable file is a :class:`UsageError`.
+
+    ``name`` is how the command line calls the argument, for the messages.
+    """
     try:
         model = joblib.load(path)
     except FileNotFoundError:
-        raise UsageError(f"--model: file not found: {path!r}") from None
+        raise UsageError(f"{name}: file not found: {path!r}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{name}: {path!r} is a directory, not a model file") from None
+    except PermissionError:
+        raise UsageError(f"{name}: cannot read {path!r}: permission denied") from None
     except (pickle.UnpicklingError, EOFError, ValueError, KeyError) as error:
-        raise UsageError(f"--model: {path!r} is not a joblib model file ({error})") from None
+        raise UsageError(f"{name}: {path!r} is not a joblib model file ({error})") from None
     if not hasattr(model, "predict"):
-        raise UsageError(f"--model: {path!r} holds a {type(model).__name__}, not a model")
+        raise UsageError(f"{name}: {path!r} holds a {type(model).__name__}, not a model")
     return model
 
 

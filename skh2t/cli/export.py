@@ -1,0 +1,76 @@
+"""``skh2t export``: a saved model to one ONNX, TorchScript or torch.export file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from sklearn.exceptions import NotFittedError
+
+from skh2t.cli.errors import UsageError
+from skh2t.cli.predict import load_model
+from skh2t.export import FORMATS, ONNX_OPSET, check_export_path, compact_module, export_model
+
+DESCRIPTION = """\
+Write a model saved by `skh2t fit` or `skh2t run` as one file that computes only
+what its head reads: the taps with kept features (the backbone cut after the
+deepest one), their pooling and normalisation, and the linear head over the
+kept columns. The format follows the suffix of -o: .onnx (ONNX, needs
+pip install "skh2t[export]"), .pt (TorchScript) or .pt2 (torch.export).
+
+The file's input "images": a float32 batch (N, 3, S, S) of RGB values in
+[0, 1], already resized to the model's image size S (grey images repeated to 3
+channels); the mean/std normalisation is inside. Its output "logits":
+(N, n_classes), in the order of the model's classes. The written file is
+checked against the model on random images. A model file is a pickle (joblib):
+loading it can run code, so export only files you trust."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``skh2t export``."""
+    parser = subparsers.add_parser(
+        "export",
+        help="write a saved model as ONNX, TorchScript or torch.export",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help="a model saved by skh2t fit or skh2t run")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="the file to write: " + ", ".join(f"{s} ({f})" for s, f in FORMATS.items()),
+    )
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=ONNX_OPSET,
+        metavar="N",
+        help="ONNX opset (default: %(default)s)",
+    )
+    parser.set_defaults(handler=run, blas_threads=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export the model and print what the file computes."""
+    try:
+        check_export_path(args.output)
+    except (ValueError, ImportError) as error:
+        raise UsageError(f"-o: {error}") from None
+    model = load_model(args.model, name="MODEL")
+    try:
+        module = compact_module(model)
+    except (TypeError, NotFittedError) as error:
+        raise UsageError(f"MODEL: {error}") from None
+    export_model(module, args.output, opset_version=args.opset)
+    size = os.path.getsize(args.output) / 1e6
+    n_taps = len(module.readouts)
+    print(
+        f"wrote {args.output} ({FORMATS[os.path.splitext(args.output)[1].lower()]}, "
+        f"{size:.1f} MB): input (N, 3, {module.image_size[0]}, {module.image_size[1]}) "
+        f"in [0, 1], output (N, {len(module.classes_)}) logits; reads {module.n_features} "
+        f"features from {n_taps} taps"
+    )
+    print("classes: " + " ".join(str(c) for c in module.classes_))
+    return 0
