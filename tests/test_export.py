@@ -136,19 +136,42 @@ class _DataDependent(nn.Module):
         return (y if y.shape[-1] > 2 else -y).mean(dim=(2, 3))  # fx cannot branch on a shape
 
 
-def test_a_graph_that_disagrees_with_the_hooks_is_not_used():
+class _Copy(nn.Module):
+    def forward(self, x):
+        return x.clone()
+
+
+def test_readers_see_each_activation_before_later_in_place_operations():
     model = _ChangesItsTap().eval()
     example = torch.randn(2, 3, 8, 8)
-    extractor = tap_extractor(model, [TapRef("conv"), TapRef("act")], example)
-    assert isinstance(extractor, HookedTaps)
+    taps, readers = [TapRef("conv"), TapRef("act")], [_Copy(), _Copy()]
+    extractor = tap_extractor(model, taps, readers, example)
+    assert isinstance(extractor, fx.GraphModule)
     with torch.inference_mode():
         conv_out, act_out = extractor(example)
+        expected = model.conv(example)
     assert (conv_out < 0).any()  # the value the conv returned, before the in-place ReLU
-    np.testing.assert_array_equal(act_out, conv_out.clamp_min(0))
+    np.testing.assert_array_equal(conv_out, expected)
+    np.testing.assert_array_equal(act_out, expected.clamp_min(0))
+
+
+class _Wrong(nn.Module):
+    def forward(self, x):
+        return (torch.zeros(x.shape[0], 4, 6, 6),)
+
+
+def test_a_graph_that_disagrees_with_the_hooks_is_not_used(monkeypatch):
+    monkeypatch.setattr("skh2t.export.taps.traced_taps", lambda *args: _Wrong())
+    model, example = _ChangesItsTap().eval(), torch.randn(2, 3, 8, 8)
+    extractor = tap_extractor(model, [TapRef("conv")], [_Copy()], example)
+    assert isinstance(extractor, HookedTaps)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(extractor(example)[0], model.conv(example))
 
 
 def test_an_untraceable_backbone_runs_whole_with_hooks():
-    extractor = tap_extractor(_DataDependent().eval(), [TapRef("conv")], torch.randn(2, 3, 8, 8))
+    example = torch.randn(2, 3, 8, 8)
+    extractor = tap_extractor(_DataDependent().eval(), [TapRef("conv")], [nn.Identity()], example)
     assert isinstance(extractor, HookedTaps)
 
 

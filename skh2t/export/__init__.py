@@ -9,7 +9,7 @@ with the ``skh2t[export]`` extra). See :ref:`deploy` in the user guide.
 
 from skh2t.export.build import compact_module
 from skh2t.export.files import FORMATS, ONNX_OPSET, check_export_path, export_model, load_exported
-from skh2t.export.module import CompactHead2Toe, TapReadout
+from skh2t.export.module import CompactHead2Toe, TapReadout, prepare_images
 
 __all__ = [
     "FORMATS",
@@ -20,4 +20,5 @@ __all__ = [
     "compact_module",
     "export_model",
     "load_exported",
+    "prepare_images",
 ]

@@ -12,7 +12,7 @@ import torch
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from skh2t.export.module import CompactHead2Toe, TapReadout
+from skh2t.export.module import CompactHead2Toe, TapReader, TapReadout
 from skh2t.export.taps import tap_extractor
 from skh2t.features.backbones import parameter_dtype
 from skh2t.features.transformer import IntermediateFeatureTransformer, resolve_device
@@ -95,7 +95,7 @@ def compact_module(model: Any, *, device: str | torch.device = "cpu") -> Compact
     if order is not None:
         weight = weight[:, order]
     module = CompactHead2Toe(
-        taps=tap_extractor(backbone, taps, example),
+        taps=tap_extractor(backbone, taps, [TapReader(r) for r in readouts], example),
         readouts=readouts,
         mean=config["mean"],
         std=config["std"],

@@ -85,16 +85,21 @@ def export_model(
     return path
 
 
-def load_exported(path: str | os.PathLike):
+def load_exported(path: str | os.PathLike, *, n_threads: int | None = None):
     """A callable ``numpy float32 batch -> numpy logits`` running an exported file.
 
-    ``.onnx`` runs in onnxruntime (CPU), ``.pt`` through ``torch.jit.load`` and
-    ``.pt2`` through ``torch.export.load``.
+    ``.onnx`` runs in onnxruntime on the CPU (with ``enable_mem_pattern`` off:
+    in ``benchmarks/bench_export.py`` that halved the peak memory and was
+    faster), ``.pt`` through ``torch.jit.load`` and ``.pt2`` through
+    ``torch.export.load``.
 
     Parameters
     ----------
     path : str or os.PathLike
         A file written by :func:`export_model`.
+    n_threads : int, default=None
+        onnxruntime's intra-op threads (``None``: its default); PyTorch files
+        use PyTorch's threads.
 
     Returns
     -------
@@ -106,7 +111,13 @@ def load_exported(path: str | os.PathLike):
     if suffix == ".onnx":
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        options.enable_mem_pattern = False
+        if n_threads is not None:
+            options.intra_op_num_threads = n_threads
+        session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
         return lambda images: session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
     if suffix == ".pt":
         with warnings.catch_warnings():

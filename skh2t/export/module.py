@@ -37,6 +37,28 @@ class TapReadout:
     full_norm: bool
 
 
+class TapReader(nn.Module):
+    """One tap's activation to its kept features: pooling, normalisation, column selection.
+
+    Parameters
+    ----------
+    readout : TapReadout
+        What to compute.
+    """
+
+    def __init__(self, readout: TapReadout) -> None:
+        super().__init__()
+        self.plan = readout.plan
+        self.full_norm = readout.full_norm
+        self.register_buffer("kept", torch.tensor(readout.kept, dtype=torch.long))
+
+    def forward(self, activation: torch.Tensor) -> torch.Tensor:
+        pooled = pool_activation(activation, self.plan).float()
+        if self.full_norm:
+            pooled = pooled / _norm(pooled)
+        return pooled.index_select(1, self.kept)
+
+
 class CompactHead2Toe(nn.Module):
     """A fitted Head2Toe model as one ``torch.nn.Module``: images to logits.
 
@@ -60,7 +82,8 @@ class CompactHead2Toe(nn.Module):
     readouts : tuple of TapReadout
         The used taps, in the order the features are read.
     taps : torch.nn.Module
-        The backbone part that computes the used taps' activations.
+        The backbone part that computes the used taps' kept features (see
+        :func:`skh2t.export.taps.tap_extractor`), one tensor per tap.
     """
 
     def __init__(
@@ -87,8 +110,6 @@ class CompactHead2Toe(nn.Module):
         self.classes_ = np.asarray(classes)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        for index, readout in enumerate(self.readouts):
-            self.register_buffer(f"kept_{index}", torch.tensor(readout.kept, dtype=torch.long))
         self.standardize = standardize is not None
         if standardize is not None:
             mean_, scale_ = (torch.as_tensor(a, dtype=torch.float32) for a in standardize)
@@ -113,14 +134,7 @@ class CompactHead2Toe(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, n_classes)`` of a ``(N, 3, H, W)`` float batch in ``[0, 1]``."""
         batch = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        activations = self.taps(batch)
-        parts = []
-        for index, (readout, activation) in enumerate(zip(self.readouts, activations, strict=True)):
-            pooled = pool_activation(activation, readout.plan).float()
-            if readout.full_norm:
-                pooled = pooled / _norm(pooled)
-            parts.append(pooled.index_select(1, getattr(self, f"kept_{index}")))
-        features = torch.cat(parts, dim=1)
+        features = torch.cat(self.taps(batch), dim=1)
         if self.standardize:
             features = (features - self.feature_mean) / self.feature_scale
         if self.permute:
@@ -135,22 +149,11 @@ class CompactHead2Toe(nn.Module):
         return logits
 
     def prepare(self, images) -> torch.Tensor:
-        """Images as the fitted model reads them, to this module's input batch.
+        """This module's input batch from images as the fitted model reads them.
 
-        Parameters
-        ----------
-        images : array-like of images or list of paths / PIL images
-            As for the fitted model's ``predict``.
-
-        Returns
-        -------
-        torch.Tensor
-            ``(N, 3, H, W)`` float32 in ``[0, 1]``: resized whole (no crop) with
-            the fitted model's interpolation and antialiasing, grey images
-            repeated to 3 channels.
+        :func:`prepare_images` at this module's image size and interpolation.
         """
-        data = as_images(images)
-        return self._resize(data.batch(0, len(data))).contiguous()
+        return prepare_images(images, self.image_size, interpolation=self.interpolation)
 
     def predict(self, images, *, batch_size: int = 64) -> np.ndarray:
         """Class labels of ``images`` (anything :meth:`prepare` takes), ``batch_size`` at a time.
@@ -163,14 +166,50 @@ class CompactHead2Toe(nn.Module):
         with torch.inference_mode():
             for start in range(0, len(data), batch_size):
                 stop = min(start + batch_size, len(data))
-                logits = self(self._resize(data.batch(start, stop)).to(device))
+                batch = prepare_images(data.batch(start, stop), self.image_size, self.interpolation)
+                logits = self(batch.to(device))
                 labels.append(logits.argmax(dim=1).cpu().numpy())
         indices = np.concatenate(labels) if labels else np.zeros(0, dtype=np.intp)
         return self.classes_[indices]
 
-    def _resize(self, batch) -> torch.Tensor:
-        resize = Preprocessor(self.image_size, (0.0,) * 3, (1.0,) * 3, self.interpolation)
-        return resize.resize(batch)
+
+def prepare_images(
+    images, image_size: int | tuple[int, int], interpolation: str = "bicubic"
+) -> torch.Tensor:
+    """A batch for an exported Head2Toe model, from images as the fitted model reads them.
+
+    Exactly the fitted model's resizing: each image resized whole (no crop,
+    aspect ratio not kept) to ``image_size`` with antialiasing, values scaled
+    to ``[0, 1]``, grey images repeated to 3 channels; no mean/std
+    normalisation (the exported model does it).
+
+    Parameters
+    ----------
+    images : array-like of images, list of paths / PIL images, or torch.Tensor
+        As for the fitted model's ``predict``; or one ``(N, C, H, W)`` tensor.
+    image_size : int or (int, int)
+        The model's image size (``CompactHead2Toe.image_size``).
+    interpolation : {"bicubic", "bilinear", "nearest"}, default="bicubic"
+        The backbone's interpolation (``CompactHead2Toe.interpolation``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, 3, H, W)`` float32 in ``[0, 1]``, contiguous.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> batch = prepare_images(np.full((2, 28, 28), 255, np.uint8), 32)
+    >>> tuple(batch.shape), batch.min().item(), batch.max().item()
+    ((2, 3, 32, 32), 1.0, 1.0)
+    """
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    resize = Preprocessor(size, (0.0,) * 3, (1.0,) * 3, interpolation)
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        return resize.resize(images).contiguous()
+    data = as_images(images)
+    return resize.resize(data.batch(0, len(data))).contiguous()
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:

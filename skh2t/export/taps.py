@@ -1,12 +1,16 @@
-"""Tap activations as module outputs: a pruned torch.fx graph, or forward hooks.
+"""Read taps where they are computed: a pruned torch.fx graph, or forward hooks.
 
-:func:`tap_extractor` returns a module whose ``forward(batch)`` returns the
-activations of the given taps, as a tuple in their order. Where the backbone
-can be traced symbolically (timm's models can), it is a ``torch.fx`` graph that
-ends at the taps: every operation that no tap needs (the layers after the
-deepest tap, the classifier when no tap reads it) is removed. Where it cannot,
-the whole backbone runs with forward hooks (:class:`HookedTaps`). Either way the
-activations are checked against the hooks' on an example batch.
+:func:`tap_extractor` returns a module whose ``forward(batch)`` returns, for
+every tap, its *reader* (a module, e.g. pooling and column selection) applied
+to the tap's activation, as a tuple in the order of the taps. Readers run as
+soon as their activation exists, so no raw activation outlives its use.
+
+Where the backbone can be traced symbolically (timm's models can), the module
+is a ``torch.fx`` graph with each reader inserted right after the node that
+computes its tap, and every operation that no reader needs (the layers after
+the deepest tap, the classifier when no tap reads it) removed. Where it
+cannot, the whole backbone runs with forward hooks (:class:`HookedTaps`).
+Either way the result is checked against the hooks' on an example batch.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from skh2t.features.taps import TapRef
 
 
 class HookedTaps(nn.Module):
-    """The whole backbone, run with hooks that keep the taps' activations.
+    """The whole backbone, run with hooks that apply each tap's reader to its activation.
 
     Parameters
     ----------
@@ -30,27 +34,33 @@ class HookedTaps(nn.Module):
         The network.
     taps : sequence of TapRef
         Where to read.
+    readers : sequence of torch.nn.Module
+        One per tap, applied to its activation inside the hook.
 
     Examples
     --------
     >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
-    >>> outputs = HookedTaps(model, [TapRef("0", "input"), TapRef("1")])(torch.zeros(2, 4))
+    >>> taps = [TapRef("0", "input"), TapRef("1")]
+    >>> outputs = HookedTaps(model, taps, [nn.Identity(), nn.Flatten(0)])(torch.zeros(2, 4))
     >>> [tuple(x.shape) for x in outputs]
-    [(2, 4), (2, 3)]
+    [(2, 4), (6,)]
     """
 
-    def __init__(self, backbone: nn.Module, taps: Sequence[TapRef]) -> None:
+    def __init__(
+        self, backbone: nn.Module, taps: Sequence[TapRef], readers: Sequence[nn.Module]
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.taps = tuple(taps)
+        self.readers = nn.ModuleList(readers)
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
         seen: dict[int, torch.Tensor] = {}
 
-        def keep(index: int, module: nn.Module, tensor: torch.Tensor) -> None:
-            seen[index] = tensor.clone()  # later in-place operations must not change it
+        def read(index: int, module: nn.Module, tensor: torch.Tensor) -> None:
+            seen[index] = self.readers[index](tensor)
 
-        with hooks_attached(self.backbone, self.taps, keep):
+        with hooks_attached(self.backbone, self.taps, read):
             self.backbone(batch)
         missing = [tap.name for index, tap in enumerate(self.taps) if index not in seen]
         if missing:
@@ -78,12 +88,14 @@ class _TapTracer(fx.Tracer):
         return result
 
 
-def traced_taps(backbone: nn.Module, taps: Sequence[TapRef]) -> fx.GraphModule:
-    """A ``torch.fx`` graph of ``backbone`` that returns the taps' activations and nothing more.
+def traced_taps(
+    backbone: nn.Module, taps: Sequence[TapRef], readers: Sequence[nn.Module]
+) -> fx.GraphModule:
+    """A ``torch.fx`` graph of ``backbone`` that returns the readers' results and nothing more.
 
-    Operations that no tap needs are removed. The graph is not checked here:
-    in-place operations may change a tapped value after it was produced (see
-    :func:`tap_extractor`, which checks).
+    Each reader (submodule ``tap_reader_<i>``) is called right after the node
+    that computes its tap; operations that no reader needs are removed. The
+    graph is not checked here (see :func:`tap_extractor`, which checks).
 
     Raises
     ------
@@ -95,10 +107,17 @@ def traced_taps(backbone: nn.Module, taps: Sequence[TapRef]) -> fx.GraphModule:
     tracer = _TapTracer({tap.module for tap in taps if tap.module})
     graph = tracer.trace(backbone)
     (output,) = [node for node in graph.nodes if node.op == "output"]
-    values = [_tap_node(tap, tracer.seen, output) for tap in taps]
-    output.args = (tuple(values),)
+    tap_nodes = [_tap_node(tap, tracer.seen, output) for tap in taps]
     module = fx.GraphModule(backbone, graph)
+    results = []
+    for index, (node, reader) in enumerate(zip(tap_nodes, readers, strict=True)):
+        name = f"tap_reader_{index}"
+        module.add_submodule(name, reader)
+        with module.graph.inserting_after(node):
+            results.append(module.graph.call_module(name, (node,)))
+    output.args = (tuple(results),)
     module.graph.eliminate_dead_code()
+    module.graph.lint()
     module.delete_all_unused_submodules()
     module.recompile()
     return module
@@ -119,8 +138,13 @@ def _tap_node(tap: TapRef, seen: dict[str, list[tuple[object, object]]], output)
     return node
 
 
-def tap_extractor(backbone: nn.Module, taps: Sequence[TapRef], example: torch.Tensor) -> nn.Module:
-    """The taps' activations as a module's outputs, pruned to what the taps need if possible.
+def tap_extractor(
+    backbone: nn.Module,
+    taps: Sequence[TapRef],
+    readers: Sequence[nn.Module],
+    example: torch.Tensor,
+) -> nn.Module:
+    """Each tap's reader applied to its activation, as a module's outputs, pruned if possible.
 
     Parameters
     ----------
@@ -128,6 +152,8 @@ def tap_extractor(backbone: nn.Module, taps: Sequence[TapRef], example: torch.Te
         The network, in eval mode.
     taps : sequence of TapRef
         Where to read.
+    readers : sequence of torch.nn.Module
+        One per tap: what to compute from its activation.
     example : torch.Tensor
         A batch of model inputs (two images or more), on which a traced graph
         must agree with the hooks; otherwise :class:`HookedTaps` is returned.
@@ -140,13 +166,13 @@ def tap_extractor(backbone: nn.Module, taps: Sequence[TapRef], example: torch.Te
     Examples
     --------
     >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3)).eval()
-    >>> extractor = tap_extractor(model, [TapRef("1")], torch.randn(2, 3, 8, 8))
+    >>> extractor = tap_extractor(model, [TapRef("1")], [nn.Flatten()], torch.randn(2, 3, 8, 8))
     >>> type(extractor).__name__, hasattr(extractor, "2")  # the last conv is cut off
     ('GraphModule', False)
     """
-    hooked = HookedTaps(backbone, taps)
+    hooked = HookedTaps(backbone, taps, readers)
     try:
-        traced = traced_taps(backbone, taps)
+        traced = traced_taps(backbone, taps, readers)
     except Exception:  # any tracing failure means: keep the hooks
         return hooked
     with torch.inference_mode(), eval_mode(backbone):
