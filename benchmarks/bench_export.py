@@ -16,15 +16,22 @@ images, 64 at a time, resizing included:
   :func:`skh2t.export.load_exported`); batches made by
   :func:`skh2t.export.prepare_images`.
 
-Printed per process: wall time, images per second, the peak resident memory
-during the prediction (``VmHWM``, reset after loading) and the memory after
-loading; the ratios to the baseline; whether the predictions are identical;
-the file sizes and export times.
+Part 1, printed per process: wall time, images per second, the peak resident
+memory during the prediction (``VmHWM``, reset after loading) and the memory
+after loading; the ratios to the baseline; whether the predictions are
+identical; the file sizes and export times.
+
+Part 2, speed only, all four in one process: ``--rounds`` rounds, each
+predicting the first ``--n-round`` test images with every form in turn, so
+that all of them see the same machine (processes run minutes apart do not:
+on the shared build machine their speeds drift by 10-20 %); printed: the
+median images per second of each form and its ratio to the model's.
 
 PyTorch and onnxruntime run on ``--threads`` threads (2 by default), BLAS on one.
 
-Run: ``python benchmarks/bench_export.py [--n-fit 1000] [--n-test 10000]``
-(about 25 minutes on 2 CPU cores; ``--quick``: 200 / 500 images).
+Run: ``python benchmarks/bench_export.py [--n-fit 1000] [--n-test 10000]
+[--parts 1 2]`` (about 30 minutes on 2 CPU cores; ``--quick``: 200 / 500
+images, one round of 128).
 """
 
 from __future__ import annotations
@@ -138,7 +145,10 @@ def main() -> None:
     parser.add_argument("--n-fit", type=int, default=1000)
     parser.add_argument("--n-test", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="200 / 500 images")
+    parser.add_argument("--n-round", type=int, default=640)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--parts", type=int, nargs="+", default=[1, 2], help="1, 2 or both")
+    parser.add_argument("--quick", action="store_true", help="200 / 500 images, 1 x 128")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -146,22 +156,48 @@ def main() -> None:
         child(mode, json.loads(paths), int(n), int(threads))
         return
     if args.quick:
-        args.n_fit, args.n_test = 200, 500
+        args.n_fit, args.n_test, args.n_round, args.rounds = 200, 500, 128, 1
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory() as directory:
         with blas_threads(1):
             paths = {k: str(v) for k, v in fit_and_export(args.n_fit, Path(directory)).items()}
-        results = {}
-        for mode in MODES:
-            argv = [sys.executable, __file__, "--child", mode, json.dumps(paths)]
-            argv += [str(args.n_test), str(args.threads)]
-            out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-            results[mode] = json.loads(out.splitlines()[-1])
-            results[mode]["predictions"] = np.load(
-                paths["joblib"] + f".{mode}.npy", allow_pickle=True
-            )
-        _report(results, args.n_test)
+        if 1 in args.parts:
+            separate_processes(paths, args.n_test, args.threads)
+        if 2 in args.parts:
+            interleaved(paths, args.n_round, args.rounds, args.threads)
+
+
+def separate_processes(paths: dict[str, str], n: int, threads: int) -> None:
+    results = {}
+    for mode in MODES:
+        argv = [sys.executable, __file__, "--child", mode, json.dumps(paths), str(n), str(threads)]
+        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        results[mode] = json.loads(out.splitlines()[-1])
+        predictions = np.load(paths["joblib"] + f".{mode}.npy", allow_pickle=True)
+        results[mode]["predictions"] = predictions
+    _report(results, n)
+
+
+def interleaved(paths: dict[str, str], n: int, rounds: int, threads: int) -> None:
+    images = load_fashion_mnist(subset="test").images[:n]
+    predictors = {mode: _predictor(mode, paths, threads) for mode in MODES}
+    speeds: dict[str, list[float]] = {mode: [] for mode in MODES}
+    with blas_threads(1):
+        for predict in predictors.values():
+            predict(images[:2])  # builds what is built lazily
+        for _ in range(rounds):
+            for mode, predict in predictors.items():
+                start = time.perf_counter()
+                for i in range(0, n, BATCH):
+                    predict(images[i : i + BATCH])
+                speeds[mode].append(n / (time.perf_counter() - start))
+    base = float(np.median(speeds["model"]))
+    print(f"\nspeed in one process, {rounds} rounds of {n} images (median img/s, ratio):")
+    for mode, values in speeds.items():
+        median = float(np.median(values))
+        rounds_text = " ".join(f"{v:.1f}" for v in values)
+        print(f"{mode:<12} {median:7.1f} {median / base:6.2f}x   (rounds: {rounds_text})")
 
 
 def _report(results: dict, n: int) -> None:

@@ -9,6 +9,8 @@
 - bench_head2toe.py: Head2ToeClassifier vs GridSearchCV over a Pipeline (forward passes,
   time), and its prediction's peak memory vs the Pipeline's at 224 px / target size 8192.
 - bench_refit.py (not with --quick): the official re-normalised refit vs the plain one.
+- bench_export.py: serving a 224 px / target size 8192 model: its predict vs the compact
+  module, TorchScript and onnxruntime (needs the export extra); file sizes.
 - bench_finetune.py (with --finetune, ~5-10 minutes): probes vs fine-tuning.
 
 ``bench_run.py`` (the wall time of ``skh2t run`` against an earlier commit) runs
@@ -68,6 +70,7 @@ def main() -> None:
     run("bench_head2toe.py", *(["--quick"] if args.quick else []))
     if not args.quick:
         run("bench_refit.py")
+    run("bench_export.py", *(["--quick"] if args.quick else []))
     if args.finetune:
         run("bench_finetune.py")
 
