@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from sklearn.exceptions import NotFittedError
 
-from skh2t.cli.errors import UsageError
+from skh2t.cli import options
+from skh2t.cli.errors import PROG, UsageError
 from skh2t.cli.predict import load_model
 from skh2t.export import FORMATS, ONNX_OPSET, check_export_path, compact_module, export_model
 
@@ -49,6 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="ONNX opset (default: %(default)s)",
     )
+    options.add_quiet_option(parser)
     parser.set_defaults(handler=run, blas_threads=0)
 
 
@@ -63,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         module = compact_module(model)
     except (TypeError, NotFittedError) as error:
         raise UsageError(f"MODEL: {error}") from None
+    if not args.quiet:
+        print(f"{PROG} export: writing and checking {args.output} ...", file=sys.stderr)
     export_model(module, args.output, opset_version=args.opset)
     size = os.path.getsize(args.output) / 1e6
     n_taps = len(module.readouts)
