@@ -123,6 +123,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     --------
     skh2t.GroupLassoClassifierCV : The same path on one feature matrix.
     skh2t.probes : The linear-probe baselines.
+    skh2t.export.compact_module : The fitted model as one torch module, for ONNX and TorchScript.
 
     Notes
     -----

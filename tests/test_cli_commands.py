@@ -194,7 +194,7 @@ def test_export_writes_a_file_that_predicts_as_the_model(model_file, folder, tmp
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"wrote {out} (TorchScript, ")
     assert "input (N, 3, 32, 32) in [0, 1], output (N, 2) logits" in lines[0]
-    assert lines[1] == "classes: cat sky"
+    assert lines[1] == 'classes (in the file\'s metadata too): ["cat", "sky"]'
     model = joblib.load(model_file)
     files = sorted(str(p) for p in folder.rglob("*.png"))
     logits = load_exported(out)(compact_module(model).prepare(files).numpy())

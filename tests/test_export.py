@@ -19,6 +19,7 @@ from skh2t.export import (
     compact_module,
     export_model,
     load_exported,
+    read_metadata,
 )
 from skh2t.export.taps import HookedTaps, tap_extractor
 from skh2t.features import IntermediateFeatureTransformer
@@ -194,6 +195,11 @@ def test_exported_files_give_the_module_logits_for_any_batch_size(suffix, tmp_pa
     model = fitted_pipeline(y=np.arange(40) % 3)
     module = compact_module(model)
     path = export_model(model, tmp_path / f"model{suffix}")
+    info = read_metadata(path)
+    assert info["classes"] == [0, 1, 2]
+    assert info["image_size"] == [32, 32]
+    assert info["taps"] == [r.name for r in module.readouts]
+    assert info["n_features"] == module.n_features
     run = load_exported(path)
     for n in (1, 5):
         batch = module.prepare(IMAGES[:n]).numpy()

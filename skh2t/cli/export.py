@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -11,7 +12,14 @@ from sklearn.exceptions import NotFittedError
 from skh2t.cli import options
 from skh2t.cli.errors import PROG, UsageError
 from skh2t.cli.predict import load_model
-from skh2t.export import FORMATS, ONNX_OPSET, check_export_path, compact_module, export_model
+from skh2t.export import (
+    FORMATS,
+    ONNX_OPSET,
+    check_export_path,
+    compact_module,
+    export_model,
+    read_metadata,
+)
 
 DESCRIPTION = """\
 Write a model saved by `skh2t fit` or `skh2t run` as one file that computes only
@@ -23,8 +31,9 @@ pip install "skh2t[export]"), .pt (TorchScript) or .pt2 (torch.export).
 The file's input "images": a float32 batch (N, 3, S, S) of RGB values in
 [0, 1], already resized to the model's image size S (grey images repeated to 3
 channels); the mean/std normalisation is inside. Its output "logits":
-(N, n_classes), in the order of the model's classes. The written file is
-checked against the model on random images. A model file is a pickle (joblib):
+(N, n_classes), in the order of the model's classes (printed, and stored in the
+file's metadata: skh2t.export.read_metadata). The written file is checked
+against the model on random images. A model file is a pickle (joblib):
 loading it can run code, so export only files you trust."""
 
 
@@ -77,5 +86,7 @@ def run(args: argparse.Namespace) -> int:
         f"in [0, 1], output (N, {len(module.classes_)}) logits; reads {module.n_features} "
         f"features from {n_taps} taps"
     )
-    print("classes: " + " ".join(str(c) for c in module.classes_))
+    print(
+        "classes (in the file's metadata too): " + json.dumps(read_metadata(args.output)["classes"])
+    )
     return 0

@@ -8,7 +8,14 @@ with the ``skh2t[export]`` extra). See :ref:`deploy` in the user guide.
 """
 
 from skh2t.export.build import compact_module
-from skh2t.export.files import FORMATS, ONNX_OPSET, check_export_path, export_model, load_exported
+from skh2t.export.files import (
+    FORMATS,
+    ONNX_OPSET,
+    check_export_path,
+    export_model,
+    load_exported,
+    read_metadata,
+)
 from skh2t.export.module import CompactHead2Toe, TapReadout, prepare_images
 
 __all__ = [
@@ -21,4 +28,5 @@ __all__ = [
     "export_model",
     "load_exported",
     "prepare_images",
+    "read_metadata",
 ]

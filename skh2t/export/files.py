@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -18,6 +19,9 @@ FORMATS = {".onnx": "ONNX", ".pt": "TorchScript", ".pt2": "torch.export"}
 #: The ONNX opset the files use.
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+#: The metadata key (ONNX) or extra file name (TorchScript, torch.export) of
+#: :func:`read_metadata`'s record.
+METADATA_KEY = "skh2t.json"
 _JIT_DEPRECATED = r".*torch\.jit.*deprecated"
 
 
@@ -186,6 +190,83 @@ def _require_onnx() -> None:
         ) from None
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """What an exported file says about itself: its classes, image size and interface.
+
+    Every file written by :func:`export_model` carries this record (ONNX:
+    metadata property ``"skh2t.json"``; TorchScript and ``torch.export``: an
+    extra file of that name), so that a server needs nothing else.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.onnx``, ``.pt`` or ``.pt2`` file written by :func:`export_model`.
+
+    Returns
+    -------
+    dict
+        ``classes`` (list, the logits' column order), ``image_size`` ``[H, W]``,
+        ``interpolation``, ``input`` and ``output`` (names), ``n_features``,
+        ``taps`` (the names of the taps read) and ``skh2t_version``.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skh2t import GroupLassoClassifier
+    >>> from skh2t.features import IntermediateFeatureTransformer
+    >>> images = np.random.default_rng(0).integers(0, 256, (20, 32, 32), dtype=np.uint8)
+    >>> model = make_pipeline(
+    ...     IntermediateFeatureTransformer(
+    ...         backbone="test_resnet", weights=None, image_size=32, target_size=256),
+    ...     GroupLassoClassifier(alpha_fraction=0.1, keep_fraction=0.05),
+    ... ).fit(images, np.array(["cat", "dog"])[np.arange(20) % 2])
+    >>> info = read_metadata(export_model(model, tempfile.mkdtemp() + "/model.pt"))
+    >>> info["classes"], info["image_size"], info["input"], info["output"]
+    (['cat', 'dog'], [32, 32], 'images', 'logits')
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    extra = {METADATA_KEY: ""}
+    if suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        text = {p.key: p.value for p in model.metadata_props}.get(METADATA_KEY, "")
+    elif suffix == ".pt":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=FutureWarning)
+            torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        text = extra[METADATA_KEY]
+    else:
+        torch.export.load(str(path), extra_files=extra)
+        text = extra[METADATA_KEY]
+    if not text:
+        raise ValueError(f"{str(path)!r} has no skh2t metadata: export_model did not write it.")
+    return json.loads(text)
+
+
+def metadata(module: CompactHead2Toe) -> dict[str, Any]:
+    """The record :func:`read_metadata` returns, for ``module``."""
+    from skh2t import __version__
+
+    return {
+        "classes": [_json_value(c) for c in module.classes_],
+        "image_size": list(module.image_size),
+        "interpolation": module.interpolation,
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "n_features": module.n_features,
+        "taps": [readout.name for readout in module.readouts],
+        "skh2t_version": __version__,
+    }
+
+
+def _json_value(value: Any) -> Any:
+    value = value.item() if isinstance(value, np.generic) else value
+    return value if isinstance(value, (str, int, float, bool)) else str(value)
+
+
 def _write_onnx(module: CompactHead2Toe, example: torch.Tensor, path: Path, **options) -> None:
     batch = torch.export.Dim("batch", min=1)
     with warnings.catch_warnings():
@@ -200,6 +281,7 @@ def _write_onnx(module: CompactHead2Toe, example: torch.Tensor, path: Path, **op
             dynamic_shapes={INPUT_NAME: {0: batch}},
             verbose=False,
         )
+    program.model.metadata_props[METADATA_KEY] = json.dumps(metadata(module))
     program.save(str(path), external_data=False)
 
 
@@ -208,10 +290,11 @@ def _write_torchscript(module: CompactHead2Toe, example: torch.Tensor, path: Pat
         # PyTorch deprecates TorchScript in favour of torch.export (the .pt2 format).
         warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=FutureWarning)
         traced = torch.jit.trace(module, example, check_inputs=[(example[:1],)])
-        torch.jit.save(traced, str(path))
+        extra = {METADATA_KEY: json.dumps(metadata(module))}
+        torch.jit.save(traced, str(path), _extra_files=extra)
 
 
 def _write_exported(module: CompactHead2Toe, example: torch.Tensor, path: Path, **_) -> None:
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(module, (example,), dynamic_shapes={INPUT_NAME: {0: batch}})
-    torch.export.save(program, str(path))
+    torch.export.save(program, str(path), extra_files={METADATA_KEY: json.dumps(metadata(module))})
