@@ -12,19 +12,28 @@ modules), :mod:`~skh2t.features.weights` (offline weight sources),
 """
 
 from skh2t.features.backbones import Backbone, BackboneReference, WeightSource, load_backbone
+from skh2t.features.images import ImageReadError, check_image_files
 from skh2t.features.taps import TapInfo, default_taps, model_family
 from skh2t.features.transformer import IntermediateFeatureTransformer
-from skh2t.features.weights import OFFLINE_WEIGHTS, OfflineWeights, WeightsNotFoundError
+from skh2t.features.weights import (
+    OFFLINE_WEIGHTS,
+    CheckpointError,
+    OfflineWeights,
+    WeightsNotFoundError,
+)
 
 __all__ = [
     "OFFLINE_WEIGHTS",
     "Backbone",
     "BackboneReference",
+    "CheckpointError",
+    "ImageReadError",
     "IntermediateFeatureTransformer",
     "OfflineWeights",
     "TapInfo",
     "WeightSource",
     "WeightsNotFoundError",
+    "check_image_files",
     "default_taps",
     "load_backbone",
     "model_family",

@@ -272,9 +272,50 @@ def _file_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+class ImageReadError(ValueError):
+    """An image file that cannot be opened or decoded."""
+
+
+def check_image_files(paths: Sequence[str | os.PathLike]) -> None:
+    """Raise :class:`ImageReadError` naming the first file that is not a readable image.
+
+    Every file is opened and checked without decoding its pixels (Pillow's
+    ``verify``: a file's structure and, for PNG, its checksums), so that a
+    broken file in a folder is reported before any extraction starts. A file
+    whose pixels are damaged past its structure is still reported, by name,
+    when it is decoded.
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+        Image files.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "broken.png")
+    >>> with open(path, "wb") as file:
+    ...     _ = file.write(b"not an image")
+    >>> check_image_files([path])
+    Traceback (most recent call last):
+    ...
+    skh2t.features.images.ImageReadError: Could not read the image file '...broken.png': ...
+    """
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (OSError, SyntaxError, ValueError) as error:  # verify raises all three
+            raise ImageReadError(
+                f"Could not read the image file {os.fspath(path)!r}: {error}"
+            ) from error
+
+
 def _read_file(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as image:
             return convert_image(image)
     except OSError as error:
-        raise ValueError(f"Could not read the image file {os.fspath(path)!r}: {error}") from error
+        raise ImageReadError(
+            f"Could not read the image file {os.fspath(path)!r}: {error}"
+        ) from error

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,10 @@ _NESTED_STATE_KEYS = ("state_dict", "model", "model_state", "model_state_dict", 
 
 class WeightsNotFoundError(RuntimeError):
     """Pretrained weights are not available on this machine."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read as weights, or does not fit the backbone."""
 
 
 @dataclass(frozen=True)
@@ -126,9 +131,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         state = _read_safetensors(path)
     else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # A plain pickle is not a torch checkpoint: the error below says so.
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
-            raise ValueError(
+            raise CheckpointError(
                 f"Could not read {str(path)!r} as a PyTorch state dict with "
                 f"torch.load(weights_only=True): {error}"
             ) from error
@@ -142,7 +150,10 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ImportError(
             f"Reading {str(path)!r} needs the safetensors package: `pip install safetensors`."
         ) from error
-    return load_file(str(path), device="cpu")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:  # safetensors raises its own SafetensorError
+        raise CheckpointError(f"Could not read {str(path)!r} as safetensors: {error}") from error
 
 
 def _as_state_dict(state: object, path: Path) -> dict[str, torch.Tensor]:
@@ -153,7 +164,7 @@ def _as_state_dict(state: object, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(
         isinstance(value, torch.Tensor) for value in state.values()
     ):
-        raise ValueError(
+        raise CheckpointError(
             f"{str(path)!r} does not hold a state dict (a mapping of names to tensors)."
         )
     prefix = "module."
@@ -218,7 +229,7 @@ def load_checkpoint_into(model: nn.Module, path: str | os.PathLike) -> None:
     state = read_checkpoint(path)
     mismatch = describe_mismatch(model, state)
     if mismatch:
-        raise ValueError(
+        raise CheckpointError(
             f"Checkpoint {str(path)!r} does not fit {type(model).__name__}: {mismatch}."
         )
     model.load_state_dict(state, strict=True)
