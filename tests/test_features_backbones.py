@@ -105,6 +105,39 @@ def test_failed_timm_download_explains_offline_options(monkeypatch):
         load_backbone("tf_efficientnet_lite1", weights="timm")
 
 
+@pytest.mark.parametrize("reachable", [False, True])
+def test_an_unreachable_hub_means_its_offline_mode(reachable, monkeypatch):
+    """No retries for a minute when the Hub's host cannot even be connected to."""
+    import socket
+
+    from huggingface_hub import constants
+
+    class _Connection:
+        def close(self):
+            pass
+
+    def connect(address, timeout):
+        assert address[1] == 443
+        assert timeout <= 5
+        if not reachable:
+            raise OSError("Name or service not known")
+        return _Connection()
+
+    seen = []
+
+    def create_model(name, pretrained=False, **kwargs):
+        seen.append(constants.HF_HUB_OFFLINE)
+        raise FileNotFoundError("not in the local cache")
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setattr(timm, "create_model", create_model)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(WeightsNotFoundError, match="not in the local cache"):
+        load_backbone("test_resnet", weights="timm")
+    assert seen == [not reachable]
+    assert constants.HF_HUB_OFFLINE is False  # restored
+
+
 # --- random initialisation and rebuild references -------------------------------------------
 
 

@@ -8,10 +8,14 @@ same weights again, so fitted estimators can be pickled without them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import hashlib
 import os
+import socket
+import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,9 +263,40 @@ def _build_named(architecture: str, source: WeightSource, kwargs: dict[str, Any]
 
 def _create_timm_pretrained(architecture: str, kwargs: dict[str, Any]) -> nn.Module:
     try:
-        return timm.create_model(architecture, pretrained=True, **kwargs)
+        with _hub_offline_if_unreachable():
+            return timm.create_model(architecture, pretrained=True, **kwargs)
     except (OSError, RuntimeError) as error:
         raise WeightsNotFoundError(_missing_weights_message(architecture, error)) from error
+
+
+@contextlib.contextmanager
+def _hub_offline_if_unreachable(timeout: float = 3.0) -> Iterator[None]:
+    """Hugging Face Hub offline mode (its cache only) while the Hub cannot be reached.
+
+    Without a network the Hub client retries for about a minute before it
+    fails; when a connection to the Hub's host fails at once (no DNS, no
+    route), offline mode serves cached weights and fails in a fraction of a
+    second otherwise.
+    """
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield
+        return
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        reachable = True
+    except OSError:
+        reachable = False
+    if reachable or constants.HF_HUB_OFFLINE:
+        yield
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = False
 
 
 def _missing_weights_message(architecture: str, error: Exception) -> str:
