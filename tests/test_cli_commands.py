@@ -235,3 +235,102 @@ def test_export_refuses_a_model_it_cannot_export(tmp_path, capsys):
 def test_predict_model_that_is_a_directory(tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path)]) == 2
     assert "--model: " in error_line(capsys)
+
+
+@pytest.fixture
+def broken_folder(folder, tmp_path):
+    """The two-class folder with one file that is not an image."""
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(folder, root)
+    (root / "sky" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+def _one_class_folder(folder, tmp_path):
+    import shutil
+
+    root = tmp_path / "one"
+    shutil.copytree(folder / "cat", root / "cat")
+    return root
+
+
+@pytest.mark.parametrize("command", ["fit", "run"])
+def test_a_single_class_folder_fails_before_any_extraction(command, folder, tmp_path, capsys):
+    root = _one_class_folder(folder, tmp_path)
+    argv = [command, "--dataset", str(root), *TINY, "-q"]
+    argv += ["-o", str(tmp_path / "m.joblib")] if command == "fit" else ["--folds", "2"]
+    assert main(argv) == 2
+    assert "--dataset: " in (line := error_line(capsys))
+    assert "1 class ('cat'); a classifier needs at least 2" in line
+
+
+@pytest.mark.parametrize("command", ["fit", "extract", "predict"])
+def test_a_broken_image_in_a_folder_is_one_line(
+    command, broken_folder, model_file, tmp_path, capsys
+):
+    if command == "predict":
+        argv = ["predict", "--model", str(model_file), "--folder", str(broken_folder), "-q"]
+    else:
+        argv = [command, "--dataset", str(broken_folder), *TINY, "-q"]
+        argv += ["-o", str(tmp_path / ("m.joblib" if command == "fit" else "x.npz"))]
+    assert main(argv) == 2
+    assert "Could not read the image file" in (line := error_line(capsys))
+    assert "zz_broken.png" in line
+
+
+def _checkpoints(tmp_path):
+    import pickle
+
+    import timm
+    import torch
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights")
+    wrong = tmp_path / "vit.pth"
+    torch.save(timm.create_model("test_vit").state_dict(), wrong)
+    malicious = tmp_path / "evil.pth"
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    malicious.write_bytes(pickle.dumps(Evil()))
+    broken = tmp_path / "bad.safetensors"
+    broken.write_bytes(b"x" * 16)
+    return {"text": text, "wrong": wrong, "malicious": malicious, "safetensors": broken}
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("text", "as a PyTorch state dict"),
+        ("wrong", "does not fit ResNet"),
+        ("malicious", "as a PyTorch state dict"),
+        ("safetensors", "as safetensors"),
+    ],
+)
+def test_bad_weights_files_fail_before_the_data_is_read(kind, message, folder, tmp_path, capsys):
+    path = _checkpoints(tmp_path)[kind]
+    argv = ["fit", "--dataset", str(folder), "--backbone", "test_resnet", "--weights", str(path)]
+    assert main([*argv, "-o", str(tmp_path / "m.joblib"), "-q"]) == 2
+    captured = capsys.readouterr()
+    assert "this ran" not in captured.out
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("skh2t: error: --weights: ")
+    assert message in lines[0]
+
+
+def test_fit_output_that_is_a_directory(folder, tmp_path, capsys):
+    assert main(["fit", "--dataset", str(folder), *TINY, "-o", str(tmp_path), "-q"]) == 2
+    assert "--output: " in (line := error_line(capsys))
+    assert "is a directory" in line
+
+
+def test_predict_bogus_device_before_loading(tmp_path, capsys, folder):
+    image = next(folder.rglob("*.png"))
+    argv = ["predict", "--model", str(tmp_path / "absent.joblib"), "--device", "bogus", str(image)]
+    assert main(argv) == 2
+    assert "--device: " in error_line(capsys)

@@ -12,6 +12,7 @@ from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.cli.options import FASHION_MNIST
 from skh2t.datasets import IMG_EXTENSIONS, load_fashion_mnist, load_image_folder
 from skh2t.datasets import stratified_subsample as _stratified_subsample
+from skh2t.features import check_image_files
 
 DATASET_HELP = (
     f"'{FASHION_MNIST}' (offline from Debian's dataset-fashion-mnist, or the skh2t data "
@@ -55,6 +56,23 @@ class LabelledImages:
     def labels(self) -> np.ndarray:
         """The class name of every image."""
         return np.asarray(self.class_names, dtype=object)[self.target]
+
+
+def check_readable(images: Any) -> None:
+    """Fail before any extraction if an image file of ``images`` (when paths) is unreadable."""
+    if isinstance(images, list):
+        check_image_files(images)
+
+
+def check_classes(data: LabelledImages, option: str) -> None:
+    """Fail before any extraction unless ``data`` has images of at least two classes."""
+    present = np.unique(data.target)
+    if present.size < 2:
+        names = ", ".join(repr(str(data.class_names[i])) for i in present) or "none"
+        raise UsageError(
+            f"{option}: {data.source} has images of {present.size} class ({names}); a "
+            "classifier needs at least 2: put each class's images in its own sub-folder"
+        )
 
 
 def load_dataset(spec: str, split: str = "train") -> LabelledImages:

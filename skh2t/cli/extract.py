@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
 from skh2t.cli import options
-from skh2t.cli.data import DATASET_HELP, LabelledImages, list_image_files, load_dataset
+from skh2t.cli.data import (
+    DATASET_HELP,
+    LabelledImages,
+    check_readable,
+    list_image_files,
+    load_dataset,
+)
 from skh2t.cli.data import stratified_subsample as draw
 from skh2t.cli.errors import UsageError
 from skh2t.cli.progress import Progress
@@ -60,9 +65,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Extract and save the features."""
     progress = Progress(not args.quiet)
-    _check_output(args.output)
+    options.check_output_file(args.output, "--output")
     options.check_backbone(args)
     images, labels, paths = _inputs(args)
+    check_readable(images)
     transformer = options.make_transformer(args, args.target_size, verbose=progress.enabled)
     X = transformer.fit_transform(images)
     arrays = {
@@ -78,12 +84,6 @@ def run(args: argparse.Namespace) -> int:
     np.savez_compressed(args.output, **arrays)
     print(f"wrote {args.output}: {X.shape[0]} images x {X.shape[1]} features")
     return 0
-
-
-def _check_output(path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UsageError(f"--output: folder {folder!r} does not exist")
 
 
 def _inputs(args: argparse.Namespace) -> tuple[object, np.ndarray | None, list[str] | None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import warnings
 
 import joblib
@@ -12,9 +11,8 @@ from sklearn.pipeline import Pipeline
 
 from skh2t import GroupLassoClassifier
 from skh2t.cli import options
-from skh2t.cli.data import DATASET_HELP, load_dataset
+from skh2t.cli.data import DATASET_HELP, check_classes, check_readable, load_dataset
 from skh2t.cli.data import stratified_subsample as draw
-from skh2t.cli.errors import UsageError
 from skh2t.cli.progress import Progress
 
 DEFAULT_N_TRAIN = 1000
@@ -88,15 +86,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Fit and save the pipeline."""
     progress = Progress(not args.quiet)
-    folder = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(folder):
-        raise UsageError(f"--output: folder {folder!r} does not exist")
+    options.check_output_file(args.output, "--output")
     options.check_backbone(args)
     data = load_dataset(args.dataset, "train")
+    check_classes(data, "--dataset")
     if args.n_train is not None or len(data) > DEFAULT_N_TRAIN:
         n_train = DEFAULT_N_TRAIN if args.n_train is None else args.n_train
         data = data.take(draw(data, n_train, args.random_state, "--n-train"))
     # else: all the images, as the help says, balanced or not
+    check_readable(data.images)
     transformer = options.make_transformer(args, args.target_size, verbose=progress.enabled)
     X = transformer.fit_transform(data.images)
     transformer.set_params(verbose=0)

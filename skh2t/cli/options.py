@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from skh2t.cli.errors import UsageError, usage_errors
-from skh2t.features import IntermediateFeatureTransformer
+from skh2t.features import CheckpointError, IntermediateFeatureTransformer, load_backbone
 from skh2t.features.backbones import check_architecture
 from skh2t.features.cache import resolve_cache_directory
 from skh2t.features.transformer import resolve_device
@@ -189,6 +189,18 @@ def add_runtime_options(group: argparse._ActionsContainer) -> None:
     )
 
 
+def check_output_file(path: str, option: str) -> None:
+    """Fail early, in one line, unless ``path`` can be written as a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{option}: {path!r} is a directory; give a file name")
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option}: folder {folder!r} does not exist")
+    writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(folder, os.W_OK)
+    if not writable:
+        raise UsageError(f"{option}: cannot write {path!r}: permission denied")
+
+
 def add_refit_option(group: argparse._ActionsContainer) -> None:
     """Add --renormalize-kept / --no-renormalize-kept (the official Head2Toe refit)."""
     group.add_argument(
@@ -213,10 +225,14 @@ def check_backbone(args: argparse.Namespace) -> None:
     with usage_errors(ValueError, context="--backbone"):
         check_architecture(args.backbone)
     weights = args.weights
-    if weights not in (None, "auto", "timm") and not os.path.isfile(weights):
-        raise UsageError(
-            f"--weights: {weights!r} is not 'auto', 'timm', 'none' or an existing checkpoint file"
-        )
+    if weights not in (None, "auto", "timm"):
+        if not os.path.isfile(weights):
+            raise UsageError(
+                f"--weights: {weights!r} is not 'auto', 'timm', 'none' or an existing checkpoint "
+                "file"
+            )
+        with usage_errors(CheckpointError, context="--weights"):  # a bad file fails now, not later
+            load_backbone(args.backbone, weights=weights, image_size=args.image_size)
     with usage_errors(ValueError, RuntimeError, context="--device"):
         resolve_device(args.device)
     with usage_errors(ValueError, context="--cache"):

@@ -16,7 +16,14 @@ from sklearn.model_selection import StratifiedKFold
 
 from skh2t import Head2ToeClassifier
 from skh2t.cli import compare, options
-from skh2t.cli.data import DATASET_HELP, LabelledImages, load_dataset, split_train_test
+from skh2t.cli.data import (
+    DATASET_HELP,
+    LabelledImages,
+    check_classes,
+    check_readable,
+    load_dataset,
+    split_train_test,
+)
 from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.cli.extraction import iter_joint_feature_chunks, tap_table
 from skh2t.cli.plot import plot_kept_per_tap
@@ -193,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
         os.makedirs(args.output_dir, exist_ok=True)
     train, test = _load_data(args)
     _check_folds(train, args.folds)
+    check_readable(train.images)
+    check_readable(test.images)
     y = train.labels
     splitter = StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.random_state)
     h2t, h2t_seconds, h2t_not_converged = _fit_head2toe(args, train, splitter, progress)
@@ -262,6 +271,7 @@ def _transformers(
 
 def _load_data(args: argparse.Namespace) -> tuple[LabelledImages, LabelledImages]:
     data = load_dataset(args.dataset, "train")
+    check_classes(data, "--dataset")
     if args.test_dataset is not None:
         test = load_dataset(args.test_dataset, "test")
     elif args.dataset.lower() == options.FASHION_MNIST:
