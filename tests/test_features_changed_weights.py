@@ -53,3 +53,22 @@ def test_parallel_workers_compute_with_the_changed_weights(tmp_path):
     np.testing.assert_allclose(parallel, serial, atol=1e-5)  # 1 vs 2 torch threads
     fresh = changed("in place").set_params(cache=tmp_path)
     np.testing.assert_array_equal(fresh.transform(X), parallel)  # rows cached under that key
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda w: w.data.mul_(1.5),  # in place, through .data: no version bump
+        lambda w: setattr(w, "data", w.data * 1.5),  # a new tensor behind the parameter
+    ],
+    ids=["data-in-place", "data-assigned"],
+)
+def test_the_cache_notices_weights_changed_through_data(change, tmp_path):
+    transformer = IntermediateFeatureTransformer(**TINY, cache=tmp_path).fit(X[:1])
+    before = transformer.transform(X)  # cached under the original weights
+    change(next(transformer.backbone_.parameters()))
+    after = transformer.transform(X)
+    uncached = IntermediateFeatureTransformer(**TINY).fit(X[:1])
+    change(next(uncached.backbone_.parameters()))
+    np.testing.assert_array_equal(after, uncached.transform(X))
+    assert not np.allclose(after, before)

@@ -154,11 +154,15 @@ def backbone_identity(
     }
 
 
-def weights_state(model: nn.Module) -> tuple[tuple[int, int], ...] | None:
-    """Identity and version counter of every weight tensor: they change when a weight does.
+def weights_state(model: nn.Module) -> tuple[Any, ...] | None:
+    """A cheap summary of every weight tensor that changes when a weight does.
 
-    Cheap, unlike hashing the weights; ``None`` when some tensor keeps no
-    version counter (created under ``torch.inference_mode()``).
+    Per tensor: its identity, storage address and version counter (bumped by
+    in-place operations), and its L2 norm and sum (which see changes made
+    behind the version counter, through ``.data``). A fraction of the cost of
+    hashing the weights; a change that keeps every tensor's norm and sum (a
+    permutation of its values in place, through ``.data``) is not seen. ``None`` when some tensor
+    keeps no version counter (created under ``torch.inference_mode()``).
 
     Examples
     --------
@@ -168,13 +172,23 @@ def weights_state(model: nn.Module) -> tuple[tuple[int, int], ...] | None:
     ...     _ = layer.bias.add_(1.0)
     >>> weights_state(layer) == before
     False
+    >>> before = weights_state(layer)
+    >>> _ = layer.weight.data.mul_(2.0)  # bumps no version counter
+    >>> weights_state(layer) == before
+    False
     """
+    tensors = list(model.state_dict(keep_vars=True).values())
     try:
-        return tuple(
-            (id(tensor), tensor._version) for tensor in model.state_dict(keep_vars=True).values()
-        )
+        identities = [(id(t), t.data_ptr(), t._version) for t in tensors]
     except RuntimeError:
         return None
+    with torch.no_grad():
+        values = [t.detach() for t in tensors]
+        floats = [t for t in values if t.is_floating_point()]
+        norms = torch._foreach_norm(floats, 2) if floats else []  # one fused pass
+        sums = [t.sum() if t.is_floating_point() else t.to(torch.float64).sum() for t in values]
+        moments = torch.stack([*norms, *sums]).cpu().tolist() if values else []
+    return (*identities, *moments)
 
 
 def extraction_setup(

@@ -161,9 +161,9 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
     pickled, only its location.
 
     With a ``cache``, a fit whose backbone and taps were seen before runs no
-    forward pass at all (the tap shapes are cached too); weights changed in
-    place after ``fit`` (through ``backbone_``) are noticed and key new
-    entries.
+    forward pass at all (the tap shapes are cached too); weights changed
+    after ``fit`` (through ``backbone_``, in place or through ``.data``) are
+    noticed and key new entries.
 
     Examples
     --------
