@@ -1,10 +1,11 @@
 """One BLAS thread for the solvers.
 
 The solvers' products are thin (as many columns as classes) and memory-bound,
-and there are hundreds of them per fit. Measured on 2 CPU cores: with a second
-BLAS thread they run about 1.5x faster on an idle machine, but 4-7x slower as
-soon as another process uses a core, because every product waits for its
-descheduled half; and SciPy's own OpenBLAS pool (L-BFGS-B) fights NumPy's.
+and there are hundreds of them per fit. A second BLAS thread makes them a
+little faster on an idle machine but several times slower as soon as another
+process uses a core, because every product waits for its descheduled half;
+and SciPy's own OpenBLAS pool (L-BFGS-B) fights NumPy's (the figures are in
+docs/benchmarks.rst).
 Like skglm, celer or glmnet, the solvers therefore run single-threaded, and
 parallelism goes to independent fits (e.g. folds with ``n_jobs``).
 """

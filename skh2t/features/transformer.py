@@ -146,9 +146,9 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
     pipeline does. A tap's features are ordered channel-major: channel, then
     pooled position (row-major).
 
-    Extraction pools inside forward hooks under ``torch.inference_mode()``; on
-    the CPU, reading all default taps costs about 1.06-1.10x the backbone's
-    bare forward pass (``benchmarks/bench_extraction.py``).
+    Extraction pools inside forward hooks under ``torch.inference_mode()``, so
+    reading all default taps costs little more than the backbone's bare
+    forward pass (measured in :ref:`benchmarks`).
 
     Pickling stores no weights for a named backbone, only how to rebuild it
     (name, weight source and a fingerprint of the weights); the backbone is
