@@ -20,10 +20,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
-from tqdm.auto import tqdm
 
 from skh2t.group_lasso import GroupLassoClassifier
 from skh2t.group_lasso_cv import _best_grid_point, _fraction_grid, _score_path
+from skh2t.progress import progress_bar
 
 __all__ = ["Head2ToeClassifier"]
 
@@ -340,7 +340,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         alphas = np.array(grid.alpha_fractions)
         tasks = [(p, f) for p in range(len(features)) for f in range(len(folds))]
         n_jobs = min(effective_n_jobs(self.n_jobs), len(tasks))
-        with tqdm(
+        with progress_bar(
             total=len(tasks),
             desc="Head2Toe cross-validation",
             unit="path",
@@ -480,7 +480,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         )
         chunk = self.transformer_.batch_size * max(1, effective_n_jobs(self.transformer_.n_jobs))
         parts = []
-        with tqdm(
+        with progress_bar(
             total=len(images), desc="Predicting", unit="img", disable=not self.verbose
         ) as bar:
             for start in range(0, len(images), chunk):

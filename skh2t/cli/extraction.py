@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.joint import transform_jointly
+from skh2t.progress import progress_bar
 
 TEST_CHUNK = 500  # test images per transform call: bounds memory for wide features
 
@@ -48,7 +48,7 @@ def iter_joint_feature_chunks(
         One per transformer.
     """
     n_images = len(images)
-    with tqdm(total=n_images, desc=desc, unit="img", disable=not progress) as bar:
+    with progress_bar(total=n_images, desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, n_images, chunk_size):
             rows = slice(start, min(start + chunk_size, n_images))
             features = transform_jointly(transformers, images[rows])

@@ -8,7 +8,6 @@ from typing import Any
 
 import joblib
 from sklearn.pipeline import Pipeline
-from tqdm.auto import tqdm
 
 from skh2t import Head2ToeClassifier
 from skh2t.cli import options
@@ -16,6 +15,7 @@ from skh2t.cli.data import check_readable, list_image_files
 from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.transformer import resolve_device
+from skh2t.progress import progress_bar
 
 CHUNK = 256  # images per prediction call
 
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     files = list_image_files(args.files, args.folder)
     check_readable(files)
     _configure(model, args)
-    with tqdm(total=len(files), unit="img", desc="Predicting", disable=args.quiet) as bar:
+    with progress_bar(total=len(files), unit="img", desc="Predicting", disable=args.quiet) as bar:
         for start in range(0, len(files), CHUNK):
             chunk = files[start : start + CHUNK]
             for path, label in zip(chunk, model.predict(chunk), strict=True):

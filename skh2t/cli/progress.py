@@ -9,6 +9,8 @@ from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 
+from skh2t.progress import progress_bar
+
 
 class Progress:
     """Progress output of one command.
@@ -29,7 +31,7 @@ class Progress:
 
     def bar(self, total: int, desc: str, unit: str = "fit") -> tqdm:
         """A progress bar on stderr (disabled when quiet)."""
-        return tqdm(total=total, desc=desc, unit=unit, disable=not self.enabled, leave=True)
+        return progress_bar(total=total, desc=desc, unit=unit, disable=not self.enabled, leave=True)
 
     @contextmanager
     def timed(self, text: str) -> Iterator[dict[str, float]]:

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
 from skh2t.features.backbones import parameter_dtype, weights_fingerprint
 from skh2t.features.extraction import PooledOutput, extract_pooled
@@ -29,6 +28,7 @@ from skh2t.features.images import ImageArray, ImageList, as_images
 from skh2t.features.pooling import plan_pooling
 from skh2t.features.preprocessing import Preprocessor
 from skh2t.features.taps import TapInfo
+from skh2t.progress import progress_bar
 
 if TYPE_CHECKING:
     from skh2t.features.transformer import IntermediateFeatureTransformer
@@ -256,7 +256,7 @@ def _forward(
         for start in starts
     )
     if lead.verbose and len(starts) > 1:
-        batches = tqdm(batches, total=len(starts), desc="Extracting features", unit="batch")
+        batches = progress_bar(batches, total=len(starts), desc="Extracting features", unit="batch")
     outputs = [
         PooledOutput(
             [tap.plan for tap in t.taps_],

@@ -19,7 +19,6 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
-from tqdm.auto import tqdm
 
 from skh2t.features.backbones import BackboneReference, load_backbone, on_cpu, set_input_size
 from skh2t.features.images import as_images
@@ -37,6 +36,7 @@ from skh2t.finetune.network import (
 )
 from skh2t.finetune.probe import head_energy, train_probe
 from skh2t.finetune.schedule import warmup_cosine
+from skh2t.progress import progress_bar
 
 #: Keys of ``history_``, one value per recorded epoch (epoch 0 is before the first step).
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_accuracy", "val_accuracy", *DRIFT_METRICS)
@@ -441,7 +441,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         pristine = copy.deepcopy(model) if len(candidates) > 1 else None
         best: dict[str, Any] | None = None
         search: dict[int, dict[str, Any]] = {}
-        progress = tqdm(
+        progress = progress_bar(
             candidates, desc="probe_epochs", disable=not self.verbose or len(candidates) == 1
         )
         for position, n_probe in enumerate(progress):
@@ -515,7 +515,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         score = record(0, float("nan"), float("nan"))
         best_score, best_epoch, stale = score, 0, 0
         best_state = _cpu_state(net) if self.early_stopping else None
-        epochs = tqdm(
+        epochs = progress_bar(
             range(1, self.epochs + 1), desc="Fine-tuning", unit="epoch", disable=not self.verbose
         )
         n_iter = 0
