@@ -104,10 +104,12 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
     n_jobs : int, default=None
         Parallel extraction with joblib: the images (those not in the cache)
         are split into this many chunks of whole batches, and each chunk runs
-        as one task with its own copy of the backbone. The output is exactly
-        that of serial extraction. ``None`` means 1 unless in a
-        :func:`joblib.parallel_config` context, e.g. the Dask backend, whose
-        workers then do the extraction; ``-1`` means all processors.
+        as one task with its own copy of the backbone. The output is that of
+        serial extraction up to float32 rounding in the last bits (workers run
+        PyTorch with their own thread counts, which changes the order of its
+        sums). ``None`` means 1 unless in a :func:`joblib.parallel_config`
+        context, e.g. the Dask backend, whose workers then do the extraction;
+        ``-1`` means all processors.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where the backbone runs; ``"auto"`` picks CUDA when available. Any
         ``torch.device`` string works.
