@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.utils.extmath import softmax
+from scipy.special import log_softmax, softmax
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 
@@ -120,7 +120,7 @@ class LinearSoftmaxMixin:
         scores = np.asarray(self.decision_function(X), dtype=np.float64)
         if scores.ndim == 1:
             scores = np.column_stack([np.zeros_like(scores), scores])
-        return softmax(scores, copy=False)
+        return softmax(scores, axis=1)
 
     def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`, computed stably.
@@ -138,5 +138,4 @@ class LinearSoftmaxMixin:
         scores = np.asarray(self.decision_function(X), dtype=np.float64)
         if scores.ndim == 1:
             scores = np.column_stack([np.zeros_like(scores), scores])
-        shifted = scores - scores.max(axis=1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return log_softmax(scores, axis=1)

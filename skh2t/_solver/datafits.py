@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import log_softmax
 
 
 class MultinomialLogistic:
@@ -30,17 +31,13 @@ class MultinomialLogistic:
         self.one_hot = np.zeros((self.y.shape[0], self.n_classes))
         self.one_hot[np.arange(self.y.shape[0]), self.y] = 1.0
 
-    def _log_softmax(self, logits: np.ndarray) -> np.ndarray:
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
     def value(self, logits: np.ndarray) -> float:
-        log_proba = self._log_softmax(logits)
+        log_proba = log_softmax(logits, axis=1)
         return -float(self.weight @ log_proba[np.arange(self.y.shape[0]), self.y])
 
     def value_and_logit_gradient(self, logits: np.ndarray) -> tuple[float, np.ndarray]:
         """Loss and its gradient with respect to the logits, shape (n_samples, n_classes)."""
-        log_proba = self._log_softmax(logits)
+        log_proba = log_softmax(logits, axis=1)
         value = -float(self.weight @ log_proba[np.arange(self.y.shape[0]), self.y])
         gradient = np.exp(log_proba)
         gradient -= self.one_hot

@@ -12,6 +12,7 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
@@ -605,10 +606,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_images, n_classes)
         """
-        logits = self._forward(X, features_only=False)
-        logits -= logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(logits)
-        return probabilities / probabilities.sum(axis=1, keepdims=True)
+        return softmax(self._forward(X, features_only=False), axis=1)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class labels.
