@@ -44,9 +44,9 @@ from sklearn.pipeline import Pipeline
 from timm.models.efficientnet import EfficientNet
 
 from skh2t import GroupLassoClassifier
-from skh2t.cli.threads import blas_threads
 from skh2t.datasets import load_fashion_mnist, stratified_subsample
 from skh2t.features import IntermediateFeatureTransformer
+from skh2t.threads import blas_threads
 
 TARGET_SIZES = [512, 1024, 2048]
 ALPHA_FRACTIONS = [0.03, 0.1, 0.3]

@@ -51,9 +51,9 @@ import numpy as np
 import torch
 
 from skh2t import Head2ToeClassifier
-from skh2t.cli.threads import blas_threads
 from skh2t.datasets import load_fashion_mnist, stratified_subsample
 from skh2t.export import compact_module, export_model, load_exported, prepare_images
+from skh2t.threads import blas_threads
 
 MODES = ("model", "module", "torchscript", "onnx")
 BATCH = 64

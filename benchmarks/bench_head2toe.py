@@ -51,9 +51,9 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from skh2t import GroupLassoClassifier, Head2ToeClassifier
-from skh2t.cli.threads import blas_threads
 from skh2t.datasets import load_fashion_mnist, stratified_subsample
 from skh2t.features import IntermediateFeatureTransformer
+from skh2t.threads import blas_threads
 
 TARGET_SIZES = [512, 1024, 2048]
 ALPHA_FRACTIONS = [0.1, 0.03]

@@ -27,9 +27,9 @@ import warnings
 import numpy as np
 
 from skh2t import GroupLassoClassifier
-from skh2t.cli.threads import blas_threads
 from skh2t.datasets import load_fashion_mnist, stratified_subsample
 from skh2t.features import IntermediateFeatureTransformer
+from skh2t.threads import blas_threads
 
 ALPHA_FRACTIONS = [0.03, 0.01]
 KEEP_FRACTIONS = [0.02, 0.05, 0.1, 0.2]

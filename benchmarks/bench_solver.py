@@ -14,7 +14,7 @@ to any gap comes from that one run. scikit-learn's LogisticRegression
 (multinomial, lbfgs, L2 with C=1 and unpenalised) solves a *different*,
 smooth problem on the same data: a baseline for the cost of a plain linear
 probe. All three run with one BLAS thread (skh2t always does, see
-skh2t/_solver/threads.py); scikit-learn is also timed with the default threads.
+skh2t/threads.py); scikit-learn is also timed with the default threads.
 
 Run: ``python benchmarks/bench_solver.py`` (``--quick`` skips d = 100,000).
 """

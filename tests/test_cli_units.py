@@ -10,7 +10,7 @@ from skh2t.cli.errors import UsageError, one_line, usage_errors
 from skh2t.cli.options import comma_list, fraction, positive_int, weights_value
 from skh2t.cli.plot import plot_kept_per_tap
 from skh2t.cli.report import MethodResult, format_table, write_json
-from skh2t.cli.threads import blas_threads
+from skh2t.threads import blas_threads
 
 # --- options, reports, errors, threads ---------------------------------------------
 

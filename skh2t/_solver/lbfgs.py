@@ -9,7 +9,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from skh2t._solver.datafits import MultinomialLogistic
-from skh2t._solver.threads import single_blas_thread
+from skh2t.threads import single_blas_thread
 
 
 @dataclass

@@ -9,7 +9,7 @@ import numpy as np
 from skh2t._solver.datafits import MultinomialLogistic
 from skh2t._solver.fista import fista
 from skh2t._solver.penalties import GroupLasso
-from skh2t._solver.threads import single_blas_thread
+from skh2t.threads import single_blas_thread
 
 _MIN_WORKING_SET = 100  # groups in the first working set
 # Subproblems are solved to this fraction of the outer violation: loosely while
@@ -152,7 +152,7 @@ def solve_group_lasso(
     below ``tol * alpha``), and otherwise solves the problem restricted to a
     working set of groups with FISTA, warm-started, to a looser tolerance.
     ``max_iter`` bounds the total number of FISTA iterations. BLAS runs on
-    one thread (see :mod:`skh2t._solver.threads`).
+    one thread (see :mod:`skh2t.threads`).
     """
     with single_blas_thread():
         return _solve_group_lasso(

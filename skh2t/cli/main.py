@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from skh2t import __version__
 from skh2t.cli import export, extract, fit, predict, run
 from skh2t.cli.errors import EXIT_INTERRUPTED, EXPECTED_ERRORS, PROG, UsageError, report
-from skh2t.cli.threads import blas_threads
+from skh2t.threads import blas_threads
 
 DESCRIPTION = """\
 Head2Toe transfer learning from pretrained vision backbones (Evci et al., ICML

@@ -1,30 +1,35 @@
-"""BLAS threads of the linear-model work: no pool fights another, or other programs.
+"""BLAS threads: one for the solvers, none fighting another, few next to other programs.
 
 NumPy and SciPy wheels each bundle their own OpenBLAS, each with its own pool
 of (busy-waiting) threads. SciPy's L-BFGS-B, used by scikit-learn's
 ``LogisticRegression`` and by the refit of ``GroupLassoClassifier``, calls
 SciPy's BLAS on small vectors thousands of times; with both pools spinning on
-the same cores (measured on 2 CPU cores) these fits ran 10-30 times slower, and
-NumPy's products around them slowed down too. Every BLAS library other than
-NumPy's is therefore limited to one thread.
+the same cores these fits ran 10-30 times slower, and NumPy's products around
+them slowed down too.
 
-The group-lasso solver alternates many medium-sized NumPy products with small
-steps; when other programs also use the cores, a multi-threaded BLAS waits for
-its slowest thread at every product. Measured on 2 cores, one Head2Toe
-cross-validation fold took 6-18 s with 2 threads on an idle-to-busy machine and
-40 s next to one busy process, against 8 s with 1 thread in all cases. So the
-command line runs NumPy's BLAS with ``--blas-threads`` threads, 1 by default;
-the backbone (PyTorch) keeps its own threads.
+The group-lasso solvers' products are thin (as many columns as classes) and
+memory-bound, and there are hundreds of them per fit: a second BLAS thread
+makes them a little faster on an idle machine but several times slower as
+soon as another process uses a core, because every product waits for its
+descheduled half. Like skglm, celer or glmnet, the solvers therefore run
+single-threaded (:func:`single_blas_thread`), and parallelism goes to
+independent fits (e.g. folds with ``n_jobs``). The command line runs NumPy's
+BLAS with ``--blas-threads`` threads, 1 by default, and every other BLAS
+library with one (:func:`blas_threads`); the backbone (PyTorch) keeps its own
+threads. The measurements are in docs/benchmarks.rst.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 
 import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_limits
+
+__all__ = ["blas_threads", "single_blas_thread", "single_threaded_foreign_blas"]
 
 
 def _numpy_blas_paths(controller: ThreadpoolController) -> set[str]:
@@ -78,3 +83,18 @@ def blas_threads(n_threads: int) -> Iterator[None]:
             return
         with threadpool_limits(limits=n_threads, user_api="blas"):
             yield
+
+
+@functools.cache
+def _controller() -> ThreadpoolController:
+    # Inspecting the loaded libraries costs about 1 ms: once per process, not per fit.
+    # NumPy's and SciPy's BLAS are both loaded by the time skh2t's solvers run.
+    return ThreadpoolController()
+
+
+def single_blas_thread():
+    """Limit every BLAS library to one thread until the returned context manager exits.
+
+    Use it as ``with single_blas_thread(): ...``: the limit applies when it is called.
+    """
+    return _controller().limit(limits=1, user_api="blas")
