@@ -11,7 +11,7 @@ from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.features import CheckpointError, IntermediateFeatureTransformer, load_backbone
 from skh2t.features.backbones import check_architecture
 from skh2t.features.cache import resolve_cache_directory
-from skh2t.features.transformer import resolve_device
+from skh2t.features.devices import resolve_device
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 DEFAULT_IMAGE_SIZE = 64

@@ -14,7 +14,7 @@ from skh2t.cli import options
 from skh2t.cli.data import check_readable, list_image_files
 from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.features import IntermediateFeatureTransformer
-from skh2t.features.transformer import resolve_device
+from skh2t.features.devices import resolve_device
 from skh2t.progress import progress_bar
 
 CHUNK = 256  # images per prediction call

@@ -15,7 +15,8 @@ from sklearn.utils.validation import check_is_fitted
 from skh2t.export.module import CompactHead2Toe, TapReader, TapReadout
 from skh2t.export.taps import tap_extractor
 from skh2t.features.backbones import parameter_dtype
-from skh2t.features.transformer import IntermediateFeatureTransformer, resolve_device
+from skh2t.features.devices import resolve_device
+from skh2t.features.transformer import IntermediateFeatureTransformer
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.utils.validation import check_is_fitted
 
 from skh2t.features.backbones import parameter_dtype, weights_fingerprint
+from skh2t.features.devices import resolve_device
 from skh2t.features.extraction import PooledOutput, extract_pooled
 from skh2t.features.images import ImageArray, ImageList, as_images
 from skh2t.features.pooling import plan_pooling
@@ -182,7 +183,6 @@ def extract_jointly(
     From each transformer's cache where it has them; the images missing from
     any cache go through the first transformer's backbone once, for all.
     """
-    from skh2t.features.transformer import resolve_device
 
     lead = transformers[0]
     n_images = len(images)
@@ -271,7 +271,6 @@ def _forward(
 
 def _forward_chunk(payload: bytes, images: ImageArray | ImageList) -> list[np.ndarray]:
     """One chunk of a parallel extraction, in a joblib worker."""
-    from skh2t.features.transformer import resolve_device
 
     workers = pickle.loads(payload)  # made by _compute in this session, never read from disk
     outs = [np.empty((len(images), w.taps_[-1].stop), dtype=np.float32) for w in workers]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from numbers import Integral
 from typing import Any
 
@@ -31,6 +30,7 @@ from skh2t.features.cache import (
     resolve_cache_directory,
     weights_state,
 )
+from skh2t.features.devices import resolve_device
 from skh2t.features.discovery import TapObservation, build_tap_table, observe_taps
 from skh2t.features.images import ImageArray, ImageList, as_images
 from skh2t.features.joint import extract_jointly
@@ -492,38 +492,6 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
     def _standardize(self, features: np.ndarray) -> None:
         features -= self.mean_
         features /= self.scale_
-
-
-def resolve_device(device: str | torch.device, *, fallback_to_cpu: bool = False) -> torch.device:
-    """The ``torch.device`` for a ``device`` parameter value.
-
-    ``"auto"`` is CUDA when available, else the CPU. An unavailable CUDA device
-    is an error, or, with ``fallback_to_cpu`` (estimators loaded on a machine
-    without a GPU), a warning and the CPU.
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(
-            f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'auto'."
-        ) from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        if not fallback_to_cpu:
-            raise ValueError(f"device={device!r} but CUDA is not available; use 'cpu' or 'auto'.")
-        warnings.warn(
-            f"device={device!r} but CUDA is not available here; running on the CPU.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return torch.device("cpu")
-    return resolved
 
 
 def _identity(

@@ -22,9 +22,9 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
 from skh2t.features.backbones import BackboneReference, load_backbone, on_cpu, set_input_size
+from skh2t.features.devices import resolve_device
 from skh2t.features.images import as_images
 from skh2t.features.preprocessing import Preprocessor
-from skh2t.features.transformer import resolve_device
 from skh2t.finetune.drift import DRIFT_METRICS, feature_drift
 from skh2t.finetune.network import (
     HeadedModel,
