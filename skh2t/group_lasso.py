@@ -90,9 +90,13 @@ default=None
     class_weight : dict or "balanced", default=None
         Weights of the classes, multiplied into the sample weights.
     tol : float, default=1e-4
-        Stop when every group's KKT violation is below ``tol * alpha * w_g``
-        (and the intercept gradient below ``tol * alpha``). With ``alpha=0``
-        the criterion is an absolute gradient norm.
+        The penalised fit stops when every group's KKT violation is below
+        ``tol * alpha * w_g`` (and the intercept gradient below
+        ``tol * alpha``): a violation relative to the penalty. With
+        ``alpha=0`` the criterion is an absolute gradient norm. The refit of
+        the kept features (a smooth problem) stops when no entry of the
+        gradient of its mean loss exceeds ``tol``, as scikit-learn's
+        ``LogisticRegression(tol=...)`` with L-BFGS does.
     max_iter : int, default=5000
         Maximum number of FISTA iterations (and of L-BFGS iterations for the
         refit). Iterations are cheap (products with the working set only);
@@ -488,6 +492,12 @@ def _warn_not_converged(result, tol: float, max_iter: int) -> None:
         message = (
             f"GroupLassoClassifier stopped at the limit of numerical precision: {violation} "
             "(checked in float64). Use a larger tol."
+        )
+    elif result.outer_limit:
+        message = (
+            f"GroupLassoClassifier stopped after {result.n_outer} working-set rounds (their "
+            f"limit), with {result.n_iter} of max_iter={max_iter} iterations used: "
+            f"{violation}. Use a larger tol or alpha."
         )
     else:
         message = (

@@ -212,6 +212,16 @@ def test_too_few_iterations_warns():
         GroupLassoClassifier(alpha=0.01, max_iter=2).fit(X, y)
 
 
+def test_the_working_set_round_limit_is_its_own_warning(monkeypatch):
+    import skh2t._solver.working_set as working_set
+
+    monkeypatch.setattr(working_set, "_MAX_OUTER", 1)
+    X, y = make_problem(n_features=3000)
+    with pytest.warns(ConvergenceWarning, match="stopped after 1 working-set rounds") as record:
+        GroupLassoClassifier(alpha=0.001, tol=1e-8, max_iter=100_000).fit(X, y)
+    assert "did not converge in max_iter" not in str(record[0].message)
+
+
 def test_float32_data_is_certified_in_float64():
     """Single-precision full gradients cannot resolve a tight tol; a float64 check settles it."""
     X, y = make_problem()

@@ -30,6 +30,8 @@ class WorkingSetResult:
     objective: float
     dual_scores: np.ndarray  # per group, ||grad_g|| / (alpha w_g) at the solution
     stalled: bool = False  # stopped because rounding errors prevent progress
+    n_outer: int = 0  # working-set rounds run
+    outer_limit: bool = False  # stopped at the limit of working-set rounds, not of max_iter
 
 
 def full_gradient(
@@ -243,6 +245,16 @@ def _solve_group_lasso(
     if center is not None:
         intercept -= center @ coef
     dual_scores = penalty.group_norms(grad_coef) / (scale * penalty.group_weights)
+    converged = worst <= tol
     return WorkingSetResult(
-        coef, intercept, n_iter, worst <= tol, worst, objective, dual_scores, stalled
+        coef,
+        intercept,
+        n_iter,
+        converged,
+        worst,
+        objective,
+        dual_scores,
+        stalled,
+        n_outer=outer,
+        outer_limit=not converged and not stalled and n_iter < max_iter,
     )
