@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+from skh2t.cli.compare import Outcome
 from skh2t.cli.errors import UsageError, one_line, usage_errors
 from skh2t.cli.options import comma_list, fraction, positive_int, weights_value
 from skh2t.cli.plot import plot_kept_per_tap
-from skh2t.cli.report import MethodResult, format_table, write_json
+from skh2t.cli.report import format_table, write_json
 from skh2t.threads import blas_threads
 
 # --- options, reports, errors, threads ---------------------------------------------
@@ -32,9 +33,13 @@ def test_usage_errors_are_one_line():
 
 
 def test_table_and_json(tmp_path):
+    def outcome(method, cv, test, n_features, n_available, seconds):
+        return Outcome(method, 1024, None, {}, cv, [], n_features, seconds, 0.0, 0, n_available,
+                       test_accuracy=test)  # fmt: skip
+
     rows = [
-        MethodResult("linear probe (last layer)", 0.82, 0.8146, 1280, 50664, 0.21, {"C": 10.0}),
-        MethodResult("Head2Toe", 0.88, 0.8842, 10132, 50664, 2.13, {}),
+        outcome("linear probe (last layer)", 0.82, 0.8146, 1280, 50664, 0.21),
+        outcome("Head2Toe", 0.88, 0.8842, 10132, 50664, 2.13),
     ]
     table = format_table(rows).splitlines()
     assert len({len(line) for line in table[:2]}) == 1  # header and rule aligned

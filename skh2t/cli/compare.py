@@ -52,6 +52,8 @@ class Outcome:
     fit_seconds, cv_seconds : float
     n_not_converged : int
         Fits that stopped at their iteration limit.
+    n_available : int
+        Features extracted at ``target_size`` (the table's "of N").
     test_accuracy : float or None
         Filled in after the test evaluation.
     """
@@ -66,6 +68,7 @@ class Outcome:
     fit_seconds: float
     cv_seconds: float
     n_not_converged: int
+    n_available: int
     test_accuracy: float | None = field(default=None)
 
 
@@ -93,7 +96,8 @@ def last_layer_probe(
             n_jobs=n_jobs,
             on_fold=bar.update,
         )
-    return _probe_outcome(LAST_LAYER, search, time.perf_counter() - start, {"tap": tap.name})
+    seconds = time.perf_counter() - start
+    return _probe_outcome(LAST_LAYER, search, seconds, {"tap": tap.name}, features)
 
 
 def all_taps_l2(
@@ -108,11 +112,15 @@ def all_taps_l2(
     start = time.perf_counter()
     with progress.bar(len(features) * len(folds), f"CV {ALL_L2}", unit="fold") as bar:
         search = l2_probe_cv(features, y, folds, Cs, n_jobs=n_jobs, on_fold=bar.update)
-    return _probe_outcome(ALL_L2, search, time.perf_counter() - start, None)
+    return _probe_outcome(ALL_L2, search, time.perf_counter() - start, None, features)
 
 
 def _probe_outcome(
-    method: str, search: ProbeSearch, seconds: float, fixed: dict[str, Any] | None
+    method: str,
+    search: ProbeSearch,
+    seconds: float,
+    fixed: dict[str, Any] | None,
+    features: dict[int, np.ndarray],
 ) -> Outcome:
     """``fixed``: parameters shown instead of the target size (the last-layer probe's tap)."""
 
@@ -135,6 +143,7 @@ def _probe_outcome(
         search.fit_seconds,
         seconds - search.fit_seconds,
         search.n_not_converged,
+        features[search.best_key].shape[1],
     )
 
 
@@ -157,6 +166,7 @@ def head2toe(model: Head2ToeClassifier, seconds: float, n_not_converged: int) ->
         model.refit_time_,
         seconds - model.refit_time_,
         n_not_converged,
+        model.transformer_.taps_[-1].stop,
     )
 
 

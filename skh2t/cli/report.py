@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import dataclass
+from collections.abc import Sequence
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 _PACKAGES = ("skh2t", "numpy", "scipy", "scikit-learn", "torch", "timm", "matplotlib")
 
 
-@dataclass
-class MethodResult:
-    """One row of the comparison table.
+class TableRow(Protocol):
+    """What one row of the comparison table shows (a :class:`~skh2t.cli.compare.Outcome`).
 
     Attributes
     ----------
@@ -32,25 +31,24 @@ class MethodResult:
         Number of features extracted at the target size it reads.
     fit_seconds : float
         Time of the final fit on all training images (features already extracted).
-    params : dict
-        The chosen hyper-parameters.
     """
 
     method: str
     cv_accuracy: float
-    test_accuracy: float
+    test_accuracy: float | None
     n_features: int
     n_available: int
     fit_seconds: float
-    params: dict[str, Any]
 
 
-def format_table(results: list[MethodResult]) -> str:
+def format_table(results: Sequence[TableRow]) -> str:
     """The comparison table, one row per method, aligned, plain text.
 
     Examples
     --------
-    >>> row = MethodResult("Head2Toe", 0.9, 0.8912, 500, 2000, 1.234, {})
+    >>> from types import SimpleNamespace
+    >>> row = SimpleNamespace(method="Head2Toe", cv_accuracy=0.9, test_accuracy=0.8912,
+    ...                       n_features=500, n_available=2000, fit_seconds=1.234)
     >>> print(format_table([row]))
     method    CV acc  test acc        features used  fit s
     --------  ------  --------  -------------------  -----

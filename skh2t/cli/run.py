@@ -28,7 +28,7 @@ from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.cli.extraction import iter_joint_feature_chunks, tap_table
 from skh2t.cli.plot import plot_kept_per_tap
 from skh2t.cli.progress import Progress
-from skh2t.cli.report import MethodResult, format_params, format_table, versions, write_json
+from skh2t.cli.report import format_params, format_table, versions, write_json
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.joint import repool, transform_jointly
 from skh2t.plotting import kept_features_per_tap
@@ -215,8 +215,7 @@ def run(args: argparse.Namespace) -> int:
     outcomes = _compare(args, features, transformers, y, folds, progress)
     outcomes.append(compare.head2toe(h2t, h2t_seconds, h2t_not_converged))
     test_seconds = _evaluate(outcomes, transformers, test, progress)
-    results = [_result_row(o, features[o.target_size].shape[1]) for o in outcomes]
-    _print_summary(results, outcomes)
+    _print_summary(outcomes)
     payload = _payload(args, train, test, features, transformers, outcomes, h2t)
     payload["timings"] = {
         "head2toe_fit_seconds": h2t_seconds,
@@ -333,20 +332,8 @@ def _evaluate(
     return time.perf_counter() - start
 
 
-def _result_row(outcome: compare.Outcome, n_available: int) -> MethodResult:
-    return MethodResult(
-        outcome.method,
-        outcome.cv_accuracy,
-        outcome.test_accuracy,
-        outcome.n_features,
-        n_available,
-        outcome.fit_seconds,
-        outcome.params,
-    )
-
-
-def _print_summary(results: list[MethodResult], outcomes: list[compare.Outcome]) -> None:
-    print(format_table(results))
+def _print_summary(outcomes: list[compare.Outcome]) -> None:
+    print(format_table(outcomes))
     print()
     for outcome in outcomes:
         print(f"{outcome.method}: {format_params(outcome.params)}")
