@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import timm
 import torch
-import torch.nn.functional as F
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
@@ -25,22 +24,25 @@ from skh2t.features.backbones import BackboneReference, load_backbone, on_cpu, s
 from skh2t.features.devices import resolve_device
 from skh2t.features.images import as_images
 from skh2t.features.preprocessing import Preprocessor
-from skh2t.finetune.drift import DRIFT_METRICS, feature_drift
 from skh2t.finetune.network import (
     HeadedModel,
     as_feature_extractor,
     embed,
     head_from_probe,
-    iterate_minibatches,
     preprocess_all,
     random_head,
 )
 from skh2t.finetune.probe import head_energy, train_probe
-from skh2t.finetune.schedule import warmup_cosine
+from skh2t.finetune.training import (
+    FineTuneRun,
+    HeldOut,
+    TrainingSettings,
+    cpu_state,
+    fine_tune,
+)
 from skh2t.progress import progress_bar
 
 #: Keys of ``history_``, one value per recorded epoch (epoch 0 is before the first step).
-HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_accuracy", "val_accuracy", *DRIFT_METRICS)
 
 
 class FineTuneClassifier(ClassifierMixin, BaseEstimator):
@@ -334,25 +336,25 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            best = self._fit_candidates(
+            best, search = self._fit_candidates(
                 model, inputs, targets_t, train, held_out, classes, candidates, seed, device
             )
 
         # Everything worked: replace the fitted state as a whole.
         self.classes_ = classes
         self.data_config_ = loaded.data_config
-        self.n_features_ = best["net"].head.in_features
-        self.probe_epochs_ = best["probe_epochs"]
-        self.energy_ = best["energy"]
-        self.history_ = best["history"]
-        self.n_iter_ = best["n_iter"]
-        self.best_epoch_ = best["best_epoch"]
+        self.n_features_ = best.net.head.in_features
+        self.probe_epochs_ = best.probe_epochs
+        self.energy_ = best.energy
+        self.history_ = best.history
+        self.n_iter_ = best.n_iter
+        self.best_epoch_ = best.best_epoch
         if isinstance(self.probe_epochs, str):
-            self.probe_search_ = best["search"]
+            self.probe_search_ = search
         else:
             self.__dict__.pop("probe_search_", None)
         self._backbone_reference: BackboneReference | None = loaded.reference
-        self._net: HeadedModel | None = best["net"]
+        self._net: HeadedModel | None = best.net
         self._net_state = None
         return self
 
@@ -408,7 +410,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         candidates: list[int],
         seed: int,
         device: torch.device,
-    ) -> dict[str, Any]:
+    ) -> tuple[FineTuneRun, dict[int, dict[str, Any]]]:
         train_inputs, train_targets = inputs[train], targets[train]
         heldout_inputs = inputs[held_out] if held_out is not None else train_inputs
         heldout_targets = targets[held_out] if held_out is not None else None
@@ -439,8 +441,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             snapshots=candidates,
         )
 
+        held = HeldOut(heldout_inputs, heldout_targets, original_heldout)
+        settings = self._training_settings()
         pristine = copy.deepcopy(model) if len(candidates) > 1 else None
-        best: dict[str, Any] | None = None
+        best: FineTuneRun | None = None
         search: dict[int, dict[str, Any]] = {}
         progress = progress_bar(
             candidates, desc="probe_epochs", disable=not self.verbose or len(candidates) == 1
@@ -451,130 +455,37 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             net = HeadedModel(net_model, copy.deepcopy(head))
             energy = head_energy(net.head, original_train, train_targets)
             torch.manual_seed(seed)  # the same dropout draws for every candidate
-            run = self._fine_tune(
+            run = fine_tune(
                 net.to(device),
                 train_inputs,
                 train_targets,
-                heldout_inputs,
-                heldout_targets,
-                original_heldout,
+                held,
+                settings,
                 torch.Generator().manual_seed(seed + 1),
                 device,
             )
-            run.update(probe_epochs=n_probe, energy=energy)
-            search[n_probe] = {
-                "val_accuracy": run["score"],
-                "energy": energy,
-                "history": run["history"],
-            }
-            if best is None or run["score"] > best["score"]:
+            run.probe_epochs, run.energy = n_probe, energy
+            search[n_probe] = {"val_accuracy": run.score, "energy": energy, "history": run.history}
+            if best is None or run.score > best.score:
                 best = run
             else:
                 del run
         assert best is not None
-        best["search"] = search
-        return best
+        return best, search
 
-    def _fine_tune(
-        self,
-        net: HeadedModel,
-        train_inputs: torch.Tensor,
-        train_targets: torch.Tensor,
-        heldout_inputs: torch.Tensor,
-        heldout_targets: torch.Tensor | None,
-        original_heldout: torch.Tensor,
-        generator: torch.Generator,
-        device: torch.device,
-    ) -> dict[str, Any]:
-        n_train = train_inputs.shape[0]
-        steps_per_epoch = len(iterate_minibatches(n_train, self.batch_size, torch.Generator()))
-        total_steps = self.epochs * steps_per_epoch
-        warmup_steps = round(self.warmup_epochs * steps_per_epoch)
-        optimizer = self._make_optimizer(net)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
+    def _training_settings(self) -> TrainingSettings:
+        return TrainingSettings(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            warmup_epochs=self.warmup_epochs,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            freeze_batch_norm=self.freeze_batch_norm,
+            early_stopping=self.early_stopping,
+            n_iter_no_change=self.n_iter_no_change,
+            verbose=self.verbose,
         )
-        history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
-
-        def record(epoch: int, loss: float, accuracy: float) -> float:
-            current = embed(net.features, heldout_inputs, batch_size=self.batch_size, device=device)
-            if heldout_targets is None:
-                val_accuracy = float("nan")
-            else:
-                with torch.no_grad():
-                    logits = net.head(current.to(device)).cpu()
-                val_accuracy = float((logits.argmax(dim=1) == heldout_targets).double().mean())
-            history["epoch"].append(epoch)
-            history["lr"].append(optimizer.param_groups[0]["lr"])
-            history["train_loss"].append(loss)
-            history["train_accuracy"].append(accuracy)
-            history["val_accuracy"].append(val_accuracy)
-            for key, value in feature_drift(original_heldout, current).items():
-                history[key].append(value)
-            return val_accuracy
-
-        score = record(0, float("nan"), float("nan"))
-        best_score, best_epoch, stale = score, 0, 0
-        best_state = _cpu_state(net) if self.early_stopping else None
-        epochs = progress_bar(
-            range(1, self.epochs + 1), desc="Fine-tuning", unit="epoch", disable=not self.verbose
-        )
-        n_iter = 0
-        for epoch in epochs:
-            net.train()
-            if self.freeze_batch_norm:
-                for module in net.modules():
-                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                        module.eval()
-            total_loss, correct = 0.0, 0
-            for index in iterate_minibatches(n_train, self.batch_size, generator):
-                logits = net(train_inputs[index].to(device))
-                batch_targets = train_targets[index].to(device)
-                loss = F.cross_entropy(logits, batch_targets)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total_loss += float(loss.detach()) * len(index)
-                correct += int((logits.detach().argmax(dim=1) == batch_targets).sum())
-            net.eval()
-            n_iter = epoch
-            score = record(epoch, total_loss / n_train, correct / n_train)
-            epochs.set_postfix(loss=f"{total_loss / n_train:.4f}", val_accuracy=f"{score:.4f}")
-            if not self.early_stopping:
-                continue
-            if score > best_score:
-                best_score, best_epoch, stale = score, epoch, 0
-                best_state = _cpu_state(net)
-            else:
-                stale += 1
-                if stale >= self.n_iter_no_change:
-                    break
-        net.eval()
-        if self.early_stopping:
-            net.load_state_dict(best_state)
-            score = best_score
-        else:
-            best_epoch = n_iter
-        return {
-            "net": net,
-            "history": history,
-            "n_iter": n_iter,
-            "best_epoch": best_epoch,
-            "score": score,
-        }
-
-    def _make_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
-        parameters = [p for p in net.parameters() if p.requires_grad]
-        if self.optimizer == "sgd":
-            return torch.optim.SGD(
-                parameters,
-                lr=self.lr,
-                momentum=0.9,
-                nesterov=True,
-                weight_decay=self.weight_decay,
-            )
-        return torch.optim.AdamW(parameters, lr=self.lr, weight_decay=self.weight_decay)
 
     # --------------------------------------------------------------- prediction
 
@@ -670,7 +581,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         net = state.get("_net")
         if net is not None and state.get("_backbone_reference") is not None:
             state["_net"] = None  # a named architecture: rebuilt from its name and the weights
-            state["_net_state"] = _cpu_state(net)
+            state["_net_state"] = cpu_state(net)
         elif net is not None:
             state["_net"] = on_cpu(net)  # a user module cannot be rebuilt: stored whole
         return state
@@ -684,10 +595,6 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         tags.requires_fit = True
         tags.non_deterministic = False
         return tags
-
-
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: t.detach().to("cpu", copy=True) for name, t in module.state_dict().items()}
 
 
 def _rebuild(
