@@ -100,8 +100,8 @@ default=None
     max_iter : int, default=5000
         Maximum number of FISTA iterations (and of L-BFGS iterations for the
         refit). Iterations are cheap (products with the working set only);
-        on Head2Toe features at ``0.01 * alpha_max`` a solve takes 1,000 to
-        3,000 of them.
+        on wide Head2Toe features at small ``alpha_fraction`` a solve can take
+        thousands of them.
     warm_start : bool, default=False
         Start from the previous penalised solution when refitting.
     verbose : int, default=0

@@ -117,10 +117,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         Keep the batch-normalisation layers in eval mode while fine-tuning: their
         running statistics stay the pretrained ones (their affine parameters are
         still trained). ``False`` re-estimates them on the new data, which on a
-        far domain moves the features by itself, whatever the head: on 1000
-        Fashion-MNIST images with Lite0 at 64 px (``benchmarks/bench_finetune.py``)
-        it cut the cosine similarity to the original features to about 0.2 in the
-        first epoch for every head, and test accuracy by 9 to 21 points.
+        far domain moves the features by itself, whatever the head (see
+        :doc:`/user_guide/finetune`).
     batch_size : int, default=32
         Images per step (and per forward pass when predicting).
     validation_fraction : float in [0, 1) or None, default=0.1
