@@ -334,3 +334,11 @@ def test_predict_bogus_device_before_loading(tmp_path, capsys, folder):
     argv = ["predict", "--model", str(tmp_path / "absent.joblib"), "--device", "bogus", str(image)]
     assert main(argv) == 2
     assert "--device: " in error_line(capsys)
+
+
+def test_run_output_that_cannot_be_written_fails_first(folder, tmp_path, capsys):
+    (tmp_path / "out" / "results.json").mkdir(parents=True)  # where a file must go
+    argv = ["run", "--dataset", str(folder), *TINY, "--output-dir", str(tmp_path / "out"), "-q"]
+    assert main(argv) == 2
+    assert "--output-dir: " in (line := error_line(capsys))
+    assert "results.json' is a directory" in line

@@ -198,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
     options.check_backbone(args)
     with usage_errors(OSError, context="--output-dir"):
         os.makedirs(args.output_dir, exist_ok=True)
+    outputs = [RESULTS_JSON, PLOT_PNG, *([MODEL_FILE] if args.save_model else [])]
+    for name in outputs:  # before the work, not after it
+        options.check_output_file(os.path.join(args.output_dir, name), "--output-dir")
     train, test = _load_data(args)
     _check_folds(train, args.folds)
     check_readable(train.images)
