@@ -16,6 +16,7 @@ from skh2t.export.module import CompactHead2Toe, TapReader, TapReadout
 from skh2t.export.taps import tap_extractor
 from skh2t.features.backbones import parameter_dtype
 from skh2t.features.devices import resolve_device
+from skh2t.features.preprocessing import Preprocessor
 from skh2t.features.transformer import IntermediateFeatureTransformer
 
 
@@ -84,9 +85,10 @@ def compact_module(model: Any, *, device: str | torch.device = "cpu") -> Compact
     transformer = parts.transformer
     taps, readouts = _readouts(parts)
     backbone = copy.deepcopy(transformer.backbone_).cpu().eval()
-    height, width = transformer.data_config_["input_size"][1:]
-    config = transformer.data_config_
-    example = _example_batch(config, parameter_dtype(backbone))
+    preprocess = Preprocessor.from_data_config(transformer.data_config_)
+    # Two random images, normalised as the transformer does: what the traced graph is checked on.
+    images = torch.rand((2, 3, *preprocess.size), generator=torch.Generator().manual_seed(0))
+    example = preprocess(images, dtype=parameter_dtype(backbone))
     standardize = None
     kept = np.flatnonzero(parts.support)
     if transformer._fitted_normalization == "standard":
@@ -98,16 +100,16 @@ def compact_module(model: Any, *, device: str | torch.device = "cpu") -> Compact
     module = CompactHead2Toe(
         taps=tap_extractor(backbone, taps, [TapReader(r) for r in readouts], example),
         readouts=readouts,
-        mean=config["mean"],
-        std=config["std"],
-        image_size=(int(height), int(width)),
+        mean=preprocess.mean,
+        std=preprocess.std,
+        image_size=preprocess.size,
         standardize=standardize,
         order=order,
         renormalize=spans,
         weight=weight,
         bias=parts.intercept,
         classes=parts.classes,
-        interpolation=config.get("interpolation", "bicubic"),
+        interpolation=preprocess.interpolation,
     )
     return module.to(target)
 
@@ -197,12 +199,3 @@ def _renormalization_order(parts: _FittedParts, kept: np.ndarray):
     spans = [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
     identity = np.array_equal(order, np.arange(order.size))
     return (None if identity else order), spans
-
-
-def _example_batch(config: dict, dtype: torch.dtype) -> torch.Tensor:
-    """Two normalised random images: what the traced graph is checked on."""
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand((2, *config["input_size"]), generator=generator)
-    mean = torch.tensor(config["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(config["std"]).view(1, -1, 1, 1)
-    return ((images - mean) / std).to(dtype).contiguous(memory_format=torch.channels_last)
