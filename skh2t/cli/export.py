@@ -18,7 +18,7 @@ from skh2t.export import (
     check_export_path,
     compact_module,
     export_model,
-    read_metadata,
+    metadata,
 )
 
 DESCRIPTION = """\
@@ -86,7 +86,5 @@ def run(args: argparse.Namespace) -> int:
         f"in [0, 1], output (N, {len(module.classes_)}) logits; reads {module.n_features} "
         f"features from {n_taps} taps"
     )
-    print(
-        "classes (in the file's metadata too): " + json.dumps(read_metadata(args.output)["classes"])
-    )
+    print("classes (in the file's metadata too): " + json.dumps(metadata(module)["classes"]))
     return 0

@@ -233,10 +233,15 @@ def check_backbone(args: argparse.Namespace) -> None:
             )
         with usage_errors(CheckpointError, context="--weights"):  # a bad file fails now, not later
             load_backbone(args.backbone, weights=weights, image_size=args.image_size)
-    with usage_errors(ValueError, RuntimeError, context="--device"):
-        resolve_device(args.device)
+    check_device(args.device)
     with usage_errors(ValueError, context="--cache"):
         resolve_cache_directory(args.cache)
+
+
+def check_device(device: str) -> None:
+    """Fail early, in one line, on a ``--device`` that is not a usable torch device."""
+    with usage_errors(ValueError, RuntimeError, context="--device"):
+        resolve_device(device)
 
 
 def make_transformer(

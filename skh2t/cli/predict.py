@@ -12,9 +12,8 @@ from sklearn.pipeline import Pipeline
 from skh2t import Head2ToeClassifier
 from skh2t.cli import options
 from skh2t.cli.data import check_readable, list_image_files
-from skh2t.cli.errors import UsageError, usage_errors
+from skh2t.cli.errors import UsageError
 from skh2t.features import IntermediateFeatureTransformer
-from skh2t.features.devices import resolve_device
 from skh2t.progress import progress_bar
 
 CHUNK = 256  # images per prediction call
@@ -46,8 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the predicted label of every image."""
     if args.device is not None:
-        with usage_errors(ValueError, context="--device"):
-            resolve_device(args.device)
+        options.check_device(args.device)
     model = load_model(args.model)
     files = list_image_files(args.files, args.folder)
     check_readable(files)

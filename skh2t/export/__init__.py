@@ -14,6 +14,7 @@ from skh2t.export.files import (
     check_export_path,
     export_model,
     load_exported,
+    metadata,
     read_metadata,
 )
 from skh2t.export.module import CompactHead2Toe, TapReadout, prepare_images
@@ -27,6 +28,7 @@ __all__ = [
     "compact_module",
     "export_model",
     "load_exported",
+    "metadata",
     "prepare_images",
     "read_metadata",
 ]

@@ -247,7 +247,18 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def metadata(module: CompactHead2Toe) -> dict[str, Any]:
-    """The record :func:`read_metadata` returns, for ``module``."""
+    """The record :func:`export_model` writes into a file of ``module`` (JSON-able).
+
+    Parameters
+    ----------
+    module : CompactHead2Toe
+        An exportable module.
+
+    Returns
+    -------
+    dict
+        What :func:`read_metadata` reads back from the file.
+    """
     from skh2t import __version__
 
     return {
