@@ -49,6 +49,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import torch
+from bench_head2toe import memory_mb  # this folder: the same /proc reader
 
 from skh2t import Head2ToeClassifier
 from skh2t.datasets import load_fashion_mnist, stratified_subsample
@@ -105,14 +106,14 @@ def child(mode: str, paths: dict[str, str], n: int, threads: int) -> None:
     images = load_fashion_mnist(subset="test").images[:n]
     predict = _predictor(mode, paths, threads)
     predict(images[:1])  # builds what is built lazily
-    loaded = _memory_mb("VmRSS")
+    loaded = memory_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     start = time.perf_counter()
     with blas_threads(1):
         predicted = np.concatenate([predict(images[i : i + BATCH]) for i in range(0, n, BATCH)])
     seconds = time.perf_counter() - start
     np.save(paths["joblib"] + f".{mode}.npy", predicted)
-    print(json.dumps({"seconds": seconds, "peak_mb": _memory_mb("VmHWM"), "loaded_mb": loaded}))
+    print(json.dumps({"seconds": seconds, "peak_mb": memory_mb("VmHWM"), "loaded_mb": loaded}))
 
 
 def _predictor(mode: str, paths: dict[str, str], threads: int):
@@ -130,14 +131,6 @@ def _predictor(mode: str, paths: dict[str, str], threads: int):
     return lambda images: classes[
         run(prepare_images(images, size, interpolation).numpy()).argmax(1)
     ]
-
-
-def _memory_mb(field: str) -> float:
-    """A memory figure of this process from /proc/self/status (Linux), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}: this benchmark needs Linux.")
 
 
 def main() -> None:

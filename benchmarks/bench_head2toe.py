@@ -196,18 +196,18 @@ def child(path: str, mode: str, n: int, torch_threads: int) -> None:
     model = joblib.load(path)
     predictor = model if mode == "estimator" else model.best_estimator_
     predictor.predict(images[:1])  # builds the backbone
-    loaded = _memory_mb("VmRSS")
+    loaded = memory_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     start = time.perf_counter()
     with blas_threads(1):
         predicted = predictor.predict(images)
     seconds = time.perf_counter() - start
     checksum = int(np.sum(predicted.astype(np.int64) * np.arange(1, n + 1)))
-    print(json.dumps({"seconds": seconds, "peak_mb": _memory_mb("VmHWM"), "loaded_mb": loaded,
+    print(json.dumps({"seconds": seconds, "peak_mb": memory_mb("VmHWM"), "loaded_mb": loaded,
                       "predictions": checksum}))  # fmt: skip
 
 
-def _memory_mb(field: str) -> float:
+def memory_mb(field: str) -> float:
     """A memory figure of this process from /proc/self/status (Linux), in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):

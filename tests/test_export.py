@@ -223,8 +223,8 @@ def test_onnx_on_200_real_images_predicts_as_the_fitted_model(tmp_path):
         keep_fractions=[0.05],
         cv=2,
     ).fit(train.images[:200], train.target[:200])
-    path = export_model(model, tmp_path / "fashion.onnx")
     module = compact_module(model)
+    path = export_model(module, tmp_path / "fashion.onnx")
     images = test.images[:200]
     got = load_exported(path)(module.prepare(images).numpy())
     expected = model.decision_function(images)

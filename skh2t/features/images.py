@@ -306,9 +306,7 @@ def check_image_files(paths: Sequence[str | os.PathLike]) -> None:
             with Image.open(path) as image:
                 image.verify()
         except (OSError, SyntaxError, ValueError) as error:  # verify raises all three
-            raise ImageReadError(
-                f"Could not read the image file {os.fspath(path)!r}: {error}"
-            ) from error
+            raise _read_error(path, error) from error
 
 
 def _read_file(path: str | os.PathLike) -> Image.Image:
@@ -316,6 +314,8 @@ def _read_file(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as image:
             return convert_image(image)
     except OSError as error:
-        raise ImageReadError(
-            f"Could not read the image file {os.fspath(path)!r}: {error}"
-        ) from error
+        raise _read_error(path, error) from error
+
+
+def _read_error(path: str | os.PathLike, error: Exception) -> ImageReadError:
+    return ImageReadError(f"Could not read the image file {os.fspath(path)!r}: {error}")
