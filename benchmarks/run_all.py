@@ -12,11 +12,13 @@
 - bench_export.py: serving a 224 px / target size 8192 model: its predict vs the compact
   module, TorchScript and onnxruntime (needs the export extra); file sizes.
 - bench_finetune.py (with --finetune, ~5-10 minutes): probes vs fine-tuning.
+- bench_tasks.py (with --tasks; --quick: its quick variant): the task suite, domain
+  affinity against Head2Toe's gain.
 
 ``bench_run.py`` (the wall time of ``skh2t run`` against an earlier commit) runs
 on its own: ``python benchmarks/bench_run.py --baseline REF``.
 
-Run: ``python benchmarks/run_all.py [--quick] [--finetune]``.
+Run: ``python benchmarks/run_all.py [--quick] [--finetune] [--tasks]``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def main() -> None:
         "--quick", action="store_true", help="smaller solver benchmark, CV on synthetic data only"
     )
     parser.add_argument("--finetune", action="store_true", help="also the fine-tuning benchmark")
+    parser.add_argument("--tasks", action="store_true", help="also the task suite")
     args = parser.parse_args()
     print(machine_description())
     run("bench_solver.py", *(["--quick"] if args.quick else []))
@@ -73,6 +76,8 @@ def main() -> None:
     run("bench_export.py", *(["--quick"] if args.quick else []))
     if args.finetune:
         run("bench_finetune.py")
+    if args.tasks:
+        run("bench_tasks.py", *(["--quick"] if args.quick else []))
 
 
 if __name__ == "__main__":
