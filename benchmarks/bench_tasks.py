@@ -36,8 +36,9 @@ one seed (``--seed``) draws the data, the folds and the initialisations.
 Written to ``--output-dir``: ``tasks.json`` and ``affinity.png`` (gain
 against affinity, one point per task).
 
-Run: ``python benchmarks/bench_tasks.py`` (about 40 minutes on 2 CPU cores)
-or ``--quick`` (fewer, smaller tasks and a smaller grid: about 8 minutes).
+Run: ``python benchmarks/bench_tasks.py`` (52 minutes on 2 idle CPU cores)
+or ``--quick`` (4 smaller tasks and a smaller grid: 6 minutes);
+``--replot tasks.json`` redraws the figure of a saved run.
 """
 
 from __future__ import annotations
@@ -440,49 +441,92 @@ def format_table(results: list[TaskResult]) -> str:
     return "\n".join(lines)
 
 
-def correlation(results: list[TaskResult]) -> tuple[float, float]:
+@dataclass(frozen=True)
+class AffinityPoint:
+    """One task of the figure (from a run, or from its ``tasks.json``)."""
+
+    task: str
+    kind: str
+    affinity: float
+    gain: float
+    gain_standard_error: float
+
+    @classmethod
+    def of(cls, record: dict) -> AffinityPoint:
+        return cls(*(record[name] for name in cls.__dataclass_fields__))
+
+
+def correlation(points: list[AffinityPoint]) -> tuple[float, float]:
     """Pearson r between domain affinity and Head2Toe's gain, and its two-sided p-value."""
-    if len(results) < 3:
+    if len(points) < 3:
         return float("nan"), float("nan")
-    test = stats.pearsonr([r.affinity for r in results], [r.gain for r in results])
+    test = stats.pearsonr([p.affinity for p in points], [p.gain for p in points])
     return float(test.statistic), float(test.pvalue)
 
 
-def plot_affinity(results: list[TaskResult], path: Path, title: str) -> None:
+def plot_affinity(points: list[AffinityPoint], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    affinity = np.array([r.affinity for r in results])
-    gain = np.array([r.gain for r in results])
-    errors = [r.gain_standard_error for r in results]
+    affinity = np.array([p.affinity for p in points])
+    gain = np.array([p.gain for p in points])
     figure, axes = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
     colours = {"natural": "tab:blue", "structured": "tab:red", "folder": "tab:green"}
-    for result, x, y, error in zip(results, affinity, gain, errors, strict=True):
-        axes.errorbar(x, y, yerr=error, fmt="o", color=colours[result.kind], capsize=3)
-        axes.annotate(result.task, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    if len(results) >= 2:
+    middle = (affinity.min() + affinity.max()) / 2
+    for point in points:
+        axes.errorbar(
+            point.affinity,
+            point.gain,
+            yerr=point.gain_standard_error,
+            fmt="o",
+            color=colours[point.kind],
+            capsize=3,
+        )
+        right = point.affinity > middle  # labels of the right half go left of their point
+        axes.annotate(
+            point.task,
+            (point.affinity, point.gain),
+            textcoords="offset points",
+            xytext=(-5 if right else 5, 5),
+            ha="right" if right else "left",
+            fontsize=8,
+        )
+    if len(points) >= 2:
         slope, intercept = np.polyfit(affinity, gain, 1)
         xs = np.linspace(affinity.min(), affinity.max(), 2)
         axes.plot(xs, slope * xs + intercept, "--", color="grey", linewidth=1)
     axes.axhline(0, color="black", linewidth=0.5)
     axes.set_xlabel("domain affinity: linear probe - from scratch (test accuracy)")
-    axes.set_ylabel("gain: Head2Toe - linear probe")
-    r, p = correlation(results)
-    axes.set_title(f"{title}\nPearson r = {r:.2f} (p = {p:.2g}, {len(results)} tasks)", fontsize=9)
+    axes.set_ylabel("gain: Head2Toe - linear probe (± s.e.)")
+    r, p = correlation(points)
+    axes.set_title(f"{title}\nPearson r = {r:.2f} (p = {p:.2g}, {len(points)} tasks)", fontsize=9)
     handles = [
         plt.Line2D([], [], marker="o", linestyle="", color=c, label=k)
         for k, c in colours.items()
-        if any(r.kind == k for r in results)
+        if any(p.kind == k for p in points)
     ]
     axes.legend(handles=handles, fontsize=8)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
+def plot_title(settings: Settings) -> str:
+    return f"{BACKBONE}, {settings.image_size} px, {settings.n_train} training images"
+
+
+def replot(path: Path) -> None:
+    """Redraw ``affinity.png`` next to a saved ``tasks.json``, without running anything."""
+    payload = json.loads(path.read_text())
+    points = [AffinityPoint.of(record) for record in payload["tasks"]]
+    settings = Settings(**payload["settings"])
+    plot_affinity(points, path.with_name("affinity.png"), plot_title(settings))
+    print(f"wrote {path.with_name('affinity.png')}")
+
+
 def write_json(results: list[TaskResult], settings: Settings, path: Path) -> None:
-    r, p = correlation(results)
+    r, p = correlation([AffinityPoint.of(result.summary()) for result in results])
     payload = {
         "settings": asdict(settings),
         "pearson_r": r,
@@ -503,11 +547,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="the data draws, folds and initialisations")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--output-dir", type=Path, default=Path("skh2t_results/tasks"))
+    parser.add_argument("--replot", type=Path, metavar="TASKS_JSON", help="only redraw the figure")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.replot:
+        replot(args.replot)
+        return
     settings = QUICK if args.quick else Settings()
     if args.seed is not None:
         settings = replace(settings, seed=args.seed)
@@ -533,12 +581,12 @@ def main() -> None:
             )
     print()
     print(format_table(results))
-    r, p = correlation(results)
+    points = [AffinityPoint.of(result.summary()) for result in results]
+    r, p = correlation(points)
     print(f"\nPearson r(affinity, gain) = {r:.3f} (p = {p:.3g}, {len(results)} tasks)")
     print(f"total {time.perf_counter() - started:.0f} s")
     write_json(results, settings, args.output_dir / "tasks.json")
-    title = f"{BACKBONE}, {settings.image_size} px, {settings.n_train} training images"
-    plot_affinity(results, args.output_dir / "affinity.png", title)
+    plot_affinity(points, args.output_dir / "affinity.png", plot_title(settings))
     print(f"wrote {args.output_dir / 'tasks.json'} and {args.output_dir / 'affinity.png'}")
 
 

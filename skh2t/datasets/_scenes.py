@@ -123,14 +123,20 @@ def make_scenes(
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object, with the following attributes.
+
         images : ndarray of shape (n_samples, image_size, image_size, 3), uint8
+            The images.
         target : ndarray of shape (n_samples,), int64
+            The class: the number of objects minus 3, or the distance bin.
         target_names : ndarray
             ``"3"`` to ``"10"`` objects, or the depth ranges.
         factors : :class:`SceneFactors`
             Every object's image, shape, colour, size, depth and position.
         task : str
+            The task.
         DESCR : str
+            Description of the data set.
 
     (images, target) : tuple if ``return_X_y`` is True
 
