@@ -174,3 +174,12 @@ def test_a_seed_gives_the_same_images(make, task):
 def test_bad_arguments_are_named(make, kwargs, message):
     with pytest.raises(ValueError, match=message):
         make(**kwargs)
+
+
+def test_a_scene_that_cannot_be_placed_is_an_error_not_a_hang(monkeypatch):
+    from skh2t.datasets import _scenes
+
+    monkeypatch.setattr(_scenes, "_SCENE_TRIES", 3)
+    monkeypatch.setattr(_scenes, "_place_objects", lambda *args: None)
+    with pytest.raises(RuntimeError, match="without overlap in 3 tries at image_size=64"):
+        make_scenes(2, random_state=0)

@@ -27,7 +27,8 @@ DISTANCE_COUNT_RANGE = (3, 6)  # objects per scene of the distance task
 N_DISTANCE_BINS = 6
 DEPTH_RANGE = (1.0, 3.0)
 HORIZON = 0.3  # row of the horizon, in image heights
-_PLACEMENT_TRIES = 200
+_PLACEMENT_TRIES = 200  # random positions tried per object before the scene is redrawn
+_SCENE_TRIES = 1000  # redrawn scenes before giving up (a few are ever needed)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ class _Object:
 
 
 def _draw_scene(rng: np.random.RandomState, task: str, label: int, size: int) -> list[_Object]:
-    while True:  # a seeded retry: rarely needed, and deterministic
+    for _ in range(_SCENE_TRIES):  # a seeded retry: deterministic
         if task == "count":
             n, nearest = label + COUNT_RANGE[0], None
         else:
@@ -207,6 +208,10 @@ def _draw_scene(rng: np.random.RandomState, task: str, label: int, size: int) ->
         scene = _place_objects(rng, n, nearest, size)
         if scene is not None:
             return scene
+    raise RuntimeError(
+        f"Could not place the objects of a {task} scene (label {label}) without overlap "
+        f"in {_SCENE_TRIES} tries at image_size={size}."
+    )
 
 
 def _place_objects(
