@@ -6,8 +6,8 @@ import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
 from ._descr import SCENES as _DESCR
+from ._generated import check_arguments, generated_data
 from ._render import coverage, paint, to_uint8
-from ._sprites import _check_int
 
 OBJECT_SHAPES = ("sphere", "cube", "cylinder")
 # CLEVR's colours but grey, which the floor is: objects differ from it in hue.
@@ -154,25 +154,21 @@ def make_scenes(
     >>> bool((scenes.factors.count == scenes.target + 3).all())
     True
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    image_size = _check_int(image_size, "image_size", 32)
-    if task not in SCENE_TASKS:
-        raise ValueError(f"task must be one of {SCENE_TASKS}, got {task!r}.")
+    n_samples, image_size = check_arguments(n_samples, task, image_size, SCENE_TASKS, 32)
     rng = check_random_state(random_state)
     n_classes = COUNT_RANGE[1] - COUNT_RANGE[0] + 1 if task == "count" else N_DISTANCE_BINS
     target = rng.randint(n_classes, size=n_samples)
     scenes = [_draw_scene(rng, task, label, image_size) for label in target]
     factors = _factors(scenes)
     images = np.stack([_render(scene, image_size) for scene in scenes])
-    if return_X_y:
-        return images, target
-    return Bunch(
-        images=images,
-        target=target,
-        target_names=np.array(_target_names(task)),
+    return generated_data(
+        images,
+        target,
+        target_names=_target_names(task),
         factors=factors,
         task=task,
-        DESCR=_DESCR,
+        descr=_DESCR,
+        return_X_y=return_X_y,
     )
 
 

@@ -2,12 +2,12 @@
 
 from dataclasses import dataclass
 from functools import cache
-from numbers import Integral
 
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
 from ._descr import SPRITES as _DESCR
+from ._generated import check_arguments, generated_data
 from ._render import coverage, rotated, to_uint8
 
 SHAPES = ("square", "ellipse", "heart")
@@ -120,30 +120,20 @@ def make_sprites(
     >>> str(sprites.target_names[0])
     'orientation in [0/16, 1/16) of the period'
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    image_size = _check_int(image_size, "image_size", 16)
-    if task not in SPRITE_TASKS:
-        raise ValueError(f"task must be one of {SPRITE_TASKS}, got {task!r}.")
+    n_samples, image_size = check_arguments(n_samples, task, image_size, SPRITE_TASKS, 16)
     rng = check_random_state(random_state)
     target = rng.randint(N_BINS, size=n_samples)
     factors = _draw_factors(rng, n_samples, image_size, task, target)
     images = np.stack([_render(factors, i, image_size) for i in range(n_samples)])
-    if return_X_y:
-        return images, target
-    return Bunch(
-        images=images,
-        target=target,
-        target_names=np.array(_target_names(task)),
+    return generated_data(
+        images,
+        target,
+        target_names=_target_names(task),
         factors=factors,
         task=task,
-        DESCR=_DESCR,
+        descr=_DESCR,
+        return_X_y=return_X_y,
     )
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def _draw_factors(
