@@ -239,20 +239,29 @@ def digits(settings: Settings) -> Task:
 def held_out_task(
     name: str, kind: str, images: np.ndarray, target: np.ndarray, settings: Settings
 ) -> Task:
-    """A training draw (class-balanced) and up to ``n_test`` test images from the rest."""
+    train, test = held_out_rows(target, settings)
+    return Task(name, kind, images[train], target[train], images[test], target[test])
+
+
+def held_out_rows(target: np.ndarray, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """A training draw (class-balanced) and up to ``n_test`` test rows from the rest."""
     train = stratified_subsample(target, n_samples=settings.n_train, random_state=settings.seed)
     rest = np.setdiff1d(np.arange(len(target)), train)
     rng = np.random.default_rng(settings.seed)
-    test = np.sort(rng.permutation(rest)[: settings.n_test])
-    return Task(name, kind, images[train], target[train], images[test], target[test])
+    return train, np.sort(rng.permutation(rest)[: settings.n_test])
 
 
 def folder_task(root: str) -> Callable[[Settings], Task]:
     def load(settings: Settings) -> Task:
         data = load_image_folder(root)
-        images = read_images(data.filenames, size=settings.image_size)
+        target = np.asarray(data.target)
+        train, test = held_out_rows(target, settings)
+
+        def read(rows: np.ndarray) -> np.ndarray:  # only the drawn files are decoded
+            return read_images(np.asarray(data.filenames)[rows], size=settings.image_size)
+
         name = os.path.basename(os.path.normpath(root))
-        return held_out_task(name, "folder", images, np.asarray(data.target), settings)
+        return Task(name, "folder", read(train), target[train], read(test), target[test])
 
     return load
 
