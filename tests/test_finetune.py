@@ -9,11 +9,13 @@ import pytest
 import timm
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from skh2t.finetune import FineTuneClassifier, feature_drift, plot_feature_drift
+from skh2t.finetune.classifier import DEFAULT_LR
 from skh2t.finetune.network import head_from_probe
 
 matplotlib.use("Agg")
@@ -274,6 +276,11 @@ def test_binary_probe_head():
         ({"early_stopping": True, "validation_fraction": None}, "needs validation_fraction"),
         ({"validation_fraction": 0.99}, "too few images"),
         ({"backbone": "resnet5O"}, "Unknown timm model"),
+        ({"lr": "fast"}, "'lr' parameter"),
+        ({"probe_target_accuracy": 0.0}, "'probe_target_accuracy' parameter"),
+        ({"probe_target_accuracy": 1.5}, "'probe_target_accuracy' parameter"),
+        ({"probe_target_loss": 0.0}, "'probe_target_loss' parameter"),
+        ({"probe_epochs": "auto", "probe_target_loss": 0.5}, "two ways to choose"),
     ],
 )
 def test_bad_parameters_fail_clearly(data, params, match):
@@ -317,3 +324,38 @@ def test_verbose_shows_progress(data, capsys):
     X, y = data
     make(probe_epochs="auto", probe_epochs_grid=(0, 1), verbose=1).fit(X, y)
     assert "Fine-tuning" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("target", "met"),
+    [
+        ({"probe_target_accuracy": 0.75}, lambda e: e["accuracy"] >= 0.75),
+        ({"probe_target_loss": 0.9}, lambda e: e["loss"] <= 0.9),
+    ],
+)
+def test_probing_stops_at_the_target_energy(data, target, met):
+    X, y = data
+    clf = make(probe_epochs=200, epochs=0, validation_fraction=None, **target).fit(X, y)
+    assert met(clf.energy_)
+    steps_per_epoch = N_IMAGES // 10
+    assert 0 < clf.probe_steps_ < 200 * steps_per_epoch
+    assert clf.probe_epochs_ == -(-clf.probe_steps_ // steps_per_epoch)
+
+
+def test_an_unreachable_target_warns_and_probes_probe_epochs(data):
+    X, y = data
+    clf = make(probe_epochs=2, epochs=0, validation_fraction=None, probe_target_loss=1e-9)
+    with pytest.warns(ConvergenceWarning, match="short of its target"):
+        clf.fit(X, y)
+    assert clf.probe_epochs_ == 2
+    assert clf.probe_steps_ == 2 * (N_IMAGES // 10)
+    fixed = make(probe_epochs=2, epochs=0, validation_fraction=None).fit(X, y)
+    assert clf.energy_ == fixed.energy_  # the same probe, run to its end
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_lr_auto_is_the_optimisers_default(data, optimizer):
+    X, y = data
+    clf = make(lr="auto", optimizer=optimizer, probe_epochs=0, validation_fraction=None)
+    assert clf.fit(X, y).lr_ == DEFAULT_LR[optimizer]
+    assert make(lr=2e-3, optimizer=optimizer, validation_fraction=None).fit(X, y).lr_ == 2e-3

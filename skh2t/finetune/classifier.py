@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
@@ -13,6 +15,7 @@ import timm
 import torch
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -29,10 +32,17 @@ from skh2t.finetune.network import (
     as_feature_extractor,
     embed,
     head_from_probe,
+    iterate_minibatches,
     preprocess_all,
     random_head,
 )
-from skh2t.finetune.probe import head_energy, train_probe
+from skh2t.finetune.probe import (
+    ProbeSettings,
+    TargetEnergy,
+    head_energy,
+    probe_to_target,
+    train_probe,
+)
 from skh2t.finetune.training import (
     FineTuneRun,
     HeldOut,
@@ -42,7 +52,17 @@ from skh2t.finetune.training import (
 )
 from skh2t.progress import progress_bar
 
-#: Keys of ``history_``, one value per recorded epoch (epoch 0 is before the first step).
+#: The fine-tuning learning rate of ``lr="auto"``, per optimiser (see :doc:`/user_guide/finetune`).
+DEFAULT_LR = {"adamw": 1e-4, "sgd": 3e-4}
+
+
+@dataclass(frozen=True)
+class PreparedHead:
+    """A head ready for fine-tuning: its weights and how long it was probed."""
+
+    state: dict[str, torch.Tensor]
+    probe_epochs: int
+    probe_steps: int
 
 
 class FineTuneClassifier(ClassifierMixin, BaseEstimator):
@@ -90,9 +110,22 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     probe_epochs : int or "auto", default=5
         Epochs of head probing before fine-tuning. ``"auto"`` fine-tunes once
         per value of ``probe_epochs_grid`` and keeps the model with the best
-        validation accuracy (needs ``validation_fraction > 0``).
+        validation accuracy (needs ``validation_fraction > 0``). With a
+        ``probe_target_accuracy`` or ``probe_target_loss``, the most epochs
+        probing may take to reach it.
     probe_epochs_grid : sequence of int, default=(0, 1, 3, 10, 30)
         Candidates for ``probe_epochs="auto"``.
+    probe_target_accuracy : float in (0, 1], default=None
+        Stop head probing at the first step where the head's training accuracy
+        on the frozen features reaches this value (the cheap rule of Ren et
+        al.: one probe run and one fine-tuning, instead of one fine-tuning per
+        candidate of ``"auto"``). The energy is checked after every step; a
+        :class:`~sklearn.exceptions.ConvergenceWarning` says when
+        ``probe_epochs`` epochs were not enough.
+    probe_target_loss : float, default=None
+        Stop head probing at the first step where the head's training
+        cross-entropy on the frozen features falls to this value, as
+        ``probe_target_accuracy`` (with both, whichever comes first).
     probe_lr : float, default=1e-2
         Adam learning rate of head probing.
     label_smoothing : float in [0, 1), default=0.0
@@ -104,8 +137,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         below 1 the other way round.
     epochs : int, default=10
         Fine-tuning epochs (0: the prepared head on the frozen backbone).
-    lr : float, default=1e-4
-        Peak fine-tuning learning rate (backbone and head).
+    lr : float or "auto", default="auto"
+        Peak fine-tuning learning rate (backbone and head). ``"auto"``: 1e-4
+        for AdamW and 3e-4 for SGD (:data:`DEFAULT_LR`; measured in
+        :doc:`/benchmarks`, section "The energy sweep"). SGD with the
+        learning rate that suits AdamW barely moves; with ten times the
+        SGD default it destroys the pretrained features.
     weight_decay : float, default=1e-4
         Decoupled weight decay (AdamW) or L2 penalty (SGD) during fine-tuning.
     warmup_epochs : float, default=1
@@ -145,7 +182,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     classes_ : ndarray of shape (n_classes,)
         Class labels.
     probe_epochs_ : int
-        Probing epochs of the kept model (the choice of ``"auto"``).
+        Probing epochs of the kept model (the choice of ``"auto"``; with a
+        probing target, the epochs begun before it was reached).
+    probe_steps_ : int
+        Probing steps (minibatches) of the kept model.
+    lr_ : float
+        The fine-tuning learning rate used (``lr``, or its ``"auto"`` value).
     energy_ : dict
         ``{"loss": ..., "accuracy": ...}``: training cross-entropy and accuracy
         of the prepared head on the frozen training features when fine-tuning
@@ -217,11 +259,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         "head": [StrOptions({"linear"}), HasMethods(["predict"])],
         "probe_epochs": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "probe_epochs_grid": [list, tuple, np.ndarray],
+        "probe_target_accuracy": [Interval(Real, 0, 1, closed="right"), None],
+        "probe_target_loss": [Interval(Real, 0, None, closed="neither"), None],
         "probe_lr": [Interval(Real, 0, None, closed="neither")],
         "label_smoothing": [Interval(Real, 0, 1, closed="left")],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "epochs": [Interval(Integral, 0, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
         "optimizer": [StrOptions({"adamw", "sgd"})],
@@ -245,11 +289,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         head: str | Any = "linear",
         probe_epochs: int | str = 5,
         probe_epochs_grid: tuple[int, ...] = (0, 1, 3, 10, 30),
+        probe_target_accuracy: float | None = None,
+        probe_target_loss: float | None = None,
         probe_lr: float = 1e-2,
         label_smoothing: float = 0.0,
         temperature: float = 1.0,
         epochs: int = 10,
-        lr: float = 1e-4,
+        lr: float | str = "auto",
         weight_decay: float = 1e-4,
         warmup_epochs: float = 1,
         optimizer: str = "adamw",
@@ -269,6 +315,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.head = head
         self.probe_epochs = probe_epochs
         self.probe_epochs_grid = probe_epochs_grid
+        self.probe_target_accuracy = probe_target_accuracy
+        self.probe_target_loss = probe_target_loss
         self.probe_lr = probe_lr
         self.label_smoothing = label_smoothing
         self.temperature = temperature
@@ -343,6 +391,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.data_config_ = loaded.data_config
         self.n_features_ = best.net.head.in_features
         self.probe_epochs_ = best.probe_epochs
+        self.probe_steps_ = best.probe_steps
+        self.lr_ = self._learning_rate()
         self.energy_ = best.energy
         self.history_ = best.history
         self.n_iter_ = best.n_iter
@@ -359,6 +409,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     def _probe_candidates(self) -> list[int]:
         if not isinstance(self.probe_epochs, str):
             return [int(self.probe_epochs)]
+        if self._target_energy() is not None:
+            raise ValueError(
+                "probe_epochs='auto' and a probing target (probe_target_accuracy, "
+                "probe_target_loss) are two ways to choose how long to probe; set "
+                "probe_epochs to an integer (the most epochs probing may take) or drop the target."
+            )
         grid = list(self.probe_epochs_grid)
         if not grid or not all(
             isinstance(v, Integral) and not isinstance(v, bool) and v >= 0 for v in grid
@@ -426,18 +482,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             head = random_head(n_features, len(classes), generator)
         else:
             head = head_from_probe(self.head, classes, n_features)
-        snapshots = train_probe(
-            head,
-            original_train,
-            train_targets,
-            epochs=max(candidates),
-            lr=self.probe_lr,
-            batch_size=self.batch_size,
-            generator=generator,
-            label_smoothing=self.label_smoothing,
-            temperature=self.temperature,
-            snapshots=candidates,
-        )
+        prepared = self._prepare_heads(head, original_train, train_targets, candidates, generator)
 
         held = HeldOut(heldout_inputs, heldout_targets, original_heldout)
         settings = self._training_settings()
@@ -445,11 +490,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         best: FineTuneRun | None = None
         search: dict[int, dict[str, Any]] = {}
         progress = progress_bar(
-            candidates, desc="probe_epochs", disable=not self.verbose or len(candidates) == 1
+            prepared, desc="probe_epochs", disable=not self.verbose or len(prepared) == 1
         )
-        for position, n_probe in enumerate(progress):
+        for position, candidate in enumerate(progress):
             net_model = model if position == 0 else copy.deepcopy(pristine)
-            head.load_state_dict(snapshots[n_probe])
+            head.load_state_dict(candidate.state)
             net = HeadedModel(net_model, copy.deepcopy(head))
             energy = head_energy(net.head, original_train, train_targets)
             torch.manual_seed(seed)  # the same dropout draws for every candidate
@@ -462,8 +507,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 torch.Generator().manual_seed(seed + 1),
                 device,
             )
-            run.probe_epochs, run.energy = n_probe, energy
-            search[n_probe] = {"val_accuracy": run.score, "energy": energy, "history": run.history}
+            run.probe_epochs, run.probe_steps = candidate.probe_epochs, candidate.probe_steps
+            run.energy = energy
+            search[candidate.probe_epochs] = {
+                "val_accuracy": run.score,
+                "energy": energy,
+                "history": run.history,
+            }
             if best is None or run.score > best.score:
                 best = run
             else:
@@ -471,13 +521,72 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         assert best is not None
         return best, search
 
+    def _prepare_heads(
+        self,
+        head: nn.Linear,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        candidates: list[int],
+        generator: torch.Generator,
+    ) -> list[PreparedHead]:
+        """Probe ``head`` on the frozen training features: one prepared head per candidate."""
+        settings = ProbeSettings(
+            lr=self.probe_lr,
+            batch_size=self.batch_size,
+            label_smoothing=self.label_smoothing,
+            temperature=self.temperature,
+        )
+        target = self._target_energy()
+        if target is not None:
+            result = probe_to_target(
+                head,
+                features,
+                targets,
+                target,
+                max_epochs=candidates[0],
+                settings=settings,
+                generator=generator,
+            )
+            if not result.reached:
+                warnings.warn(
+                    f"Head probing stopped after probe_epochs={candidates[0]} epochs at training "
+                    f"accuracy {result.energy['accuracy']:.4f} and loss "
+                    f"{result.energy['loss']:.4f}, short of its target ({target}); increase "
+                    "probe_epochs or probe_lr.",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+            state = {name: t.detach().clone() for name, t in head.state_dict().items()}
+            return [PreparedHead(state, result.epochs, result.steps)]
+        snapshots = train_probe(
+            head,
+            features,
+            targets,
+            epochs=max(candidates),
+            settings=settings,
+            generator=generator,
+            snapshots=candidates,
+        )
+        steps_per_epoch = len(
+            iterate_minibatches(features.shape[0], self.batch_size, torch.Generator())
+        )
+        return [PreparedHead(snapshots[n], n, n * steps_per_epoch) for n in candidates]
+
+    def _target_energy(self) -> TargetEnergy | None:
+        if self.probe_target_accuracy is None and self.probe_target_loss is None:
+            return None
+        return TargetEnergy(accuracy=self.probe_target_accuracy, loss=self.probe_target_loss)
+
+    def _learning_rate(self) -> float:
+        return DEFAULT_LR[self.optimizer] if self.lr == "auto" else float(self.lr)
+
     def _training_settings(self) -> TrainingSettings:
         return TrainingSettings(
             epochs=self.epochs,
             batch_size=self.batch_size,
             warmup_epochs=self.warmup_epochs,
             optimizer=self.optimizer,
-            lr=self.lr,
+            lr=self._learning_rate(),
             weight_decay=self.weight_decay,
             freeze_batch_norm=self.freeze_batch_norm,
             early_stopping=self.early_stopping,

@@ -62,6 +62,7 @@ class FineTuneRun:
     best_epoch: int
     score: float
     probe_epochs: int = 0
+    probe_steps: int = 0
     energy: dict[str, float] = field(default_factory=dict)
 
 
