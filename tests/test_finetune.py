@@ -14,8 +14,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from skh2t.finetune import FineTuneClassifier, feature_drift, plot_feature_drift
-from skh2t.finetune.classifier import DEFAULT_LR
+from skh2t.finetune import DEFAULT_LR, FineTuneClassifier, feature_drift, plot_feature_drift
 from skh2t.finetune.network import head_from_probe
 
 matplotlib.use("Agg")

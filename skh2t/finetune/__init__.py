@@ -9,8 +9,14 @@ learning rate with linear warm-up), :mod:`~skh2t.finetune.drift` (how far the
 features moved) and :mod:`~skh2t.finetune.plotting`.
 """
 
-from skh2t.finetune.classifier import FineTuneClassifier
+from skh2t.finetune.classifier import DEFAULT_LR, FineTuneClassifier
 from skh2t.finetune.drift import DRIFT_METRICS, feature_drift
 from skh2t.finetune.plotting import plot_feature_drift
 
-__all__ = ["DRIFT_METRICS", "FineTuneClassifier", "feature_drift", "plot_feature_drift"]
+__all__ = [
+    "DEFAULT_LR",
+    "DRIFT_METRICS",
+    "FineTuneClassifier",
+    "feature_drift",
+    "plot_feature_drift",
+]
