@@ -14,11 +14,13 @@
 - bench_finetune.py (with --finetune, ~5-10 minutes): probes vs fine-tuning.
 - bench_tasks.py (with --tasks; --quick: its quick variant): the task suite, domain
   affinity against Head2Toe's gain.
+- bench_energy.py (with --energy, ~40 minutes; --quick: its quick variant): the energy
+  sweep of prepared-head fine-tuning, and the probing rules' accuracy and cost.
 
 ``bench_run.py`` (the wall time of ``skh2t run`` against an earlier commit) runs
 on its own: ``python benchmarks/bench_run.py --baseline REF``.
 
-Run: ``python benchmarks/run_all.py [--quick] [--finetune] [--tasks]``.
+Run: ``python benchmarks/run_all.py [--quick] [--finetune] [--tasks] [--energy]``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def main() -> None:
     )
     parser.add_argument("--finetune", action="store_true", help="also the fine-tuning benchmark")
     parser.add_argument("--tasks", action="store_true", help="also the task suite")
+    parser.add_argument("--energy", action="store_true", help="also the energy sweep")
     args = parser.parse_args()
     print(machine_description())
     run("bench_solver.py", *(["--quick"] if args.quick else []))
@@ -78,6 +81,8 @@ def main() -> None:
         run("bench_finetune.py")
     if args.tasks:
         run("bench_tasks.py", *(["--quick"] if args.quick else []))
+    if args.energy:
+        run("bench_energy.py", *(["--quick"] if args.quick else []))
 
 
 if __name__ == "__main__":
