@@ -117,3 +117,8 @@ def test_either_bound_of_the_target_is_enough():
     assert target.reached({"accuracy": 0.5, "loss": 0.4})
     assert not target.reached({"accuracy": 0.85, "loss": 0.6})
     assert not TargetEnergy().reached({"accuracy": 1.0, "loss": 0.0})
+
+
+def test_a_target_reads_as_its_bounds():
+    assert str(TargetEnergy(accuracy=0.9, loss=0.5)) == "training accuracy >= 0.9 or loss <= 0.5"
+    assert str(TargetEnergy(loss=0.01)) == "training loss <= 0.01"

@@ -139,10 +139,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         Fine-tuning epochs (0: the prepared head on the frozen backbone).
     lr : float or "auto", default="auto"
         Peak fine-tuning learning rate (backbone and head). ``"auto"``: 1e-4
-        for AdamW and 3e-4 for SGD (:data:`DEFAULT_LR`; measured in
-        :doc:`/benchmarks`, section "The energy sweep"). SGD with the
-        learning rate that suits AdamW barely moves; with ten times the
-        SGD default it destroys the pretrained features.
+        for AdamW and 3e-4 for SGD (:data:`DEFAULT_LR`, chosen on validation
+        accuracy in :ref:`bench-energy`). At the AdamW value SGD barely
+        trains a random head; at ten times its own default it wrecks the
+        features under a probed head (chance accuracy there).
     weight_decay : float, default=1e-4
         Decoupled weight decay (AdamW) or L2 penalty (SGD) during fine-tuning.
     warmup_epochs : float, default=1

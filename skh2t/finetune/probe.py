@@ -33,6 +33,11 @@ class TargetEnergy:
     accuracy: float | None = None
     loss: float | None = None
 
+    def __str__(self) -> str:
+        bounds = [f"accuracy >= {self.accuracy:g}"] if self.accuracy is not None else []
+        bounds += [f"loss <= {self.loss:g}"] if self.loss is not None else []
+        return "training " + " or ".join(bounds) if bounds else "none"
+
     def reached(self, energy: dict[str, float]) -> bool:
         """Whether ``energy`` (as :func:`head_energy` returns it) meets the target."""
         return (self.accuracy is not None and energy["accuracy"] >= self.accuracy) or (
