@@ -225,9 +225,9 @@ def trend_verdicts(runs: list[Run], optimizer: str) -> list[str]:
     """The paper's trend for each drift measure, tested on the means of every energy setting.
 
     Distance must rise and cosine similarity fall with the energy (Spearman
-    correlation over the settings, and its p-value); dot product and norm must
-    peak inside the energy range: their largest mean is at neither the lowest-
-    nor the highest-energy setting, and exceeds both by more than two standard
+    correlation over the settings, p < 0.05); dot product and norm must peak
+    inside the energy range: their largest mean is at neither the lowest- nor
+    the highest-energy setting, and exceeds both by more than two standard
     errors of the difference.
     """
     names = setting_names(runs, optimizer, ("probe_epochs", "label_smoothing", "temperature"))
@@ -235,33 +235,43 @@ def trend_verdicts(runs: list[Run], optimizer: str) -> list[str]:
     order = np.argsort(energy)
     lines = []
     for key, expected in zip(DRIFT_METRICS, ("rises", "falls", "peaks", "peaks"), strict=True):
-        means = np.array([summary(runs, optimizer, n, key)[0] for n in names])[order]
-        errors = np.array([summary(runs, optimizer, n, key)[1] for n in names])[order]
-        rho, p = stats.spearmanr(energy[order], means)
-        if expected != "peaks":
-            holds = rho > 0 if expected == "rises" else rho < 0
-            holds = holds and p < 0.05
-            lines.append(
-                f"{LABELS[key]} {expected} with the energy: Spearman rho {rho:+.2f} "
-                f"(p = {p:.3f}) -> {'holds' if holds else 'does not hold'}"
-            )
-            continue
-        peak = int(np.argmax(means))
-        margin = [
+        means, errors = (
+            np.array([summary(runs, optimizer, n, key)[part] for n in names])[order]
+            for part in (0, 1)
+        )
+        check = peak_verdict if expected == "peaks" else monotone_verdict
+        lines.append(f"{LABELS[key]} {check(energy[order], means, errors, expected)}")
+    return lines
+
+
+def monotone_verdict(energy: np.ndarray, means: np.ndarray, errors, expected: str) -> str:
+    rho, p = stats.spearmanr(energy, means)
+    holds = (rho > 0 if expected == "rises" else rho < 0) and p < 0.05
+    return (
+        f"{expected} with the energy: Spearman rho {rho:+.2f} (p = {p:.3f}) -> "
+        f"{'holds' if holds else 'does not hold'}"
+    )
+
+
+def peak_verdict(energy: np.ndarray, means: np.ndarray, errors: np.ndarray, _expected) -> str:
+    peak = int(np.argmax(means))
+    inside = 0 < peak < len(means) - 1
+    margin = (
+        min(
             (means[peak] - means[end])
             / np.hypot(np.nan_to_num(errors[peak]), np.nan_to_num(errors[end]))
             for end in (0, len(means) - 1)
-        ]
-        inside = 0 < peak < len(means) - 1
-        holds = inside and min(margin) > 2
-        lines.append(
-            f"{LABELS[key]} first rises then falls: peak {means[peak]:.2f} at energy "
-            f"{energy[order][peak]:.3f} ({'inside' if inside else 'at an end of'} the range "
-            f"{energy.min():.3f}..{energy.max():.3f}), {min(margin) if inside else 0:.1f} "
-            f"standard errors above the nearer end; Spearman rho {rho:+.2f} -> "
-            f"{'holds' if holds else 'does not hold'}"
         )
-    return lines
+        if inside
+        else 0.0
+    )
+    rho, _ = stats.spearmanr(energy, means)
+    return (
+        f"first rises then falls: peak {means[peak]:.2f} at energy {energy[peak]:.3f} "
+        f"({'inside' if inside else 'at an end of'} the range {energy[0]:.3f}..{energy[-1]:.3f}), "
+        f"{margin:.1f} standard errors above the nearer end; Spearman rho {rho:+.2f} -> "
+        f"{'holds' if inside and margin > 2 else 'does not hold'}"
+    )
 
 
 # ----------------------------------------------------------------------- tables
