@@ -32,7 +32,7 @@ from skh2t.finetune.network import (
     as_feature_extractor,
     embed,
     head_from_probe,
-    iterate_minibatches,
+    minibatches_per_epoch,
     preprocess_all,
     random_head,
 )
@@ -556,8 +556,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                     ConvergenceWarning,
                     stacklevel=3,
                 )
-            state = {name: t.detach().clone() for name, t in head.state_dict().items()}
-            return [PreparedHead(state, result.epochs, result.steps)]
+            return [PreparedHead(cpu_state(head), result.epochs, result.steps)]
         snapshots = train_probe(
             head,
             features,
@@ -567,9 +566,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             generator=generator,
             snapshots=candidates,
         )
-        steps_per_epoch = len(
-            iterate_minibatches(features.shape[0], self.batch_size, torch.Generator())
-        )
+        steps_per_epoch = minibatches_per_epoch(features.shape[0], self.batch_size)
         return [PreparedHead(snapshots[n], n, n * steps_per_epoch) for n in candidates]
 
     def _target_energy(self) -> TargetEnergy | None:

@@ -133,6 +133,17 @@ class HeadedModel(nn.Module):
         return self.head(self.features(inputs))
 
 
+def minibatches_per_epoch(n: int, batch_size: int) -> int:
+    """How many batches :func:`iterate_minibatches` makes of ``n`` examples.
+
+    Examples
+    --------
+    >>> minibatches_per_epoch(9, 4), minibatches_per_epoch(10, 4)
+    (2, 3)
+    """
+    return len(iterate_minibatches(n, batch_size, torch.Generator()))
+
+
 def iterate_minibatches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """Index batches of one epoch, shuffled with ``generator`` (a fixed order for a fixed seed).
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skh2t.finetune.network import iterate_minibatches
+from skh2t.finetune.training import cpu_state
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,12 @@ def train_probe(
     wanted = set(snapshots)
     saved: dict[int, dict[str, torch.Tensor]] = {}
     if 0 in wanted:
-        saved[0] = _copy_state(head)
+        saved[0] = cpu_state(head)
     for epoch, last_of_epoch in _probe_steps(
         head, features, targets, epochs=epochs, settings=settings, generator=generator
     ):
         if last_of_epoch and epoch in wanted:
-            saved[epoch] = _copy_state(head)
+            saved[epoch] = cpu_state(head)
     return saved
 
 
@@ -173,7 +174,3 @@ def head_energy(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor) 
         "loss": float(F.cross_entropy(logits, targets)),
         "accuracy": float((logits.argmax(dim=1) == targets).double().mean()),
     }
-
-
-def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}

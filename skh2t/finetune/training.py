@@ -15,7 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from skh2t.finetune.drift import DRIFT_METRICS, feature_drift
-from skh2t.finetune.network import HeadedModel, embed, iterate_minibatches
+from skh2t.finetune.network import (
+    HeadedModel,
+    embed,
+    iterate_minibatches,
+    minibatches_per_epoch,
+)
 from skh2t.finetune.schedule import warmup_cosine
 from skh2t.progress import progress_bar
 
@@ -82,7 +87,7 @@ def fine_tune(
     of the best held-out epoch are restored at the end.
     """
     n_train = train_inputs.shape[0]
-    steps_per_epoch = len(iterate_minibatches(n_train, settings.batch_size, torch.Generator()))
+    steps_per_epoch = minibatches_per_epoch(n_train, settings.batch_size)
     total_steps = settings.epochs * steps_per_epoch
     warmup_steps = round(settings.warmup_epochs * steps_per_epoch)
     optimizer = make_optimizer(net, settings)
