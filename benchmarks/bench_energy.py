@@ -109,11 +109,16 @@ class Run:
     seconds: float
 
 
+def probing(n: int) -> Setting:
+    """The setting that probes the head for ``n`` epochs."""
+    return Setting(f"probe {n}", "probe_epochs", {"probe_epochs": n})
+
+
 def sweep_settings(quick: bool) -> list[Setting]:
     """The energy settings: probing lengths, then label smoothing and temperature at 64 epochs."""
     if quick:
-        return [Setting(f"probe {n}", "probe_epochs", {"probe_epochs": n}) for n in (0, 2, 8, 64)]
-    settings = [Setting(f"probe {n}", "probe_epochs", {"probe_epochs": n}) for n in PROBE_EPOCHS]
+        return [probing(n) for n in (0, 2, 8, 64)]
+    settings = [probing(n) for n in PROBE_EPOCHS]
     settings += [
         Setting(
             f"smoothing {s}", "label_smoothing", {"probe_epochs": CONVERGED, "label_smoothing": s}
@@ -434,17 +439,10 @@ def calibrate(args: argparse.Namespace) -> None:
         for lr in CALIBRATION_LRS[optimizer]:
             runs = []
             for n in CALIBRATION_PROBES:
-                run = fine_tune(
-                    args,
-                    data,
-                    optimizer,
-                    Setting(f"probe {n}", "probe_epochs", {"probe_epochs": n}),
-                    args.seeds[0],
-                    lr=lr,
-                )
+                run = fine_tune(args, data, optimizer, probing(n), args.seeds[0], lr=lr)
                 report(run)
                 runs.append(run)
-            scores[lr] = mean_and_error([r.val_accuracy for r in runs])[0]
+            scores[lr] = float(np.mean([r.val_accuracy for r in runs]))
             print(
                 f"{optimizer} lr {lr:g}: mean validation accuracy {scores[lr]:.3f}, mean test "
                 f"{np.mean([r.test_accuracy for r in runs]):.3f}, mean cosine "
