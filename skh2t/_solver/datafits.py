@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_softmax
 
 
 class MultinomialLogistic:
@@ -29,20 +28,30 @@ class MultinomialLogistic:
         weight = np.asarray(sample_weight, dtype=np.float64)
         self.weight = weight / weight.sum()
         self.one_hot = np.zeros((self.y.shape[0], self.n_classes))
-        self.one_hot[np.arange(self.y.shape[0]), self.y] = 1.0
+        self._rows = np.arange(self.y.shape[0])
+        self.one_hot[self._rows, self.y] = 1.0
 
     def value(self, logits: np.ndarray) -> float:
-        log_proba = log_softmax(logits, axis=1)
-        return -float(self.weight @ log_proba[np.arange(self.y.shape[0]), self.y])
+        top = logits.max(axis=1)
+        sums = np.exp(logits - top[:, None]).sum(axis=1)
+        return self._value(logits, top, sums)
 
     def value_and_logit_gradient(self, logits: np.ndarray) -> tuple[float, np.ndarray]:
         """Loss and its gradient with respect to the logits, shape (n_samples, n_classes)."""
-        log_proba = log_softmax(logits, axis=1)
-        value = -float(self.weight @ log_proba[np.arange(self.y.shape[0]), self.y])
-        gradient = np.exp(log_proba)
+        top = logits.max(axis=1)
+        gradient = np.exp(logits - top[:, None])
+        sums = gradient.sum(axis=1)
+        value = self._value(logits, top, sums)
+        gradient /= sums[:, None]
         gradient -= self.one_hot
         gradient *= self.weight[:, None]
         return value, gradient
+
+    def _value(self, logits: np.ndarray, top: np.ndarray, sums: np.ndarray) -> float:
+        # log-sum-exp shifted by the row maximum, minus the true class's logit; the solvers
+        # evaluate it thousands of times on small arrays, where scipy's log_softmax costs
+        # twice as much.
+        return float(self.weight @ (np.log(sums) + top - logits[self._rows, self.y]))
 
     def optimal_intercept_at_zero(self) -> np.ndarray:
         """Intercept minimising the loss when all coefficients are zero: log class priors."""

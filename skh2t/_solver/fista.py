@@ -8,6 +8,7 @@ import numpy as np
 
 from skh2t._solver.anderson import AndersonExtrapolator
 from skh2t._solver.datafits import MultinomialLogistic
+from skh2t._solver.design import Design
 from skh2t._solver.penalties import GroupLasso
 
 _STEP_GROWTH = 0.9  # after an accepted step, try a 10% larger one
@@ -22,16 +23,17 @@ class FistaResult:
     converged: bool
     lipschitz: float
     stalled: bool = False  # no step decreased the model: numerical precision is reached
+    logits: np.ndarray | None = None  # X @ coef + intercept at the returned point
 
 
-def lipschitz_estimate(X: np.ndarray, datafit: MultinomialLogistic, n_power: int = 15) -> float:
+def lipschitz_estimate(X: Design, datafit: MultinomialLogistic, n_power: int = 15) -> float:
     """Power-iteration estimate of the gradient's Lipschitz constant (with intercept column)."""
     weight = datafit.weight
     vector = np.ones(X.shape[1] + 1) / np.sqrt(X.shape[1] + 1)
     eigenvalue = 1.0
     for _ in range(n_power):
-        projected = weight * (X @ vector[:-1] + vector[-1])
-        image = np.append(X.T @ projected, projected.sum())
+        projected = weight * (X.dot(vector[:-1]) + vector[-1])
+        image = np.append(X.tdot(projected), projected.sum())
         eigenvalue = float(np.linalg.norm(image))
         if eigenvalue == 0.0:
             return 1.0
@@ -54,7 +56,7 @@ def kkt_satisfied(
 
 
 def fista(
-    X: np.ndarray,
+    X: Design,
     datafit: MultinomialLogistic,
     penalty: GroupLasso,
     coef: np.ndarray,
@@ -81,14 +83,14 @@ def fista(
     """
     lipschitz = lipschitz_estimate(X, datafit) if lipschitz is None else lipschitz
     coef, intercept = coef.copy(), intercept.copy()
-    logits = X @ coef + intercept
+    logits = X.dot(coef) + intercept
     objective = datafit.value(logits) + penalty.value(coef)
     point_coef, point_intercept, point_logits = coef, intercept, logits
     momentum = 1.0
     anderson = AndersonExtrapolator(memory=10)
     for iteration in range(1, max_iter + 1):
         loss, logit_gradient = datafit.value_and_logit_gradient(point_logits)
-        grad_coef = X.T @ logit_gradient
+        grad_coef = X.tdot(logit_gradient)
         grad_intercept = logit_gradient.sum(axis=0) if fit_intercept else 0.0 * intercept
         # The optimality conditions can be checked at any point: at the current
         # one they cost no product, so every iteration can stop the solve.
@@ -101,7 +103,9 @@ def fista(
             intercept_threshold,
             fit_intercept,
         ):
-            return FistaResult(point_coef, point_intercept, iteration - 1, True, lipschitz)
+            return FistaResult(
+                point_coef, point_intercept, iteration - 1, True, lipschitz, logits=point_logits
+            )
         # Rounding error of the loss, which a sufficient-decrease test cannot resolve.
         slack = 1e-12 * abs(loss) + 16 * np.finfo(float).eps * float(np.abs(point_logits).max())
         for _ in range(_MAX_BACKTRACKS):
@@ -110,7 +114,7 @@ def fista(
             new_intercept = point_intercept - step * grad_intercept
             delta_coef = new_coef - point_coef
             delta_intercept = new_intercept - point_intercept
-            new_logits = X @ new_coef + new_intercept
+            new_logits = X.dot(new_coef) + new_intercept
             new_loss = datafit.value(new_logits)
             linear = np.vdot(grad_coef, delta_coef) + grad_intercept @ delta_intercept
             squared = np.vdot(delta_coef, delta_coef) + delta_intercept @ delta_intercept
@@ -119,7 +123,7 @@ def fista(
             lipschitz *= 2.0
         else:
             return FistaResult(
-                coef, intercept, iteration, False, lipschitz / 2**_MAX_BACKTRACKS, True
+                coef, intercept, iteration, False, lipschitz / 2**_MAX_BACKTRACKS, True, logits
             )
         new_objective = new_loss + penalty.value(new_coef)
         if new_objective > objective:
@@ -151,11 +155,11 @@ def fista(
             if kkt_satisfied(
                 penalty,
                 coef,
-                X.T @ logit_gradient,
+                X.tdot(logit_gradient),
                 logit_gradient.sum(axis=0),
                 group_thresholds,
                 intercept_threshold,
                 fit_intercept,
             ):
-                return FistaResult(coef, intercept, iteration, True, lipschitz)
-    return FistaResult(coef, intercept, max_iter, False, lipschitz)
+                return FistaResult(coef, intercept, iteration, True, lipschitz, logits=logits)
+    return FistaResult(coef, intercept, max_iter, False, lipschitz, logits=logits)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from skh2t._solver.datafits import MultinomialLogistic
+from skh2t._solver.design import Design, thin_left_product
 from skh2t._solver.fista import fista
 from skh2t._solver.penalties import GroupLasso
 from skh2t.threads import single_blas_thread
@@ -42,6 +43,7 @@ def full_gradient(
     center: np.ndarray | None = None,
     *,
     in_float64: bool = False,
+    logits: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Loss and gradients over all features, touching only the non-zero rows of ``coef``.
 
@@ -52,11 +54,13 @@ def full_gradient(
     float32 data): it only ranks groups and checks optimality, while the
     subproblems that set the coefficients run in float64. ``in_float64=True``
     runs it in float64 whatever the data, ``_FLOAT64_BLOCK`` columns at a time.
+    ``logits``, when known (from the subproblem), saves recomputing them.
     """
-    nonzero = np.flatnonzero(np.any(coef != 0.0, axis=1))
-    logits = X[:, nonzero] @ coef[nonzero] + intercept
-    if center is not None:
-        logits -= center[nonzero] @ coef[nonzero]
+    if logits is None:
+        nonzero = np.flatnonzero(np.any(coef != 0.0, axis=1))
+        logits = X[:, nonzero] @ coef[nonzero] + intercept
+        if center is not None:
+            logits -= center[nonzero] @ coef[nonzero]
     loss, logit_gradient = datafit.value_and_logit_gradient(logits)
     grad_intercept = logit_gradient.sum(axis=0)
     if in_float64:
@@ -65,7 +69,8 @@ def full_gradient(
             block = slice(start, start + _FLOAT64_BLOCK)
             grad_coef[block] = np.asarray(X[:, block], dtype=np.float64).T @ logit_gradient
     else:
-        grad_coef = (X.T @ logit_gradient.astype(X.dtype, copy=False)).astype(np.float64)
+        residual = logit_gradient.astype(X.dtype, copy=False)
+        grad_coef = thin_left_product(X, residual, dtype=np.float64)
     if center is not None:
         grad_coef -= np.outer(center, grad_intercept)
     return loss, grad_coef, grad_intercept
@@ -182,8 +187,11 @@ def _solve_group_lasso(
     scale = penalty.alpha if penalty.alpha > 0 else 1.0
     n_iter, lipschitz, stalled = 0, None, False
     previous_active = int(np.count_nonzero(penalty.group_norms(coef)))
+    logits = None
     for outer in range(_MAX_OUTER + 1):
-        loss, grad_coef, grad_intercept = full_gradient(X, datafit, coef, intercept, center)
+        loss, grad_coef, grad_intercept = full_gradient(
+            X, datafit, coef, intercept, center, logits=logits
+        )
         worst, violation = relative_kkt_violation(
             penalty, coef, grad_coef, grad_intercept, fit_intercept
         )
@@ -191,7 +199,7 @@ def _solve_group_lasso(
             # The subproblem (float64) saw no violation the single-precision full
             # gradient reports: settle the disagreement with a float64 gradient.
             loss, grad_coef, grad_intercept = full_gradient(
-                X, datafit, coef, intercept, center, in_float64=True
+                X, datafit, coef, intercept, center, in_float64=True, logits=logits
             )
             worst, violation = relative_kkt_violation(
                 penalty, coef, grad_coef, grad_intercept, fit_intercept
@@ -224,7 +232,7 @@ def _solve_group_lasso(
             sub_penalty.group_weights / column_scale[_first_feature_of_groups(sub_penalty)],
         )
         result = fista(
-            sub_X,
+            Design(sub_X),
             datafit,
             scaled_penalty,
             coef[features] * column_scale[:, None],
@@ -237,7 +245,7 @@ def _solve_group_lasso(
         )
         lipschitz = result.lipschitz
         coef[features] = result.coef / column_scale[:, None]
-        intercept = result.intercept
+        intercept, logits = result.intercept, result.logits
         n_iter += result.n_iter
         # A subproblem solved where it starts cannot move the next one either: the
         # full gradient (float32 for float32 data) disagrees within rounding.

@@ -1,0 +1,74 @@
+"""The solvers' thin products and the reuse of the subproblem's logits give the same numbers."""
+
+import numpy as np
+import pytest
+
+from skh2t._solver.datafits import MultinomialLogistic
+from skh2t._solver.design import Design, thin_left_product
+from skh2t._solver.working_set import full_gradient
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_design_products_match_numpy(dtype):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 50)).astype(dtype)[:, ::2]  # not contiguous
+    design = Design(X, dtype=None)
+    coef, residual = rng.standard_normal((25, 4)), rng.standard_normal((30, 4))
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    assert design.dot(coef).dtype == dtype
+    assert design.dot(coef).flags.c_contiguous
+    np.testing.assert_allclose(design.dot(coef), X @ coef.astype(dtype), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(design.tdot(residual), X.T @ residual.astype(dtype), rtol=rtol)
+    np.testing.assert_allclose(design.dot(coef[:, 0]), X @ coef[:, 0].astype(dtype), rtol=rtol)
+    np.testing.assert_allclose(
+        design.tdot(residual[:, 0]), X.T @ residual[:, 0].astype(dtype), rtol=rtol
+    )
+
+
+def test_design_defaults_to_float64():
+    X = np.ones((3, 2), dtype=np.float32)
+    assert Design(X).rows.dtype == np.float64
+    assert Design(X).columns.shape == (2, 3)
+
+
+def test_thin_left_product_casts_to_the_requested_dtype():
+    rng = np.random.default_rng(1)
+    X, R = rng.standard_normal((20, 7)).astype(np.float32), rng.standard_normal((20, 3))
+    product = thin_left_product(X, R.astype(np.float32), dtype=np.float64)
+    assert product.dtype == np.float64
+    assert product.flags.c_contiguous
+    np.testing.assert_allclose(product, X.T @ R, rtol=1e-5)
+
+
+def test_full_gradient_with_known_logits_equals_recomputed():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((40, 12))
+    coef = np.zeros((12, 3))
+    coef[[1, 5]] = rng.standard_normal((2, 3))
+    intercept = rng.standard_normal(3)
+    center = X.mean(axis=0)
+    datafit = MultinomialLogistic(rng.integers(0, 3, 40), 3, np.ones(40))
+    logits = (X - center) @ coef + intercept
+    recomputed = full_gradient(X, datafit, coef, intercept, center)
+    reused = full_gradient(X, datafit, coef, intercept, center, logits=logits)
+    assert recomputed[0] == pytest.approx(reused[0], rel=1e-14)
+    for a, b in zip(recomputed[1:], reused[1:], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_lean_datafit_matches_log_softmax():
+    from scipy.special import log_softmax
+
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((50, 4)) * 30  # large logits: the shift must be right
+    y, weight = rng.integers(0, 4, 50), rng.uniform(size=50)
+    datafit = MultinomialLogistic(y, 4, weight)
+    log_proba = log_softmax(logits, axis=1)
+    expected = -(weight / weight.sum()) @ log_proba[np.arange(50), y]
+    value, gradient = datafit.value_and_logit_gradient(logits)
+    assert value == pytest.approx(expected, rel=1e-13)
+    assert datafit.value(logits) == value
+    one_hot = np.eye(4)[y]
+    np.testing.assert_allclose(
+        gradient, (weight / weight.sum())[:, None] * (np.exp(log_proba) - one_hot), atol=1e-15
+    )
