@@ -20,3 +20,22 @@ def make_sparse_multinomial(
     logits = X[:, informative] @ coef
     gumbel = -np.log(-np.log(rng.uniform(size=logits.shape)))
     return X, np.argmax(logits + gumbel, axis=1)
+
+
+def make_strong_signal_multinomial(
+    n_samples: int = 1000,
+    n_features: int = 20_000,
+    n_classes: int = 10,
+    n_informative: int = 200,
+    random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`make_sparse_multinomial`, with strong weights: N(0, 1) times a scale falling
+    linearly from 2 to 0.2 over the informative rows (many rows end up active)."""
+    rng = np.random.default_rng(random_state)
+    X = rng.standard_normal((n_samples, n_features), dtype=np.float32)
+    informative = rng.choice(n_features, n_informative, replace=False)
+    scale = np.linspace(2.0, 0.2, n_informative)[:, None]
+    coef = rng.standard_normal((n_informative, n_classes)) * scale
+    logits = X[:, informative] @ coef
+    gumbel = -np.log(-np.log(rng.uniform(size=logits.shape)))
+    return X, np.argmax(logits + gumbel, axis=1)

@@ -1,8 +1,10 @@
 """GroupLassoClassifierCV against GridSearchCV(GroupLassoClassifier) over the same grid, one run.
 
 Problem: the synthetic sparse multinomial problem of bench_solver.py at
-d = 5,000 (n = 1000, k = 10), 5 folds, two grids:
+d = 5,000 (n = 1000, k = 10), 5 folds, three grids:
 
+* the default 8 alphas without keep fractions: the warm path against cold
+  solves, and nothing else;
 * 6 alphas (geometric from alpha_max down to 0.01 * alpha_max) x 3 keep
   fractions (0.01, 0.05, 0.2);
 * the Head2Toe protocol's keep fractions (0.01, 0.02, 0.05, 0.1, 0.2) with
@@ -14,6 +16,9 @@ and real Head2Toe features: EfficientNet-Lite0 (offline ImageNet weights) at
 x alpha_max and keep fractions 0.02, 0.05, 0.1, 0.2. The features are
 extracted first (``--no-real`` skips this grid, which needs Debian's
 dataset-fashion-mnist).
+
+The single fit of the real features at 0.01 alpha_max (one fold's 800
+training rows) is timed too (best of 3).
 
 For each grid, both search the same folds and grid with default settings and
 n_jobs; the script checks that they choose the same pair, compares their
@@ -39,6 +44,7 @@ from _synthetic import make_sparse_multinomial
 from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
 
 GRIDS = {  # name: (alphas of GroupLassoClassifierCV, keep fractions)
+    "8 alphas, no keep fractions (the path alone)": (8, None),
     "6 alphas x 3 keep fractions": (6, [0.01, 0.05, 0.2]),
     "Head2Toe grid, default 8 alphas x 5 keep fractions": (8, [0.01, 0.02, 0.05, 0.1, 0.2]),
 }
@@ -67,7 +73,7 @@ def compare(X, y, folds, alphas, keep_fractions) -> None:
             X, y
         )
     )
-    grid = {"alpha": list(path.alphas_), "keep_fraction": keep_fractions}
+    grid = {"alpha": list(path.alphas_), "keep_fraction": keep_fractions or [None]}
     search, grid_seconds = timed(
         lambda: GridSearchCV(GroupLassoClassifier(), grid, cv=folds).fit(X, y)
     )
@@ -83,6 +89,19 @@ def compare(X, y, folds, alphas, keep_fractions) -> None:
         f"{difference.mean(axis=0).max():.3f} (warm and cold solves agree within tol)"
     )
     print(f"  same choice: {same}; ratio GridSearchCV / path: {grid_seconds / path_seconds:.1f}x")
+
+
+def single_fit(X: np.ndarray, y: np.ndarray, repeats: int = 3) -> None:
+    alpha = 0.01 * GroupLassoClassifier().alpha_max(X, y)
+    seconds = []
+    for _ in range(repeats):
+        clf, elapsed = timed(lambda: GroupLassoClassifier(alpha=alpha).fit(X, y))
+        seconds.append(elapsed)
+    print(
+        f"single fit, {X.shape[0]} x {X.shape[1]}, 0.01 alpha_max: best {min(seconds):.2f} s, "
+        f"median {np.median(seconds):.2f} s, {clf.n_iter_[0]} iterations, "
+        f"{np.count_nonzero(clf.feature_scores_)} active features"
+    )
 
 
 def head2toe_features() -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +134,7 @@ def main() -> None:
             f"{len(alphas)} alphas x {len(REAL_KEEP_FRACTIONS)} keep fractions (skh2t run's grid)"
         )
         compare(X, y, folds, alphas, REAL_KEEP_FRACTIONS)
+        single_fit(X[folds[0][0]], y[folds[0][0]])
     print(f"load average after the run {os.getloadavg()[0]:.2f}")
 
 

@@ -16,6 +16,14 @@ smooth problem on the same data: a baseline for the cost of a plain linear
 probe. All three run with one BLAS thread (skh2t always does, see
 skh2t/threads.py); scikit-learn is also timed with the default threads.
 
+A strong-signal variant (issue 15: n = 1000, d = 20,000, k = 10, 200
+informative rows with weights N(0, 1) times a scale falling linearly from 2 to
+0.2, alpha = 0.1 * alpha_max, default tol; over a thousand rows end up active)
+measures a fit in units of one product ``X.T @ R`` of the whole float32 data
+(one BLAS thread) timed next to it, after a warm-up fit; and the first fit in
+a fresh process. The thin products of the solvers are timed both ways (see
+skh2t/_solver/design.py).
+
 Run: ``python benchmarks/bench_solver.py`` (``--quick`` skips d = 100,000).
 """
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import time
 import warnings
@@ -33,9 +42,11 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _synthetic import make_sparse_multinomial
+from _synthetic import make_sparse_multinomial, make_strong_signal_multinomial
 
 from skh2t import GroupLassoClassifier
+from skh2t._solver.design import Design
+from skh2t.threads import single_blas_thread
 
 TARGET_GAP = 1e-4
 TOLERANCES = (1e-1, 3e-2, 1e-2, 1e-3, 1e-4)  # the last one is the default
@@ -221,6 +232,80 @@ def run_problem(n_features, repeats, budget, compare):
         compare_scikit_learn(X, y, rows, repeats)
 
 
+def best_seconds(function, repeats=20) -> float:
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def thin_products(n_samples=1000, n_columns=2400, n_classes=10) -> None:
+    """NumPy's ``X @ W`` and ``X.T @ R`` against the transposed forms of ``Design``."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n_samples, n_columns))
+    W, R = rng.standard_normal((n_columns, n_classes)), rng.standard_normal((n_samples, n_classes))
+    design = Design(X)
+    with single_blas_thread():
+        plain = best_seconds(lambda: X @ W), best_seconds(lambda: X.T @ R)
+        ours = best_seconds(lambda: design.dot(W)), best_seconds(lambda: design.tdot(R))
+    print(
+        f"\nthin float64 products, {n_samples} x {n_columns} (a working set), {n_classes} classes, "
+        f"one BLAS thread: X @ W {plain[0] * 1e3:.2f} ms vs Design {ours[0] * 1e3:.2f} ms "
+        f"({plain[0] / ours[0]:.1f}x); X.T @ R {plain[1] * 1e3:.2f} ms vs Design "
+        f"{ours[1] * 1e3:.2f} ms ({plain[1] / ours[1]:.1f}x)"
+    )
+
+
+def fit_in_products(X, y, alpha, repeats) -> None:
+    """Fit time over the time of one X.T @ R on all of X, measured next to each fit."""
+    residual = np.ones((X.shape[0], 10), dtype=X.dtype)
+    GroupLassoClassifier(alpha=alpha).fit(X, y)  # warm-up
+    ratios, seconds = [], []
+    for _ in range(repeats):
+        with single_blas_thread():
+            product = best_seconds(lambda: X.T @ residual, repeats=5)
+        start = time.perf_counter()
+        clf = GroupLassoClassifier(alpha=alpha).fit(X, y)
+        seconds.append(time.perf_counter() - start)
+        ratios.append(seconds[-1] / product)
+    print(
+        f"  fit after a warm-up: best {min(seconds):.3f} s, median {np.median(seconds):.3f} s; "
+        f"in products X.T @ R: best {min(ratios):.1f}, median {np.median(ratios):.1f} "
+        f"(target <= 25); {clf.n_iter_[0]} iterations, "
+        f"{np.count_nonzero(clf.feature_scores_)} active rows, KKT {clf.kkt_violation_:.1e}"
+    )
+
+
+_FRESH_FIT = """
+import sys, time
+sys.path.insert(0, {here!r})
+from _synthetic import make_strong_signal_multinomial
+from skh2t import GroupLassoClassifier
+X, y = make_strong_signal_multinomial()
+alpha = 0.1 * GroupLassoClassifier().alpha_max(X, y)
+start = time.perf_counter()
+GroupLassoClassifier(alpha=alpha).fit(X, y)
+print(time.perf_counter() - start)
+"""
+
+
+def strong_signal(repeats) -> None:
+    X, y = make_strong_signal_multinomial()
+    alpha = 0.1 * GroupLassoClassifier().alpha_max(X, y)
+    print(f"\nstrong signal: n=1000, d=20000, k=10, alpha=0.1*alpha_max={alpha:.4g}, default tol")
+    fresh = subprocess.run(
+        [sys.executable, "-c", _FRESH_FIT.format(here=os.path.dirname(os.path.abspath(__file__)))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    print(f"  first fit in a fresh process: {float(fresh.stdout):.3f} s")
+    fit_in_products(X, y, alpha, repeats)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip d = 100,000")
@@ -236,6 +321,8 @@ def main():
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"numpy {np.__version__}, load average {os.getloadavg()[0]:.2f}"
     )
+    thin_products()
+    strong_signal(args.repeats)
     run_problem(20_000, args.repeats, args.group_lasso_budget, True)
     if not args.quick:
         run_problem(100_000, args.repeats, 0, False)
