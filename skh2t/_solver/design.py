@@ -4,10 +4,10 @@ The solvers' products have as many columns as classes: ``X @ W`` and
 ``X.T @ R`` with ``W`` of shape (n_features, n_classes) and ``R`` of shape
 (n_samples, n_classes). BLAS's general matrix product is much faster when the
 thin operand comes first, ``(W.T @ X.T).T`` and ``(R.T @ X).T``, and when the
-large operand is read in its own row order: OpenBLAS on the project's
-machine runs them 1.5 to 3 times faster that way (``bench_solver.py`` prints
-the ratio). :class:`Design` keeps a working set's columns in both layouts for
-that (twice their memory, while the working set is a small part of ``X``).
+large operand is read in its own row order (``bench_solver.py`` prints the
+ratio; the measurements are in docs/benchmarks.rst). :class:`Design` keeps a
+working set's columns in both layouts for that (twice their memory, while the
+working set is a small part of ``X``).
 """
 
 from __future__ import annotations
