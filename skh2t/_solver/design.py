@@ -46,6 +46,15 @@ class Design:
         self.columns = np.ascontiguousarray(self.rows.T)
         self.shape = self.rows.shape
 
+    @classmethod
+    def of_transposed(cls, X_transposed: np.ndarray) -> Design:
+        """The design of ``X_transposed.T`` (float64, C-contiguous), without copying it."""
+        design = cls.__new__(cls)
+        design.columns = np.ascontiguousarray(X_transposed, dtype=np.float64)
+        design.rows = np.ascontiguousarray(design.columns.T)
+        design.shape = design.rows.shape
+        return design
+
     def dot(self, coef: np.ndarray) -> np.ndarray:
         """``X @ coef`` for ``coef`` of shape (n_features,) or (n_features, k), in X's dtype."""
         coef = coef.astype(self.rows.dtype, copy=False)

@@ -95,6 +95,68 @@ def relative_kkt_violation(
     return worst, violation
 
 
+@dataclass
+class _StartingPoint:
+    """The centre of the columns and, from zero coefficients, the first full gradient.
+
+    From zero the logits do not depend on the centre, so both come from one
+    pass over ``X``: ``X.T @ [R, s]`` with ``R`` the logits' gradient and ``s``
+    the sample weights.
+    """
+
+    center: np.ndarray | None  # weighted column means; None without intercept
+    gradient: tuple[float, np.ndarray, np.ndarray] | None  # (loss, grad_coef, grad_intercept)
+
+    @classmethod
+    def of(cls, X, datafit, coef, intercept, fit_intercept: bool) -> _StartingPoint:
+        weight = datafit.weight[:, None]
+        if not fit_intercept:
+            return cls(None, None)
+        if np.any(coef):  # a warm start: the logits need the centre first
+            center = thin_left_product(X, weight.astype(X.dtype), dtype=np.float64)[:, 0]
+            return cls(center, None)
+        loss, logit_gradient = datafit.value_and_logit_gradient(
+            np.broadcast_to(intercept, (X.shape[0], intercept.shape[0]))
+        )
+        both = np.hstack([logit_gradient, weight]).astype(X.dtype, copy=False)
+        product = thin_left_product(X, both, dtype=np.float64)
+        grad_intercept = logit_gradient.sum(axis=0)
+        center = product[:, -1].copy()
+        grad_coef = product[:, :-1] - np.outer(center, grad_intercept)
+        return cls(center, (loss, grad_coef, grad_intercept))
+
+
+class _CentredColumns:
+    """The working set's columns of ``X`` in float64, centred, kept from one round to the next.
+
+    Each round gathers from ``X`` only the columns that are new to the working
+    set: in a row-major ``X`` a gather reads every cache line its columns
+    touch, which for a scattered working set is most of ``X``.
+    """
+
+    def __init__(self, X: np.ndarray, center: np.ndarray | None):
+        self.X, self.center = X, center
+        self.features = np.empty(0, dtype=np.intp)
+        self.transposed = np.empty((0, X.shape[0]))  # one row per feature: cheap to gather
+
+    def take(self, features: np.ndarray) -> np.ndarray:
+        """The centred float64 columns of ``features`` (sorted), transposed: a new array of
+        shape (n_features_taken, n_samples)."""
+        position = np.searchsorted(self.features, features)
+        known = position < self.features.shape[0]
+        known[known] = self.features[position[known]] == features[known]
+        transposed = np.empty((features.shape[0], self.X.shape[0]))
+        transposed[known] = self.transposed[position[known]]
+        new = features[~known]
+        if new.size:
+            fresh = np.asarray(self.X[:, new].T, dtype=np.float64)
+            if self.center is not None:
+                fresh -= self.center[new][:, None]
+            transposed[~known] = fresh
+        self.features, self.transposed = features, transposed
+        return transposed
+
+
 def _select_working_set(penalty: GroupLasso, coef: np.ndarray, violation: np.ndarray) -> np.ndarray:
     """Features of the groups to optimise next: all non-zero groups, then the worst violators.
 
@@ -116,16 +178,17 @@ def _select_working_set(penalty: GroupLasso, coef: np.ndarray, violation: np.nda
 
 
 def _group_column_scale(
-    X: np.ndarray, datafit: MultinomialLogistic, penalty: GroupLasso
+    X_transposed: np.ndarray, datafit: MultinomialLogistic, penalty: GroupLasso
 ) -> np.ndarray:
     """Per-feature scale, constant within each group: the group's RMS weighted column norm.
 
-    Dividing the columns by it (and the coefficients' rows by its inverse, the
-    group weights by it) is an exact change of variables that keeps the
-    group-lasso form and equalises the curvature across groups, which FISTA's
-    single step size needs when features come from layers of different widths.
+    ``X_transposed`` holds one feature per row. Dividing the columns by it
+    (and the coefficients' rows by its inverse, the group weights by it) is an
+    exact change of variables that keeps the group-lasso form and equalises
+    the curvature across groups, which FISTA's single step size needs when
+    features come from layers of different widths.
     """
-    column_squares = datafit.weight @ (X * X)
+    column_squares = (X_transposed * X_transposed) @ datafit.weight
     group_sizes = np.bincount(penalty.group_index, minlength=penalty.n_groups)
     group_mean = np.bincount(penalty.group_index, column_squares, minlength=penalty.n_groups)
     group_scale = np.sqrt(group_mean / group_sizes)
@@ -179,19 +242,23 @@ def _solve_group_lasso(
     X, datafit, penalty, coef, intercept, *, fit_intercept, tol, max_iter, verbose
 ) -> WorkingSetResult:
     coef = np.array(coef, dtype=np.float64)
-    # Any shift is an exact reparametrisation; the weighted mean conditions it best.
-    center = (datafit.weight.astype(X.dtype) @ X).astype(np.float64) if fit_intercept else None
     intercept = np.array(intercept, dtype=np.float64)
+    start = _StartingPoint.of(X, datafit, coef, intercept, fit_intercept)
+    center = start.center
     if center is not None:
         intercept += center @ coef  # to the centred parametrisation
     scale = penalty.alpha if penalty.alpha > 0 else 1.0
     n_iter, lipschitz, stalled = 0, None, False
     previous_active = int(np.count_nonzero(penalty.group_norms(coef)))
     logits = None
+    columns = _CentredColumns(X, center)
     for outer in range(_MAX_OUTER + 1):
-        loss, grad_coef, grad_intercept = full_gradient(
-            X, datafit, coef, intercept, center, logits=logits
-        )
+        if outer == 0 and start.gradient is not None:
+            loss, grad_coef, grad_intercept = start.gradient
+        else:
+            loss, grad_coef, grad_intercept = full_gradient(
+                X, datafit, coef, intercept, center, logits=logits
+            )
         worst, violation = relative_kkt_violation(
             penalty, coef, grad_coef, grad_intercept, fit_intercept
         )
@@ -221,18 +288,16 @@ def _solve_group_lasso(
         previous_active = n_active
         fraction = _SETTLED_TOL_FRACTION if settled else _INNER_TOL_FRACTION
         inner_tol = tol if covers_all else max(tol, fraction * worst)
-        sub_X = np.asarray(X[:, features], dtype=np.float64)
-        if center is not None:
-            sub_X -= center[features]
-        column_scale = _group_column_scale(sub_X, datafit, sub_penalty)
-        sub_X /= column_scale
+        sub_X_transposed = columns.take(features)
+        column_scale = _group_column_scale(sub_X_transposed, datafit, sub_penalty)
+        design = Design.of_transposed(sub_X_transposed / column_scale[:, None])
         scaled_penalty = GroupLasso(
             penalty.alpha,
             sub_penalty.group_index,
             sub_penalty.group_weights / column_scale[_first_feature_of_groups(sub_penalty)],
         )
         result = fista(
-            Design(sub_X),
+            design,
             datafit,
             scaled_penalty,
             coef[features] * column_scale[:, None],
