@@ -11,10 +11,18 @@ from pathlib import Path
 
 import torch
 
-#: The values of the ``precision`` parameter.
-PRECISIONS = ("float32", "bfloat16", "float16", "auto")
-#: The ``precision`` of every estimator and of the command line, unless given.
-DEFAULT_PRECISION = "float32"
+from skh2t._precisions import DEFAULT_PRECISION, PRECISIONS
+
+__all__ = [
+    "DEFAULT_PRECISION",
+    "PRECISIONS",
+    "Runtime",
+    "cpu_has_native_bfloat16",
+    "resolve_device",
+    "resolve_precision",
+    "resolve_runtime",
+]
+
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _CPU_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
