@@ -27,6 +27,7 @@ __all__ = [
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _CPU_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 _TORCH_CPU_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+_CPUINFO = Path("/proc/cpuinfo")
 
 
 def resolve_device(device: str | torch.device, *, fallback_to_cpu: bool = False) -> torch.device:
@@ -243,7 +244,7 @@ def cpu_has_native_bfloat16() -> bool:
 
 def _cpuinfo_has(flags: tuple[str, ...]) -> bool:
     try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        text = _CPUINFO.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
     for line in text.splitlines():
