@@ -121,7 +121,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         ``"auto"``: the fastest the device runs well (bfloat16 on a CPU with
         AVX512-BF16 or AMX, float32 on other CPUs; on CUDA bfloat16 where the
         GPU has it, else float16); see
-        :func:`~skh2t.features.devices.resolve_precision`. The features of a
+        :func:`~skh2t.features.resolve_precision`. The features of a
         reduced precision are close to float32's, not equal to them, and are
         cached apart from them.
     verbose : int, default=0
