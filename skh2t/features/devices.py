@@ -227,9 +227,8 @@ def cpu_has_native_bfloat16() -> bool:
 
     Asks PyTorch's CPU probes (``torch.cpu._is_avx512_bf16_supported`` and
     ``_is_amx_tile_supported``) where it has them, else reads the flags of
-    ``/proc/cpuinfo`` (``avx512_bf16``, ``amx_bf16``). Elsewhere (other
-    operating systems, ARM CPUs) it says ``False``, and ``precision="auto"``
-    runs in float32.
+    ``/proc/cpuinfo`` (``avx512_bf16``, ``amx_bf16``). On other CPUs (older
+    x86 ones, ARM) it says ``False``, and ``precision="auto"`` runs in float32.
     """
     probes = [getattr(torch.cpu, name, None) for name in _TORCH_CPU_PROBES]
     probes = [probe for probe in probes if probe is not None]
