@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
+from skh2t._precisions import DEFAULT_PRECISION, PRECISIONS
 from skh2t.group_lasso import GroupLassoClassifier
 from skh2t.group_lasso_cv import _best_grid_point, _fraction_grid, _score_path
 from skh2t.progress import progress_bar
@@ -44,7 +45,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone, weights, layers, image_size, backbone_kwargs, batch_size, cache, device
+    backbone, weights, layers, image_size, backbone_kwargs, batch_size, cache, device, precision
         As in :class:`~skh2t.features.IntermediateFeatureTransformer`; the
         features are pooled per tap and L2-normalised per example and tap.
     target_sizes : sequence of int, default=(1024, 2048)
@@ -174,6 +175,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         "n_jobs": [Integral, None],
         "extraction_n_jobs": [Integral, None],
         "device": [object],  # a string or a torch.device: checked by the transformer
+        "precision": [StrOptions(set(PRECISIONS))],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -201,6 +203,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         n_jobs: int | None = None,
         extraction_n_jobs: int | None = None,
         device: Any = "cpu",
+        precision: str = DEFAULT_PRECISION,
         random_state=None,
         verbose: int = 0,
     ) -> None:
@@ -224,6 +227,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.extraction_n_jobs = extraction_n_jobs
         self.device = device
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
 
@@ -307,6 +311,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             cache=self.cache,
             n_jobs=self.extraction_n_jobs,
             device=self.device,
+            precision=self.precision,
             verbose=self.verbose,
             **grid.pooling_params(grid.poolings[0]),
         ).fit(images.take([0]))
@@ -475,6 +480,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         self.transformer_.set_params(
             batch_size=self.batch_size,
             device=self.device,
+            precision=self.precision,
             n_jobs=self.extraction_n_jobs,
             verbose=0,
         )
@@ -488,6 +494,10 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
                 parts.append(head(self.transformer_.transform(images.take(rows))))
                 bar.update(rows.size)
         return np.concatenate(parts)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("precision", "float32")  # pickled before the parameter existed
+        super().__setstate__(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

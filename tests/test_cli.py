@@ -132,6 +132,7 @@ def test_run_defaults_are_the_documented_protocol():
     assert args.Cs == [1.0, 10.0, 100.0]
     assert args.output_dir == "skh2t_results"
     assert args.blas_threads == 1
+    assert args.precision == "float32"
 
 
 def test_run_prints_the_table_and_the_choices(folder_run):
@@ -151,6 +152,7 @@ def test_run_json_has_config_cv_scores_timings_versions(folder_run):
     assert results["argv"][:3] == ["run", "--dataset", str(folder_run["folder"])]
     assert results["config"]["n_train"] == 18
     assert results["config"]["target_sizes"] == [64, 256]
+    assert results["config"]["precision"] == "float32"
     assert results["data"]["n_train"] == 18
     assert results["data"]["n_test"] == 12  # the folder's other images
     assert results["data"]["train_per_class"] == [6, 6, 6]

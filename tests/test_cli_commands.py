@@ -7,7 +7,8 @@ from PIL import Image
 from sklearn.pipeline import Pipeline
 
 from skh2t import GroupLassoClassifier
-from skh2t.cli import main
+from skh2t.cli import main, predict
+from skh2t.cli.main import build_parser
 from skh2t.datasets import load_image_folder
 from skh2t.features import IntermediateFeatureTransformer
 
@@ -342,3 +343,48 @@ def test_run_output_that_cannot_be_written_fails_first(folder, tmp_path, capsys)
     assert main(argv) == 2
     assert "--output-dir: " in (line := error_line(capsys))
     assert "results.json' is a directory" in line
+
+
+def test_extract_in_bfloat16_is_float32_and_close_to_float32(folder, tmp_path):
+    files = sorted(str(p) for p in (folder / "cat").glob("*.png"))[:4]
+    matrices = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / f"{precision}.npz"
+        argv = ["extract", *files, *TINY, "--target-size", "64", "-o", str(out), "-q"]
+        assert main([*argv, "--precision", precision]) == 0
+        with np.load(out) as data:
+            matrices[precision] = data["X"]
+    exact, reduced = matrices["float32"], matrices["bfloat16"]
+    assert reduced.dtype == np.float32
+    assert not np.array_equal(reduced, exact)
+    assert np.linalg.norm(reduced - exact) / np.linalg.norm(exact) < 0.03
+
+
+@pytest.mark.parametrize("command", ["run", "extract", "fit"])
+def test_float16_on_the_cpu_is_one_line_before_any_work(command, folder, tmp_path, capsys):
+    argv = [command, "--dataset", str(folder), *TINY, "--precision", "float16", "-q"]
+    argv += ["--output-dir", str(tmp_path)] if command == "run" else ["-o", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "--precision: precision='float16' runs on CUDA devices only" in error_line(capsys)
+
+
+def test_predict_with_a_precision_override(model_file, folder, tmp_path, capsys):
+    files = [str(folder / "cat" / "1.png"), str(folder / "sky" / "2.png")]
+    argv = ["predict", "--model", str(model_file), *files, "-q"]
+    assert main([*argv, "--precision", "bfloat16"]) == 0
+    assert [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()] == ["cat", "sky"]
+    # Refused in one line before any image is read (this one does not exist).
+    missing = str(tmp_path / "gone.png")
+    argv = ["predict", "--model", str(model_file), missing, "--precision", "float16"]
+    assert main(argv) == 2
+    assert "--precision: " in error_line(capsys)
+
+
+def test_predict_applies_the_runtime_options_to_the_transformer(model_file):
+    model = joblib.load(model_file)
+    argv = ["predict", "--model", str(model_file), "--precision", "bfloat16", "--batch-size", "3"]
+    predict._configure(model, build_parser().parse_args(argv))
+    transformer = model.steps[0][1]
+    assert transformer.precision == "bfloat16"
+    assert transformer.batch_size == 3
+    assert transformer.device == "cpu"  # not given: the model's

@@ -136,6 +136,7 @@ def changed_checkpoint(tmp_path):
         {"target_size": 512},
         {"pool_stride": 2},
         {"normalization": None},
+        {"precision": "bfloat16"},
     ],
 )
 def test_a_changed_setup_misses_the_cache(tmp_path, changed_checkpoint, change):

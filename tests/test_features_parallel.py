@@ -156,3 +156,14 @@ def test_extraction_on_dask_equals_serial_and_fills_the_cache(dask_client, tmp_p
     assert {pid for pid, _ in passes} == set(dask_client.run(os.getpid).values())
     assert len(entries(cache)) == len(X)  # written by this process, from the workers' results
     np.testing.assert_array_equal(transformer.transform(X), serial)
+
+
+def test_workers_extract_in_the_transformer_precision(tmp_path):
+    log = tmp_path / "forward.log"
+    exact = features(log, batch_size=8).fit_transform(X)
+    serial = features(log, batch_size=8, precision="bfloat16").fit_transform(X)
+    parallel = features(log, batch_size=8, precision="bfloat16", n_jobs=2).fit(X[:1])
+    log.unlink()
+    np.testing.assert_array_equal(parallel.transform(X), serial)
+    assert os.getpid() not in {pid for pid, _ in forward_log(log)}
+    assert not np.array_equal(serial, exact)

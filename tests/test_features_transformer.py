@@ -68,6 +68,7 @@ def test_defaults():
     assert params["pool_stride"] is None
     assert params["normalization"] == "l2"
     assert params["device"] == "cpu"
+    assert params["precision"] == "float32"
 
 
 # --- the same contracts on image data ---------------------------------------------------------

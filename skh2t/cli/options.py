@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,13 @@ from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.features import CheckpointError, IntermediateFeatureTransformer, load_backbone
 from skh2t.features.backbones import check_architecture
 from skh2t.features.cache import resolve_cache_directory
-from skh2t.features.devices import resolve_device
+from skh2t.features.devices import (
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    resolve_device,
+    resolve_precision,
+    resolve_runtime,
+)
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 DEFAULT_IMAGE_SIZE = 64
@@ -120,7 +127,8 @@ def weights_value(text: str) -> str | None:
 
 
 def add_backbone_options(parser: argparse.ArgumentParser, *, target_size: bool = True) -> None:
-    """Add --backbone, --weights, --image-size, (--target-size), --cache, --batch-size, --device."""
+    """Add --backbone, --weights, --image-size, (--target-size), --cache, --batch-size, --device,
+    --precision, --blas-threads."""
     group = parser.add_argument_group("backbone and features")
     group.add_argument(
         "--backbone",
@@ -164,7 +172,7 @@ def add_backbone_options(parser: argparse.ArgumentParser, *, target_size: bool =
 
 
 def add_runtime_options(group: argparse._ActionsContainer) -> None:
-    """Add --batch-size and --device."""
+    """Add --batch-size, --device, --precision and --blas-threads."""
     group.add_argument(
         "--batch-size",
         type=positive_int,
@@ -177,6 +185,15 @@ def add_runtime_options(group: argparse._ActionsContainer) -> None:
         default="cpu",
         metavar="DEVICE",
         help="torch device for the backbone: cpu, cuda, auto, ... (default: %(default)s)",
+    )
+    group.add_argument(
+        "--precision",
+        default=DEFAULT_PRECISION,
+        choices=PRECISIONS,
+        metavar="DTYPE",
+        help="dtype of the backbone's forward pass: float32, bfloat16 (autocast, CPU and "
+        "CUDA), float16 (autocast, CUDA only) or auto (the fastest the device runs well); "
+        "features are pooled and normalised in float32 (default: %(default)s)",
     )
     group.add_argument(
         "--blas-threads",
@@ -234,6 +251,7 @@ def check_backbone(args: argparse.Namespace) -> None:
         with usage_errors(CheckpointError, context="--weights"):  # a bad file fails now, not later
             load_backbone(args.backbone, weights=weights, image_size=args.image_size)
     check_device(args.device)
+    check_precision(args.precision, args.device)
     with usage_errors(ValueError, context="--cache"):
         resolve_cache_directory(args.cache)
 
@@ -242,6 +260,20 @@ def check_device(device: str) -> None:
     """Fail early, in one line, on a ``--device`` that is not a usable torch device."""
     with usage_errors(ValueError, RuntimeError, context="--device"):
         resolve_device(device)
+
+
+def check_precision(precision: str, device: str, *, fallback_to_cpu: bool = False) -> None:
+    """Fail early, in one line, on a ``--precision`` that ``device`` cannot run
+    (e.g. float16 on the CPU). ``fallback_to_cpu``: ``device`` is a loaded model's,
+    which runs on the CPU when CUDA is not available here."""
+    if fallback_to_cpu:
+        with warnings.catch_warnings():  # the CPU fallback warns when the model runs
+            warnings.simplefilter("ignore")
+            with usage_errors(ValueError, RuntimeError, context="--precision"):
+                resolve_runtime(device, precision, fallback_to_cpu=True)
+        return
+    with usage_errors(ValueError, RuntimeError, context="--precision"):
+        resolve_precision(precision, resolve_device(device))
 
 
 def make_transformer(
@@ -270,7 +302,8 @@ def make_transformer(
 
 def backbone_params(args: argparse.Namespace) -> dict[str, Any]:
     """The estimator parameters the backbone options set (the transformer's and
-    ``Head2ToeClassifier``'s names): backbone, weights, image size, batch size, device, cache.
+    ``Head2ToeClassifier``'s names): backbone, weights, image size, batch size, device,
+    precision, cache.
     """
     return {
         "backbone": args.backbone,
@@ -278,5 +311,6 @@ def backbone_params(args: argparse.Namespace) -> dict[str, Any]:
         "image_size": args.image_size,
         "batch_size": args.batch_size,
         "device": args.device,
+        "precision": args.precision,
         "cache": args.cache,
     }

@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_argument_group("runtime")
     options.add_runtime_options(group)
     options.add_quiet_option(parser)
-    parser.set_defaults(handler=run, device=None, batch_size=None)
+    parser.set_defaults(handler=run, device=None, precision=None, batch_size=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         options.check_device(args.device)
     model = load_model(args.model)
+    _configure(model, args)
+    _check_precision(model)
     files = list_image_files(args.files, args.folder)
     check_readable(files)
-    _configure(model, args)
     with progress_bar(total=len(files), unit="img", desc="Predicting", disable=args.quiet) as bar:
         for start in range(0, len(files), CHUNK):
             chunk = files[start : start + CHUNK]
@@ -79,19 +80,30 @@ def load_model(path: str, *, name: str = "--model") -> Any:
     return model
 
 
+RUNTIME_OPTIONS = ("device", "precision", "batch_size")
+
+
 def _configure(model: Any, args: argparse.Namespace) -> None:
-    """Apply --device and --batch-size to the model's feature transformer, if it has one."""
+    """Apply --device, --precision and --batch-size to the model's feature transformer,
+    if it has one."""
+    given = {name: getattr(args, name) for name in RUNTIME_OPTIONS}
+    given = {name: value for name, value in given.items() if value is not None}
+    for extractor in _extractors(model):
+        extractor.set_params(**given)
+        if isinstance(extractor, IntermediateFeatureTransformer):
+            extractor.set_params(verbose=0)
+
+
+def _extractors(model: Any) -> list[Any]:
+    """What runs the backbone: a Head2ToeClassifier, or a pipeline's feature transformers."""
     if isinstance(model, Head2ToeClassifier):
-        for name in ("device", "batch_size"):
-            if getattr(args, name) is not None:
-                model.set_params(**{name: getattr(args, name)})
-        return
+        return [model]
     if not isinstance(model, Pipeline):
-        return
-    for _, step in model.steps:
-        if isinstance(step, IntermediateFeatureTransformer):
-            if args.device is not None:
-                step.set_params(device=args.device)
-            if args.batch_size is not None:
-                step.set_params(batch_size=args.batch_size)
-            step.set_params(verbose=0)
+        return []
+    return [step for _, step in model.steps if isinstance(step, IntermediateFeatureTransformer)]
+
+
+def _check_precision(model: Any) -> None:
+    """Fail in one line, before any image is read, on a precision the device cannot run."""
+    for extractor in _extractors(model):
+        options.check_precision(extractor.precision, extractor.device, fallback_to_cpu=True)

@@ -12,7 +12,7 @@ modules), :mod:`~skh2t.features.weights` (offline weight sources),
 """
 
 from skh2t.features.backbones import Backbone, BackboneReference, WeightSource, load_backbone
-from skh2t.features.devices import resolve_device
+from skh2t.features.devices import resolve_device, resolve_precision
 from skh2t.features.images import ImageReadError, check_image_files
 from skh2t.features.taps import TapInfo, default_taps, model_family
 from skh2t.features.transformer import IntermediateFeatureTransformer
@@ -39,4 +39,5 @@ __all__ = [
     "load_backbone",
     "model_family",
     "resolve_device",
+    "resolve_precision",
 ]

@@ -2,8 +2,10 @@
 
 An *extraction setup* is everything the features of an image depend on: the
 backbone (class, structure, a hash of its weights, dtype and device, the torch,
-timm and skh2t versions), the preprocessing (input size, interpolation, mean
-and std), the taps with their pooling, and whether each tap is L2-normalised.
+timm and skh2t versions), the precision its forward pass runs in (resolved:
+``"float32"``, ``"bfloat16"`` or ``"float16"``), the preprocessing (input size,
+interpolation, mean and std), the taps with their pooling, and whether each tap
+is L2-normalised.
 Its hash names a directory; inside it, every image has one file named by the
 hash of its content (see :meth:`ImageArray.digests
 <skh2t.features.images.ImageArray.digests>`). Two extractions share entries
@@ -197,11 +199,18 @@ def extraction_setup(
     taps: Sequence[TapInfo],
     *,
     l2: bool,
+    precision: str,
 ) -> dict[str, Any]:
-    """Everything the features of one image depend on, besides the image, as a JSON-able dict."""
+    """Everything the features of one image depend on, besides the image, as a JSON-able dict.
+
+    ``precision`` is the resolved precision of the forward pass
+    (:attr:`Runtime.precision <skh2t.features.devices.Runtime.precision>`), so
+    that ``"auto"`` shares the entries of the precision it resolves to.
+    """
     return {
         "format": CACHE_FORMAT,
         "backbone": dict(backbone),
+        "precision": precision,
         "preprocessing": dataclasses.asdict(preprocess),
         "taps": [
             [tap.module, tap.hook, tap.layout, tap.pool_kernel, tap.pooled_shape] for tap in taps

@@ -3,11 +3,15 @@
 Each tap's hook pools its activation right away, inside the hook: only the
 small pooled result is kept, and in-place operations later in the network
 (such as ``ReLU(inplace=True)``) cannot change what was read. Extraction runs
-under ``torch.inference_mode()`` with every module in eval mode.
+under ``torch.inference_mode()`` with every module in eval mode, and, in a
+reduced precision, under ``torch.autocast``: the hooks upcast each activation
+to float32 before pooling it, so pooling and normalisation accumulate in
+float32 and the output is float32 whatever the precision.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from skh2t.features.devices import Runtime
 from skh2t.features.hooks import eval_mode, hooks_attached
 from skh2t.features.pooling import PoolingPlan, l2_normalize, pool_activation
 from skh2t.features.taps import TapRef
@@ -42,6 +47,9 @@ class PooledOutput:
     l2: bool = True
 
 
+_REDUCED = (torch.bfloat16, torch.float16)
+
+
 class _Recorder:
     """Hook callback: pool each tap once per distinct plan, normalise, write every output."""
 
@@ -52,6 +60,8 @@ class _Recorder:
 
     def __call__(self, index: int, module: nn.Module, tensor: torch.Tensor) -> None:
         self.calls[index] += 1
+        if tensor.dtype in _REDUCED:  # an autocast activation: pool and normalise in float32
+            tensor = tensor.float()
         pooled: dict[PoolingPlan, torch.Tensor] = {}
         for output, rows in zip(self.outputs, self.rows, strict=True):
             plan = output.plans[index]
@@ -73,6 +83,7 @@ def extract_features(
     out: np.ndarray,
     *,
     l2: bool = True,
+    runtime: Runtime | None = None,
 ) -> np.ndarray:
     """Fill ``out`` (``(n_images, n_features)``, float32) with pooled tap features.
 
@@ -88,6 +99,9 @@ def extract_features(
         Output matrix, written in place. On the CPU the hooks write straight into it.
     l2 : bool, default=True
         Divide each tap's pooled vector by its L2 norm, per example.
+    runtime : Runtime, default=None
+        The autocast dtype of the forward pass (see
+        :func:`~skh2t.features.devices.resolve_runtime`); ``None``: float32.
 
     Returns
     -------
@@ -106,7 +120,7 @@ def extract_features(
     >>> np.linalg.norm(out, axis=1).round(4)
     array([1., 1., 1., 1., 1.], dtype=float32)
     """
-    extract_pooled(model, taps, [PooledOutput(plans, columns, out, l2)], batches)
+    extract_pooled(model, taps, [PooledOutput(plans, columns, out, l2)], batches, runtime=runtime)
     return out
 
 
@@ -115,6 +129,8 @@ def extract_pooled(
     taps: Sequence[TapRef],
     outputs: Sequence[PooledOutput],
     batches: Iterable[torch.Tensor],
+    *,
+    runtime: Runtime | None = None,
 ) -> None:
     """Fill several output matrices, each with its own pooling, from one forward pass per batch.
 
@@ -131,6 +147,10 @@ def extract_pooled(
         The matrices to fill, in place.
     batches : iterable of torch.Tensor
         Preprocessed image batches, in order.
+    runtime : Runtime, default=None
+        The device and dtype of the forward pass: with a reduced dtype it runs
+        under ``torch.autocast``, and the outputs are still float32. ``None``:
+        float32.
 
     Examples
     --------
@@ -147,6 +167,7 @@ def extract_pooled(
     array([1., 1.], dtype=float32)
     """
     recorder = _Recorder(outputs, len(taps))
+    autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
     start = 0
     with torch.inference_mode(), eval_mode(model), hooks_attached(model, taps, recorder):
         for batch in batches:
@@ -157,7 +178,8 @@ def extract_pooled(
                 rows if on_cpu else [torch.empty(r.shape, device=batch.device) for r in rows]
             )
             recorder.calls[:] = 0
-            model(batch)
+            with autocast():  # the batches are made outside it
+                model(batch)
             _check_calls(recorder.calls, taps)
             if not on_cpu:
                 for target, computed in zip(rows, recorder.rows, strict=True):

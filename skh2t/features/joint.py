@@ -18,12 +18,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.utils.validation import check_is_fitted
 
 from skh2t.features.backbones import parameter_dtype, weights_fingerprint
-from skh2t.features.devices import resolve_device
+from skh2t.features.devices import Runtime, resolve_precision, resolve_runtime
 from skh2t.features.extraction import PooledOutput, extract_pooled
 from skh2t.features.images import ImageArray, ImageList, as_images
 from skh2t.features.pooling import plan_pooling
@@ -97,7 +96,9 @@ def repool(
     copy_.taps_ = _repooled_taps(transformer.taps_, target_size, pool_stride)
     cache = transformer._feature_cache
     if cache is not None:
-        copy_._feature_cache = copy_._cache_for(cache.root, cache.setup["backbone"])
+        copy_._feature_cache = copy_._cache_for(
+            cache.root, cache.setup["backbone"], cache.setup["precision"]
+        )
     return copy_
 
 
@@ -121,11 +122,11 @@ def transform_jointly(
     """The features of ``X`` for every transformer, from one forward pass per image.
 
     The transformers must read the same taps of the same backbone with the
-    same preprocessing, and differ only in pooling (and normalisation), as
-    those made by :func:`repool` do. The first one's backbone, device,
-    ``batch_size``, ``n_jobs`` and ``verbose`` are used; every transformer
-    reads and fills its own cache. Each output equals
-    ``transformer.transform(X)``.
+    same preprocessing and the same precision (as resolved on the device),
+    and differ only in pooling (and normalisation), as those made by
+    :func:`repool` do. The first one's backbone, device, ``batch_size``,
+    ``n_jobs`` and ``verbose`` are used; every transformer reads and fills its
+    own cache. Each output equals ``transformer.transform(X)``.
 
     Parameters
     ----------
@@ -186,9 +187,10 @@ def extract_jointly(
 
     lead = transformers[0]
     n_images = len(images)
+    runtime = resolve_runtime(lead.device, lead.precision, fallback_to_cpu=True)
+    _check_precisions(transformers, runtime)
     outs = [np.empty((n_images, t.taps_[-1].stop), dtype=np.float32) for t in transformers]
-    device = resolve_device(lead.device, fallback_to_cpu=True)
-    caches = [t._current_cache(device) for t in transformers]
+    caches = [t._current_cache(runtime) for t in transformers]
     digests = images.digests() if any(c is not None for c in caches) else None
     missing = [
         np.arange(n_images) if cache is None else cache.read_into(digests, out)
@@ -196,10 +198,10 @@ def extract_jointly(
     ]
     todo = np.unique(np.concatenate(missing))
     if todo.size == n_images:
-        _compute(transformers, images, outs, device)
+        _compute(transformers, images, outs, runtime)
     elif todo.size:
         rows = [np.empty((todo.size, out.shape[1]), dtype=np.float32) for out in outs]
-        _compute(transformers, images.take(todo), rows, device)
+        _compute(transformers, images.take(todo), rows, runtime)
         position = np.searchsorted(todo, np.arange(n_images))
         for out, part, rows_missing in zip(outs, rows, missing, strict=True):
             out[rows_missing] = part[position[rows_missing]]
@@ -209,18 +211,33 @@ def extract_jointly(
     return outs
 
 
+def _check_precisions(
+    transformers: Sequence[IntermediateFeatureTransformer], runtime: Runtime
+) -> None:
+    """One forward pass serves all: every transformer's precision must resolve to the first's."""
+    for other in transformers[1:]:
+        if other.precision == transformers[0].precision:
+            continue
+        if resolve_precision(other.precision, runtime.device) != runtime.dtype:
+            raise ValueError(
+                "transform_jointly needs transformers with the same precision; got "
+                f"precision={transformers[0].precision!r} and precision={other.precision!r}. "
+                "Set the same precision on all of them (set_params(precision=...))."
+            )
+
+
 def _compute(
     transformers: Sequence[IntermediateFeatureTransformer],
     images: ImageArray | ImageList,
     outs: list[np.ndarray],
-    device: torch.device,
+    runtime: Runtime,
 ) -> None:
     """Run the backbone over ``images`` into ``outs``: serially, or in chunks with joblib."""
     lead = transformers[0]
     n_batches = -(-len(images) // lead.batch_size)
     n_chunks = min(effective_n_jobs(lead.n_jobs), n_batches)
     if n_chunks <= 1:
-        _forward(transformers, images, outs, device)
+        _forward(transformers, images, outs, runtime)
         return
     # Chunks of whole batches: every image meets the same batch as in serial extraction.
     groups = np.array_split(np.arange(n_batches) * lead.batch_size, n_chunks)
@@ -244,9 +261,10 @@ def _forward(
     transformers: Sequence[IntermediateFeatureTransformer],
     images: ImageArray | ImageList,
     outs: list[np.ndarray],
-    device: torch.device,
+    runtime: Runtime,
 ) -> None:
     lead = transformers[0]
+    device = runtime.device
     model = lead._live_backbone().to(device)
     preprocess = Preprocessor.from_data_config(lead.data_config_)
     dtype = parameter_dtype(model)
@@ -266,7 +284,7 @@ def _forward(
         )
         for t, out in zip(transformers, outs, strict=True)
     ]
-    extract_pooled(model, [tap.ref for tap in lead.taps_], outputs, batches)
+    extract_pooled(model, [tap.ref for tap in lead.taps_], outputs, batches, runtime=runtime)
 
 
 def _forward_chunk(payload: bytes, images: ImageArray | ImageList) -> list[np.ndarray]:
@@ -274,5 +292,8 @@ def _forward_chunk(payload: bytes, images: ImageArray | ImageList) -> list[np.nd
 
     workers = pickle.loads(payload)  # made by _compute in this session, never read from disk
     outs = [np.empty((len(images), w.taps_[-1].stop), dtype=np.float32) for w in workers]
-    _forward(workers, images, outs, resolve_device(workers[0].device, fallback_to_cpu=True))
+    lead = workers[0]
+    _forward(
+        workers, images, outs, resolve_runtime(lead.device, lead.precision, fallback_to_cpu=True)
+    )
     return outs

@@ -30,7 +30,7 @@ from skh2t.features.cache import (
     resolve_cache_directory,
     weights_state,
 )
-from skh2t.features.devices import resolve_device
+from skh2t.features.devices import DEFAULT_PRECISION, PRECISIONS, Runtime, resolve_runtime
 from skh2t.features.discovery import TapObservation, build_tap_table, observe_taps
 from skh2t.features.images import ImageArray, ImageList, as_images
 from skh2t.features.joint import extract_jointly
@@ -94,7 +94,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         image with the same setup: cross-validation folds, grid-search candidates
         with the same pooling, other processes and later sessions. Keyed by the
         backbone (structure, a hash of the weights, dtype, device, library
-        versions), the preprocessing, the taps with their pooling, the
+        versions), the resolved ``precision``, the preprocessing, the taps with their pooling, the
         normalisation and each image's content; nothing else (e.g.
         ``batch_size``) changes the entries used. A :class:`joblib.Memory` stands
         for its ``location``. Cached rows are those computed when the image was
@@ -113,6 +113,17 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where the backbone runs; ``"auto"`` picks CUDA when available. Any
         ``torch.device`` string works.
+    precision : {"float32", "bfloat16", "float16", "auto"}, default="float32"
+        The dtype of the backbone's forward pass. ``"bfloat16"`` and
+        ``"float16"`` run it under ``torch.autocast`` (float16 on CUDA only);
+        every tap's activation is upcast to float32 before pooling and
+        normalisation, and the output is float32 whatever the precision.
+        ``"auto"``: the fastest the device runs well (bfloat16 on a CPU with
+        AVX512-BF16 or AMX, float32 on other CPUs; on CUDA bfloat16 where the
+        GPU has it, else float16); see
+        :func:`~skh2t.features.resolve_precision`. The features of a
+        reduced precision are close to float32's, not equal to them, and are
+        cached apart from them.
     verbose : int, default=0
         If positive, show a progress bar over batches.
 
@@ -207,6 +218,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         "cache": [str, os.PathLike, Memory, None],
         "n_jobs": [Integral, None],
         "device": [str, torch.device],
+        "precision": [StrOptions(set(PRECISIONS))],
         "verbose": ["verbose"],
     }
 
@@ -225,6 +237,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         cache: str | os.PathLike | Memory | None = None,
         n_jobs: int | None = None,
         device: str = "cpu",
+        precision: str = DEFAULT_PRECISION,
         verbose: int = 0,
     ) -> None:
         self.backbone = backbone
@@ -239,6 +252,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         self.cache = cache
         self.n_jobs = n_jobs
         self.device = device
+        self.precision = precision
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -377,10 +391,12 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         state.setdefault("_changed_weights", None)
         state.setdefault("_feature_cache", None)
         state.setdefault("_weights_state", None)
+        state.setdefault("precision", "float32")  # pickled before the parameter existed
         super().__setstate__(state)
 
     def _fit_backbone_and_taps(self, images: ImageArray | ImageList) -> None:
-        device = resolve_device(self.device)
+        runtime = resolve_runtime(self.device, self.precision)  # before any expensive work
+        device = runtime.device
         cache_root = resolve_cache_directory(self.cache)
         loaded = load_backbone(
             self.backbone,
@@ -425,15 +441,18 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         self._feature_cache: FeatureCache | None = None
         self._weights_state = None
         if cache_root is not None:
-            self._feature_cache = self._cache_for(cache_root, identity)
+            self._feature_cache = self._cache_for(cache_root, identity, runtime.precision)
             self._weights_state = weights_state(model)
 
-    def _cache_for(self, root: os.PathLike, identity: dict[str, Any]) -> FeatureCache:
+    def _cache_for(
+        self, root: os.PathLike, identity: dict[str, Any], precision: str
+    ) -> FeatureCache:
         setup = extraction_setup(
             identity,
             Preprocessor.from_data_config(self.data_config_),
             self.taps_,
             l2=self._fitted_normalization == "l2",
+            precision=precision,
         )
         return FeatureCache(root, setup, self.taps_[-1].stop)
 
@@ -451,18 +470,19 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         """Features of ``images``: from the cache where it has them, else from the backbone."""
         return extract_jointly([self], images)[0]
 
-    def _current_cache(self, device: torch.device) -> FeatureCache | None:
+    def _current_cache(self, runtime: Runtime) -> FeatureCache | None:
         """The cache of the current ``cache`` parameter (it may have been set after fit),
-        re-keyed if the backbone's weights or device changed since."""
+        re-keyed if the backbone's weights, device or precision changed since."""
         location = cache_location(self.cache)
         if location is None:
             return None
         model = self._live_backbone()
+        device = runtime.device
         cache = self._feature_cache
         if cache is None or cache.root != location:  # checked and created only when it changed
             identity = _identity(model, self._backbone_reference, device)
             cache = self._feature_cache = self._cache_for(
-                resolve_cache_directory(self.cache), identity
+                resolve_cache_directory(self.cache), identity, runtime.precision
             )
             self._weights_state = weights_state(model)
         state = weights_state(model)
@@ -473,8 +493,14 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         ):
             identity = _identity(model, self._backbone_reference, device)
             if identity != cache.setup["backbone"]:
-                cache = self._feature_cache = self._cache_for(cache.root, identity)
+                cache = self._feature_cache = self._cache_for(
+                    cache.root, identity, runtime.precision
+                )
             self._weights_state = state
+        if cache.setup.get("precision") != runtime.precision:
+            cache = self._feature_cache = self._cache_for(
+                cache.root, cache.setup["backbone"], runtime.precision
+            )
         return cache
 
     def _fit_standardization(self, features: np.ndarray) -> None:

@@ -24,12 +24,13 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
 from skh2t.features.backbones import BackboneReference, load_backbone, on_cpu, set_input_size
-from skh2t.features.devices import resolve_device
+from skh2t.features.devices import DEFAULT_PRECISION, PRECISIONS, Runtime, resolve_runtime
 from skh2t.features.images import as_images
 from skh2t.features.preprocessing import Preprocessor
 from skh2t.finetune.network import (
     HeadedModel,
     as_feature_extractor,
+    backbone_features,
     embed,
     head_from_probe,
     minibatches_per_epoch,
@@ -170,6 +171,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         Patience of early stopping, in epochs.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where the network runs.
+    precision : {"float32", "bfloat16", "float16", "auto"}, default="float32"
+        The dtype of the backbone's forward passes, in fine-tuning, in the
+        extraction of the frozen features for head probing and in prediction,
+        as for :class:`~skh2t.features.IntermediateFeatureTransformer`:
+        ``torch.autocast`` for ``"bfloat16"`` and ``"float16"`` (CUDA only),
+        the fastest the device runs well for ``"auto"``. The weights, the
+        optimiser's state, the head, the logits and the loss stay float32
+        (float16 also scales the loss with :class:`torch.amp.GradScaler`), and
+        every result is float32 or float64 as with ``"float32"``.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split, the head initialisation, the data order and
         dropout. On the CPU a fixed seed gives identical predictions. The
@@ -275,6 +285,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         "early_stopping": ["boolean"],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
+        "precision": [StrOptions(set(PRECISIONS))],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -305,6 +316,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         early_stopping: bool = False,
         n_iter_no_change: int = 3,
         device: str | torch.device = "cpu",
+        precision: str = DEFAULT_PRECISION,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -331,6 +343,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.early_stopping = early_stopping
         self.n_iter_no_change = n_iter_no_change
         self.device = device
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
 
@@ -366,7 +379,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         seed = int(rng.randint(np.iinfo(np.int32).max))
         train, held_out = self._split(targets, rng)
 
-        device = resolve_device(self.device)
+        runtime = resolve_runtime(self.device, self.precision)  # before any expensive work
         loaded = load_backbone(
             self.backbone,
             weights=self.weights,
@@ -374,7 +387,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             image_size=self.image_size,
         )
         model = loaded.model if loaded.reference is not None else copy.deepcopy(loaded.model)
-        model = as_feature_extractor(model).to(device)
+        model = as_feature_extractor(model).to(runtime.device)
         inputs = preprocess_all(
             images, Preprocessor.from_data_config(loaded.data_config), batch_size=self.batch_size
         )
@@ -383,7 +396,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             best, search = self._fit_candidates(
-                model, inputs, targets_t, train, held_out, classes, candidates, seed, device
+                model, inputs, targets_t, train, held_out, classes, candidates, seed, runtime
             )
 
         # Everything worked: replace the fitted state as a whole.
@@ -463,15 +476,15 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         classes: np.ndarray,
         candidates: list[int],
         seed: int,
-        device: torch.device,
+        runtime: Runtime,
     ) -> tuple[FineTuneRun, dict[int, dict[str, Any]]]:
         train_inputs, train_targets = inputs[train], targets[train]
         heldout_inputs = inputs[held_out] if held_out is not None else train_inputs
         heldout_targets = targets[held_out] if held_out is not None else None
-        original_train = embed(model, train_inputs, batch_size=self.batch_size, device=device)
+        original_train = embed(model, train_inputs, batch_size=self.batch_size, runtime=runtime)
         if held_out is not None:
             original_heldout = embed(
-                model, heldout_inputs, batch_size=self.batch_size, device=device
+                model, heldout_inputs, batch_size=self.batch_size, runtime=runtime
             )
         else:
             original_heldout = original_train
@@ -499,13 +512,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             energy = head_energy(net.head, original_train, train_targets)
             torch.manual_seed(seed)  # the same dropout draws for every candidate
             run = fine_tune(
-                net.to(device),
+                net.to(runtime.device),
                 train_inputs,
                 train_targets,
                 held,
                 settings,
                 torch.Generator().manual_seed(seed + 1),
-                device,
+                runtime,
             )
             run.probe_epochs, run.probe_steps = candidate.probe_epochs, candidate.probe_steps
             run.energy = energy
@@ -659,15 +672,19 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     def _forward(self, X: Any, *, features_only: bool) -> np.ndarray:
         check_is_fitted(self)
         images = as_images(X)
-        device = resolve_device(self.device, fallback_to_cpu=True)
-        net = self._live_net().to(device).eval()
+        runtime = resolve_runtime(self.device, self.precision, fallback_to_cpu=True)
+        net = self._live_net().to(runtime.device).eval()
         preprocess = Preprocessor.from_data_config(self.data_config_)
-        module = net.features if features_only else net
         outputs = []
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
-                batch = preprocess(images.batch(start, start + self.batch_size), device=device)
-                outputs.append(module(batch).double().cpu().numpy())
+                batch = preprocess(
+                    images.batch(start, start + self.batch_size), device=runtime.device
+                )
+                output = backbone_features(net.features, batch, runtime)
+                if not features_only:
+                    output = net.head(output)
+                outputs.append(output.double().cpu().numpy())
         return np.concatenate(outputs)
 
     # ------------------------------------------------------------------ pickling
@@ -689,6 +706,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         elif net is not None:
             state["_net"] = on_cpu(net)  # a user module cannot be rebuilt: stored whole
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("precision", "float32")  # pickled before the parameter existed
+        super().__setstate__(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from skh2t.features.devices import Runtime
 from skh2t.features.images import ImageArray, ImageList
 from skh2t.features.preprocessing import Preprocessor
 
@@ -43,9 +44,10 @@ def preprocess_all(
 
 @torch.no_grad()
 def embed(
-    model: nn.Module, inputs: torch.Tensor, *, batch_size: int, device: torch.device
+    model: nn.Module, inputs: torch.Tensor, *, batch_size: int, runtime: Runtime
 ) -> torch.Tensor:
-    """Penultimate features of preprocessed ``inputs`` in eval mode: a ``(n, d)`` CPU tensor.
+    """Penultimate features of preprocessed ``inputs`` in eval mode: a ``(n, d)`` float32
+    CPU tensor, computed on ``runtime.device`` in its precision.
 
     The model's train/eval mode is restored afterwards.
     """
@@ -53,12 +55,31 @@ def embed(
     model.eval()
     try:
         outputs = [
-            _check_features(model(inputs[start : start + batch_size].to(device))).float().cpu()
+            backbone_features(
+                model, inputs[start : start + batch_size].to(runtime.device), runtime
+            ).cpu()
             for start in range(0, inputs.shape[0], batch_size)
         ]
     finally:
         model.train(was_training)
     return torch.cat(outputs)
+
+
+def backbone_features(model: nn.Module, inputs: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """``model(inputs)`` under the runtime's autocast, upcast to float32.
+
+    Only the backbone runs in a reduced precision: the head, its logits and
+    the loss see float32 features.
+
+    Examples
+    --------
+    >>> runtime = Runtime(torch.device("cpu"), torch.bfloat16)
+    >>> backbone_features(nn.Linear(3, 2), torch.ones(4, 3), runtime).dtype
+    torch.float32
+    """
+    with runtime.autocast():
+        output = _check_features(model(inputs))
+    return output.float()
 
 
 def _check_features(output: torch.Tensor) -> torch.Tensor:
@@ -131,6 +152,10 @@ class HeadedModel(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(inputs))
+
+    def logits(self, inputs: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+        """float32 logits: the features in the runtime's precision, the head in float32."""
+        return self.head(backbone_features(self.features, inputs, runtime))
 
 
 def minibatches_per_epoch(n: int, batch_size: int) -> int:

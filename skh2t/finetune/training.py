@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skh2t.features.devices import Runtime
 from skh2t.finetune.drift import DRIFT_METRICS, feature_drift
 from skh2t.finetune.network import (
     HeadedModel,
@@ -78,26 +79,30 @@ def fine_tune(
     held_out: HeldOut,
     settings: TrainingSettings,
     generator: torch.Generator,
-    device: torch.device,
+    runtime: Runtime,
 ) -> FineTuneRun:
-    """Fine-tune ``net`` (already on ``device``) on the training images.
+    """Fine-tune ``net`` (already on ``runtime.device``) on the training images.
 
     Minibatches come from ``generator``; the learning rate follows a linear
     warm-up then a cosine decay per step. With ``early_stopping`` the weights
-    of the best held-out epoch are restored at the end.
+    of the best held-out epoch are restored at the end. The backbone's
+    forward passes run in ``runtime``'s precision (autocast); the weights,
+    the optimiser's state, the head, the logits and the loss stay float32,
+    and float16 scales the loss (:class:`torch.amp.GradScaler`).
     """
     n_train = train_inputs.shape[0]
     steps_per_epoch = minibatches_per_epoch(n_train, settings.batch_size)
     total_steps = settings.epochs * steps_per_epoch
     warmup_steps = round(settings.warmup_epochs * steps_per_epoch)
     optimizer = make_optimizer(net, settings)
+    scaler = grad_scaler(runtime)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
     )
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
 
     def record(epoch: int, loss: float, accuracy: float) -> float:
-        val_accuracy, drift = _evaluate(net, held_out, settings.batch_size, device)
+        val_accuracy, drift = _evaluate(net, held_out, settings.batch_size, runtime)
         history["epoch"].append(epoch)
         history["lr"].append(optimizer.param_groups[0]["lr"])
         history["train_loss"].append(loss)
@@ -119,7 +124,13 @@ def fine_tune(
     n_iter = 0
     for epoch in epochs:
         loss, accuracy = _train_epoch(
-            net, train_inputs, train_targets, optimizer, scheduler, settings, generator, device
+            net,
+            train_inputs,
+            train_targets,
+            Stepper(optimizer, scheduler, scaler),
+            settings,
+            generator,
+            runtime,
         )
         n_iter = epoch
         score = record(epoch, loss, accuracy)
@@ -156,6 +167,37 @@ def make_optimizer(net: nn.Module, settings: TrainingSettings) -> torch.optim.Op
     return torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
+def grad_scaler(runtime: Runtime) -> torch.amp.GradScaler:
+    """The loss scaler of a run: active for float16 only (bfloat16 and float32 need none).
+
+    Examples
+    --------
+    >>> grad_scaler(Runtime(torch.device("cpu"))).is_enabled()
+    False
+    """
+    enabled = runtime.dtype is torch.float16
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(runtime.device.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)  # torch < 2.3
+
+
+@dataclass(frozen=True)
+class Stepper:
+    """What one training step updates: the optimiser, the schedule and the loss scaler."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` (scaled), step the optimiser and the learning rate."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)  # skipped where float16 gradients overflowed
+        self.scaler.update()
+        self.scheduler.step()
+
+
 def freeze_batch_norm_statistics(net: nn.Module) -> None:
     """Put every batch-norm layer in eval mode: its running statistics stay as they are."""
     for module in net.modules():
@@ -172,11 +214,10 @@ def _train_epoch(
     net: HeadedModel,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    stepper: Stepper,
     settings: TrainingSettings,
     generator: torch.Generator,
-    device: torch.device,
+    runtime: Runtime,
 ) -> tuple[float, float]:
     """One pass over the training images; their mean loss and accuracy."""
     net.train()
@@ -184,13 +225,10 @@ def _train_epoch(
         freeze_batch_norm_statistics(net)
     total_loss, correct = 0.0, 0
     for index in iterate_minibatches(inputs.shape[0], settings.batch_size, generator):
-        logits = net(inputs[index].to(device))
-        batch_targets = targets[index].to(device)
+        logits = net.logits(inputs[index].to(runtime.device), runtime)  # float32
+        batch_targets = targets[index].to(runtime.device)
         loss = F.cross_entropy(logits, batch_targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        stepper.step(loss)
         total_loss += float(loss.detach()) * len(index)
         correct += int((logits.detach().argmax(dim=1) == batch_targets).sum())
     net.eval()
@@ -198,13 +236,13 @@ def _train_epoch(
 
 
 def _evaluate(
-    net: HeadedModel, held_out: HeldOut, batch_size: int, device: torch.device
+    net: HeadedModel, held_out: HeldOut, batch_size: int, runtime: Runtime
 ) -> tuple[float, dict[str, float]]:
     """Held-out accuracy (NaN without targets) and the drift of the held-out features."""
-    current = embed(net.features, held_out.inputs, batch_size=batch_size, device=device)
+    current = embed(net.features, held_out.inputs, batch_size=batch_size, runtime=runtime)
     accuracy = float("nan")
     if held_out.targets is not None:
         with torch.no_grad():
-            logits = net.head(current.to(device)).cpu()
+            logits = net.head(current.to(runtime.device)).cpu()
         accuracy = float((logits.argmax(dim=1) == held_out.targets).double().mean())
     return accuracy, feature_drift(held_out.original_features, current)
