@@ -22,7 +22,7 @@ from skh2t.features.devices import (
     resolve_precision,
     resolve_runtime,
 )
-from skh2t.features.pooling import pool_activation
+from skh2t.features.pooling import l2_normalize, plan_pooling, pool_activation
 from skh2t.finetune import FineTuneClassifier
 from skh2t.finetune import classifier as finetune_module
 from skh2t.finetune.training import Stepper, grad_scaler
@@ -194,19 +194,24 @@ def test_bfloat16_features_are_float32_unit_norm_and_close_to_float32(
     assert not np.array_equal(reduced, exact)  # autocast ran
 
 
-def test_the_hooks_see_bfloat16_activations_and_pool_in_float32(monkeypatch):
-    seen = []
+def test_the_hooks_pool_bfloat16_activations_and_normalise_in_float32(monkeypatch):
+    seen, normalised = [], []
 
     def spy(tensor, plan):
         seen.append(tensor.dtype)
         return pool_activation(tensor, plan)
 
+    def normalise_spy(pooled, out):
+        normalised.append(pooled.dtype)
+        return l2_normalize(pooled, out=out)
+
     monkeypatch.setattr("skh2t.features.extraction.pool_activation", spy)
+    monkeypatch.setattr("skh2t.features.extraction.l2_normalize", normalise_spy)
     transformer = features(precision="bfloat16").fit(X[:2])
     seen.clear()
     transformer.transform(X[:2])
-    assert seen
-    assert set(seen) == {torch.float32}  # upcast before pooling
+    assert torch.bfloat16 in seen  # pooled as it is, not upcast whole
+    assert set(normalised) == {torch.float32}
     activations = []
     hook = nn.modules.module.register_module_forward_hook(
         lambda module, args, output: (
@@ -404,3 +409,24 @@ def test_float16_scales_the_loss_and_steps():
         Stepper(optimizer, scheduler, scaler).step(layer(torch.ones(4, 3)).square().mean())
     assert not torch.equal(layer.weight, before)  # finite gradients: the step ran
     assert layer.weight.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("layout", "shape", "pool_stride"),
+    [
+        ("nchw", (2, 64, 64), None),  # a global mean
+        ("nchw", (2, 64, 64), 64),  # avg_pool2d
+        ("nhwc", (64, 64, 2), 64),
+        ("nlc", (4096, 2), None),
+        ("nlc", (4096, 2), 4096),
+        ("ncl", (2, 4096), 4096),
+    ],
+)
+def test_pooling_a_bfloat16_activation_accumulates_in_float32(layout, shape, pool_stride):
+    # 4096 ones: a bfloat16 accumulator stops growing at 256 (its 8-bit mantissa), so the
+    # mean would read 0.0625; a float32 one gives exactly 1.
+    x = torch.ones((1, *shape), dtype=torch.bfloat16)
+    plan = plan_pooling(layout, shape, target_size=2, pool_stride=pool_stride)
+    assert plan.kernel is None or max(plan.kernel) == 4096 or plan.kernel == (64, 64)
+    pooled = pool_activation(x, plan)
+    assert torch.all(pooled.float() == 1.0)
