@@ -116,8 +116,8 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
     precision : {"float32", "bfloat16", "float16", "auto"}, default="float32"
         The dtype of the backbone's forward pass. ``"bfloat16"`` and
         ``"float16"`` run it under ``torch.autocast`` (float16 on CUDA only);
-        every tap's activation is upcast to float32 before pooling and
-        normalisation, and the output is float32 whatever the precision.
+        each tap's activation is pooled with float32 accumulation, then
+        normalised in float32, and the output is float32 whatever the precision.
         ``"auto"``: the fastest the device runs well (bfloat16 on a CPU with
         AVX512-BF16 or AMX, float32 on other CPUs; on CUDA bfloat16 where the
         GPU has it, else float16); see
