@@ -25,6 +25,17 @@ def test_design_products_match_numpy(dtype):
     )
 
 
+def test_a_design_of_the_transposed_matrix_keeps_it_and_multiplies_the_same():
+    rng = np.random.default_rng(4)
+    X_transposed = rng.standard_normal((6, 9))
+    design = Design.of_transposed(X_transposed)
+    assert design.columns is X_transposed
+    assert design.shape == (9, 6)
+    coef, residual = rng.standard_normal((6, 3)), rng.standard_normal((9, 3))
+    np.testing.assert_allclose(design.dot(coef), X_transposed.T @ coef, rtol=1e-12)
+    np.testing.assert_allclose(design.tdot(residual), X_transposed @ residual, rtol=1e-12)
+
+
 def test_design_defaults_to_float64():
     X = np.ones((3, 2), dtype=np.float32)
     assert Design(X).rows.dtype == np.float64

@@ -48,7 +48,8 @@ class Design:
 
     @classmethod
     def of_transposed(cls, X_transposed: np.ndarray) -> Design:
-        """The design of ``X_transposed.T`` (float64, C-contiguous), without copying it."""
+        """The design of ``X_transposed.T``: ``X_transposed`` itself is kept as the column
+        layout (not copied if it is C-contiguous float64), the row layout is a copy."""
         design = cls.__new__(cls)
         design.columns = np.ascontiguousarray(X_transposed, dtype=np.float64)
         design.rows = np.ascontiguousarray(design.columns.T)
