@@ -44,7 +44,6 @@ class Design:
     def __init__(self, X: np.ndarray, dtype=np.float64):
         self.rows = np.ascontiguousarray(X, dtype=dtype)
         self.columns = np.ascontiguousarray(self.rows.T)
-        self.shape = self.rows.shape
 
     @classmethod
     def of_transposed(cls, X_transposed: np.ndarray) -> Design:
@@ -53,8 +52,12 @@ class Design:
         design = cls.__new__(cls)
         design.columns = np.ascontiguousarray(X_transposed, dtype=np.float64)
         design.rows = np.ascontiguousarray(design.columns.T)
-        design.shape = design.rows.shape
         return design
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_samples, n_features)`` of ``X``."""
+        return self.rows.shape
 
     def dot(self, coef: np.ndarray) -> np.ndarray:
         """``X @ coef`` for ``coef`` of shape (n_features,) or (n_features, k), in X's dtype."""
