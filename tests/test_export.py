@@ -19,6 +19,7 @@ from skh2t.export import (
     compact_module,
     export_model,
     load_exported,
+    prepare_images,
     read_metadata,
 )
 from skh2t.export.taps import HookedTaps, tap_extractor
@@ -294,3 +295,48 @@ def test_the_module_is_a_plain_torch_module():
     assert tuple(batch.shape) == (3, 3, 32, 32)
     assert batch.min() >= 0
     assert batch.max() <= 1
+
+
+# --- prepare_images resizes as the model records (issue 25, defect 15) ----------------------
+
+LARGER, _ = images_and_labels(40, seed=1, size=45)  # resized to 32: the interpolation matters
+
+
+def relative_error(got, expected):
+    return np.abs(got - expected).max() / np.abs(expected).max()
+
+
+def test_prepare_images_resizes_as_a_bilinear_model_by_default(tmp_path):
+    model = fitted_pipeline(y=np.arange(40) % 4)
+    assert model[0].data_config_["interpolation"] == "bilinear"
+    path = export_model(model, tmp_path / "bilinear.onnx")
+    info = read_metadata(path)
+    assert info["interpolation"] == "bilinear"
+    run = load_exported(path)
+    expected = model.decision_function(LARGER)
+    reference = prepare_images(LARGER, path)
+    for source in (model, model[0], compact_module(model), info, str(path)):
+        np.testing.assert_array_equal(prepare_images(LARGER, source), reference)  # same ops
+    got = run(reference.numpy())
+    assert relative_error(got, expected) <= 1e-4
+    np.testing.assert_array_equal(model.classes_[got.argmax(axis=1)], model.predict(LARGER))
+    # An explicit interpolation still overrides (and here would not reproduce the model).
+    bicubic = run(prepare_images(LARGER, path, interpolation="bicubic").numpy())
+    assert relative_error(bicubic, expected) > 1e-3
+
+
+def test_prepare_images_says_what_it_needs():
+    with pytest.raises(ValueError, match="An image size alone does not say how the model resizes"):
+        prepare_images(IMAGES[:2], 32)
+    batch = prepare_images(IMAGES[:2], (16, 24), "nearest")
+    assert tuple(batch.shape) == (2, 3, 16, 24)
+    with pytest.raises(ValueError, match=r"interpolation must be one of \('bicubic'"):
+        prepare_images(IMAGES[:2], 32, "lanczos")
+    with pytest.raises(ValueError, match="image size must be a positive int"):
+        prepare_images(IMAGES[:2], (0, 32), "bilinear")
+    with pytest.raises(NotFittedError):
+        prepare_images(IMAGES[:2], IntermediateFeatureTransformer(**TINY))
+    with pytest.raises(TypeError, match="source must be a fitted Head2ToeClassifier"):
+        prepare_images(IMAGES[:2], GroupLassoClassifier())
+    with pytest.raises(ValueError, match="no 'image_size'"):
+        prepare_images(IMAGES[:2], {"classes": [0, 1]})
