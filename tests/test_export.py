@@ -340,3 +340,54 @@ def test_prepare_images_says_what_it_needs():
         prepare_images(IMAGES[:2], GroupLassoClassifier())
     with pytest.raises(ValueError, match="no 'image_size'"):
         prepare_images(IMAGES[:2], {"classes": [0, 1]})
+
+
+# --- load_exported takes what prepare_images returns (issue 25, defect 18) ------------------
+
+
+@pytest.fixture(scope="module")
+def binary_model():
+    return fitted_pipeline()
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt", ".pt2"])
+def test_exported_files_take_torch_tensors_and_numpy_batches(suffix, binary_model, tmp_path):
+    path = export_model(binary_model, tmp_path / f"model{suffix}")
+    run = load_exported(path)
+    tensor = prepare_images(IMAGES[:5], path)
+    from_tensor = run(tensor)
+    assert isinstance(from_tensor, np.ndarray)
+    assert from_tensor.shape == (5, 2)
+    # The tensor becomes the same float32 array: the runtime gets the same input.
+    np.testing.assert_array_equal(from_tensor, run(tensor.numpy()))
+    np.testing.assert_allclose(
+        from_tensor, logits(compact_module(binary_model), IMAGES[:5]), rtol=1e-4, atol=1e-5
+    )
+    read_only = tensor.numpy().copy()
+    read_only.flags.writeable = False
+    for layout in (
+        tensor.contiguous(memory_format=torch.channels_last),
+        tensor.clone().requires_grad_(True),
+        np.asfortranarray(tensor.numpy()),
+        read_only,
+    ):
+        np.testing.assert_allclose(run(layout), from_tensor, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
+def test_exported_files_refuse_other_inputs_before_the_runtime(suffix, binary_model, tmp_path):
+    run = load_exported(export_model(binary_model, tmp_path / f"model{suffix}"))
+    batch = prepare_images(IMAGES[:2], binary_model)
+    bad = [
+        (batch.tolist(), TypeError, "got list.*prepare_images"),
+        (IMAGES[:2], ValueError, "dtype uint8; the exported model takes float32"),
+        (batch.double(), ValueError, "dtype float64"),
+        (batch.numpy().astype(np.float16), ValueError, "dtype float16"),
+        (batch.permute(0, 2, 3, 1), ValueError, r"shape \(2, 32, 32, 3\).*\(N, 3, 32, 32\)"),
+        (batch[:, :, :16, :16], ValueError, r"shape \(2, 3, 16, 16\).*\(N, 3, 32, 32\)"),
+        (batch[0], ValueError, r"shape \(3, 32, 32\)"),
+        (batch[:0], ValueError, "N >= 1"),
+    ]
+    for images, error, message in bad:
+        with pytest.raises(error, match=message):
+            run(images)
