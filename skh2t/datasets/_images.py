@@ -42,6 +42,8 @@ def read_images(
     ------
     FileNotFoundError
         If a file does not exist.
+    IsADirectoryError
+        If a path is a directory.
     ValueError
         If a file cannot be decoded, has pixel values out of range (16-bit
         beyond 0..65535; floating point, mode ``"F"``, outside ``[0, 1]`` or
@@ -110,6 +112,11 @@ def _read_all(paths: list[str], size: tuple[int, int] | None, mode: str) -> np.n
 
 
 def _read_one(path: str, size: tuple[int, int] | None, mode: str) -> np.ndarray:
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"{path!r} is a directory, not an image file; load_image_folder(path) lists the "
+            "images in it."
+        )
     try:
         with Image.open(path) as image:
             image = convert_image(image, mode)

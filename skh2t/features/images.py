@@ -221,6 +221,11 @@ def _check_values(array: np.ndarray, what: str) -> None:
 def _check_item(item: object, position: int) -> None:
     what = f"X[{position}]"
     if isinstance(item, (str, os.PathLike)):
+        if os.path.isdir(item):
+            raise IsADirectoryError(
+                f"{what}: {os.fspath(item)!r} is a directory, not an image file; pass the files "
+                "in it, e.g. skh2t.datasets.load_image_folder(path).filenames."
+            )
         if not os.path.isfile(item):
             raise FileNotFoundError(f"{what}: image file not found: {os.fspath(item)!r}.")
     elif isinstance(item, np.ndarray):
