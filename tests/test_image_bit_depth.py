@@ -8,7 +8,7 @@ from PIL import Image
 
 from skh2t._image_modes import convert_image
 from skh2t.datasets import read_images
-from skh2t.features.images import as_images
+from skh2t.features.images import ImageReadError, as_images, check_image_files
 
 RAMP_12_BIT = (np.arange(32 * 32).reshape(32, 32) * 4).astype(np.uint16)  # 0 .. 4092
 
@@ -133,6 +133,8 @@ def test_float_images_out_of_range_are_refused_naming_the_image(values, message,
         as_images([path]).batch(0, 1)
     with pytest.raises(ValueError, match=rf"X\[1\]: .*{message}"):  # in memory: before any work
         as_images([FLOAT_RAMP, Image.fromarray(values.astype(np.float32))])
+    with pytest.raises(ImageReadError, match=rf"bad\.tif.*{message}"):  # the CLI's early check
+        check_image_files([write_float_tiff(tmp_path / "good.tif", FLOAT_RAMP, "pillow"), path])
 
 
 def test_float_images_within_rounding_of_the_unit_range_are_read_as_arrays_are(tmp_path):
@@ -151,3 +153,5 @@ def test_integer_files_beyond_16_bits_are_refused_naming_the_file(tmp_path):
         read_images([path])
     with pytest.raises(ValueError, match=r"wide\.tif.*outside 0\.\.65535"):
         as_images([path]).batch(0, 1)
+    with pytest.raises(ImageReadError, match=r"wide\.tif.*outside 0\.\.65535"):
+        check_image_files([path])

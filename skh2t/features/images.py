@@ -297,7 +297,10 @@ def check_image_files(paths: Sequence[str | os.PathLike]) -> None:
     ``verify``: a file's structure and, for PNG, its checksums), so that a
     broken file in a folder is reported before any extraction starts. A file
     whose pixels are damaged past its structure is still reported, by name,
-    when it is decoded.
+    when it is decoded. Files of 16-bit or floating-point modes (``"I;16"``,
+    ``"I"``, ``"F"``) are decoded too, and refused if their values are out of
+    range (16-bit beyond 0..65535; floating point outside ``[0, 1]``, NaN or
+    infinite).
 
     Parameters
     ----------
@@ -318,7 +321,11 @@ def check_image_files(paths: Sequence[str | os.PathLike]) -> None:
     for path in paths:
         try:
             with Image.open(path) as image:
+                mode = image.mode
                 image.verify()
+            if mode == "F" or mode.startswith("I"):  # rare modes whose values can be out of range
+                with Image.open(path) as image:
+                    check_pixel_range(image)
         except (OSError, SyntaxError, ValueError) as error:  # verify raises all three
             raise _read_error(path, error) from error
 
