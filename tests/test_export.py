@@ -325,6 +325,18 @@ def test_prepare_images_resizes_as_a_bilinear_model_by_default(tmp_path):
     assert relative_error(bicubic, expected) > 1e-3
 
 
+def test_prepare_images_reads_a_head2toe_classifier():
+    backbone = {k: v for k, v in TINY.items() if k != "target_size"}
+    options = {"target_sizes": [256], "alpha_fractions": [0.1], "keep_fractions": [0.05]}
+    model = Head2ToeClassifier(**backbone, **options, cv=2).fit(IMAGES, LABELS)
+    module = compact_module(model)
+    assert module.interpolation == "bilinear"
+    np.testing.assert_array_equal(prepare_images(LARGER, model), module.prepare(LARGER))
+    with torch.inference_mode():
+        got = module(prepare_images(LARGER, model)).numpy()
+    np.testing.assert_array_equal(module.classes_[got.argmax(axis=1)], model.predict(LARGER))
+
+
 def test_prepare_images_says_what_it_needs():
     with pytest.raises(ValueError, match="An image size alone does not say how the model resizes"):
         prepare_images(IMAGES[:2], 32)
@@ -334,8 +346,9 @@ def test_prepare_images_says_what_it_needs():
         prepare_images(IMAGES[:2], 32, "lanczos")
     with pytest.raises(ValueError, match="image size must be a positive int"):
         prepare_images(IMAGES[:2], (0, 32), "bilinear")
-    with pytest.raises(NotFittedError):
-        prepare_images(IMAGES[:2], IntermediateFeatureTransformer(**TINY))
+    for unfitted in (IntermediateFeatureTransformer(**TINY), Head2ToeClassifier()):
+        with pytest.raises(NotFittedError):
+            prepare_images(IMAGES[:2], unfitted)
     with pytest.raises(TypeError, match="source must be a fitted Head2ToeClassifier"):
         prepare_images(IMAGES[:2], GroupLassoClassifier())
     with pytest.raises(ValueError, match="no 'image_size'"):
