@@ -121,7 +121,5 @@ def _check_float_range(values: np.ndarray) -> None:
 
 
 def _eight_bit(levels: np.ndarray) -> Image.Image:
-    """Checked levels (within rounding of 0..255) as a mode ``"L"`` image."""
-    return Image.fromarray(
-        np.rint(np.clip(levels, 0.0, 255.0)).astype(np.uint8)
-    )  # 2-D uint8: mode "L"
+    """Checked levels (within rounding of 0..255) as a mode ``"L"`` image (2-D ``uint8``)."""
+    return Image.fromarray(np.rint(np.clip(levels, 0.0, 255.0)).astype(np.uint8))
