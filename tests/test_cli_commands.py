@@ -130,6 +130,17 @@ def test_predict_missing_image(model_file, capsys, tmp_path):
     assert "image file not found" in error_line(capsys)
 
 
+def test_a_directory_given_as_an_image_points_to_the_folder_options(model_file, folder, capsys):
+    for argv in (
+        ["extract", *TINY, str(folder / "cat"), "-o", "unused.npz"],
+        ["predict", "--model", str(model_file), str(folder / "cat")],
+    ):
+        assert main(argv) == 2
+        line = error_line(capsys)
+        assert f"{str(folder / 'cat')!r} is a directory, not an image file" in line
+        assert "--dataset DIR (extract) or --folder DIR (predict)" in line
+
+
 def test_predict_empty_folder(model_file, capsys, tmp_path):
     assert main(["predict", "--model", str(model_file), "--folder", str(tmp_path)]) == 2
     assert "no image files in" in error_line(capsys)

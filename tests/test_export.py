@@ -19,6 +19,7 @@ from skh2t.export import (
     compact_module,
     export_model,
     load_exported,
+    prepare_images,
     read_metadata,
 )
 from skh2t.export.taps import HookedTaps, tap_extractor
@@ -294,3 +295,112 @@ def test_the_module_is_a_plain_torch_module():
     assert tuple(batch.shape) == (3, 3, 32, 32)
     assert batch.min() >= 0
     assert batch.max() <= 1
+
+
+# --- prepare_images resizes as the model records (issue 25, defect 15) ----------------------
+
+LARGER, _ = images_and_labels(40, seed=1, size=45)  # resized to 32: the interpolation matters
+
+
+def relative_error(got, expected):
+    return np.abs(got - expected).max() / np.abs(expected).max()
+
+
+def test_prepare_images_resizes_as_a_bilinear_model_by_default(tmp_path):
+    model = fitted_pipeline(y=np.arange(40) % 4)
+    assert model[0].data_config_["interpolation"] == "bilinear"
+    path = export_model(model, tmp_path / "bilinear.onnx")
+    info = read_metadata(path)
+    assert info["interpolation"] == "bilinear"
+    run = load_exported(path)
+    expected = model.decision_function(LARGER)
+    reference = prepare_images(LARGER, path)
+    for source in (model, model[0], compact_module(model), info, str(path)):
+        np.testing.assert_array_equal(prepare_images(LARGER, source), reference)  # same ops
+    got = run(reference.numpy())
+    assert relative_error(got, expected) <= 1e-4
+    np.testing.assert_array_equal(model.classes_[got.argmax(axis=1)], model.predict(LARGER))
+    # An explicit interpolation still overrides (and here would not reproduce the model).
+    bicubic = run(prepare_images(LARGER, path, interpolation="bicubic").numpy())
+    assert relative_error(bicubic, expected) > 1e-3
+
+
+def test_prepare_images_reads_a_head2toe_classifier():
+    backbone = {k: v for k, v in TINY.items() if k != "target_size"}
+    options = {"target_sizes": [256], "alpha_fractions": [0.1], "keep_fractions": [0.05]}
+    model = Head2ToeClassifier(**backbone, **options, cv=2).fit(IMAGES, LABELS)
+    module = compact_module(model)
+    assert module.interpolation == "bilinear"
+    np.testing.assert_array_equal(prepare_images(LARGER, model), module.prepare(LARGER))
+    with torch.inference_mode():
+        got = module(prepare_images(LARGER, model)).numpy()
+    np.testing.assert_array_equal(module.classes_[got.argmax(axis=1)], model.predict(LARGER))
+
+
+def test_prepare_images_says_what_it_needs():
+    with pytest.raises(ValueError, match="An image size alone does not say how the model resizes"):
+        prepare_images(IMAGES[:2], 32)
+    batch = prepare_images(IMAGES[:2], (16, 24), "nearest")
+    assert tuple(batch.shape) == (2, 3, 16, 24)
+    with pytest.raises(ValueError, match=r"interpolation must be one of \('bicubic'"):
+        prepare_images(IMAGES[:2], 32, "lanczos")
+    with pytest.raises(ValueError, match="image size must be a positive int"):
+        prepare_images(IMAGES[:2], (0, 32), "bilinear")
+    for unfitted in (IntermediateFeatureTransformer(**TINY), Head2ToeClassifier()):
+        with pytest.raises(NotFittedError):
+            prepare_images(IMAGES[:2], unfitted)
+    with pytest.raises(TypeError, match="source must be a fitted Head2ToeClassifier"):
+        prepare_images(IMAGES[:2], GroupLassoClassifier())
+    with pytest.raises(ValueError, match="no 'image_size'"):
+        prepare_images(IMAGES[:2], {"classes": [0, 1]})
+
+
+# --- load_exported takes what prepare_images returns (issue 25, defect 18) ------------------
+
+
+@pytest.fixture(scope="module")
+def binary_model():
+    return fitted_pipeline()
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt", ".pt2"])
+def test_exported_files_take_torch_tensors_and_numpy_batches(suffix, binary_model, tmp_path):
+    path = export_model(binary_model, tmp_path / f"model{suffix}")
+    run = load_exported(path)
+    tensor = prepare_images(IMAGES[:5], path)
+    from_tensor = run(tensor)
+    assert isinstance(from_tensor, np.ndarray)
+    assert from_tensor.shape == (5, 2)
+    # The tensor becomes the same float32 array: the runtime gets the same input.
+    np.testing.assert_array_equal(from_tensor, run(tensor.numpy()))
+    np.testing.assert_allclose(
+        from_tensor, logits(compact_module(binary_model), IMAGES[:5]), rtol=1e-4, atol=1e-5
+    )
+    read_only = tensor.numpy().copy()
+    read_only.flags.writeable = False
+    for layout in (
+        tensor.contiguous(memory_format=torch.channels_last),
+        tensor.clone().requires_grad_(True),
+        np.asfortranarray(tensor.numpy()),
+        read_only,
+    ):
+        np.testing.assert_allclose(run(layout), from_tensor, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
+def test_exported_files_refuse_other_inputs_before_the_runtime(suffix, binary_model, tmp_path):
+    run = load_exported(export_model(binary_model, tmp_path / f"model{suffix}"))
+    batch = prepare_images(IMAGES[:2], binary_model)
+    bad = [
+        (batch.tolist(), TypeError, "got list.*prepare_images"),
+        (IMAGES[:2], ValueError, "dtype uint8; the exported model takes float32"),
+        (batch.double(), ValueError, "dtype float64"),
+        (batch.numpy().astype(np.float16), ValueError, "dtype float16"),
+        (batch.permute(0, 2, 3, 1), ValueError, r"shape \(2, 32, 32, 3\).*\(N, 3, 32, 32\)"),
+        (batch[:, :, :16, :16], ValueError, r"shape \(2, 3, 16, 16\).*\(N, 3, 32, 32\)"),
+        (batch[0], ValueError, r"shape \(3, 32, 32\)"),
+        (batch[:0], ValueError, "N >= 1"),
+    ]
+    for images, error, message in bad:
+        with pytest.raises(error, match=message):
+            run(images)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from skh2t.datasets import read_images
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.images import ImageArray, ImageList, as_images
 from skh2t.features.preprocessing import Preprocessor
@@ -127,6 +128,17 @@ def test_missing_and_unreadable_files(tmp_path):
     images = as_images([broken])
     with pytest.raises(ValueError, match="Could not read the image file"):
         images.batch(0, 1)
+
+
+def test_a_directory_is_not_an_image_file(transformer, tmp_path):
+    (tmp_path / "good").mkdir()
+    message = r"X\[1\]: '.*good' is a directory, not an image file; .*load_image_folder"
+    with pytest.raises(IsADirectoryError, match=message):
+        as_images([RGB[0], tmp_path / "good"])
+    with pytest.raises(IsADirectoryError, match=message):
+        transformer.transform([RGB[0], str(tmp_path / "good")])
+    with pytest.raises(IsADirectoryError, match=r"'.*good' is a directory, not an image file"):
+        read_images([tmp_path / "good"])
 
 
 def test_tolerates_rounding_just_outside_unit_range(transformer):

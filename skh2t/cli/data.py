@@ -193,6 +193,11 @@ def list_image_files(paths: list[str], folder: str | None) -> list[str]:
         If a file or the folder does not exist, or no image is given.
     """
     missing = [path for path in paths if not os.path.isfile(path)]
+    if missing and os.path.isdir(missing[0]):
+        raise UsageError(
+            f"{missing[0]!r} is a directory, not an image file; for the images in it use "
+            "--dataset DIR (extract) or --folder DIR (predict)"
+        )
     if missing:
         raise UsageError(f"image file not found: {missing[0]!r}")
     files = list(paths)

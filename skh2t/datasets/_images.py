@@ -42,9 +42,19 @@ def read_images(
     ------
     FileNotFoundError
         If a file does not exist.
+    IsADirectoryError
+        If a path is a directory.
     ValueError
-        If a file cannot be decoded, or if the images differ in size and
-        ``size`` is None; the message names the file.
+        If a file cannot be decoded, has pixel values out of range (16-bit
+        beyond 0..65535; floating point, mode ``"F"``, outside ``[0, 1]`` or
+        NaN), or if the images differ in size and ``size`` is None; the
+        message names the file.
+
+    Notes
+    -----
+    16-bit files are scaled to 8 bits (a fraction of 65535), floating-point
+    files (mode ``"F"``, e.g. 32-bit float TIFFs) from ``[0, 1]``, as float
+    arrays are; Pillow's own conversion would clip both to 255.
 
     Examples
     --------
@@ -102,6 +112,11 @@ def _read_all(paths: list[str], size: tuple[int, int] | None, mode: str) -> np.n
 
 
 def _read_one(path: str, size: tuple[int, int] | None, mode: str) -> np.ndarray:
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"{path!r} is a directory, not an image file; load_image_folder(path) lists the "
+            "images in it."
+        )
     try:
         with Image.open(path) as image:
             image = convert_image(image, mode)
@@ -110,5 +125,5 @@ def _read_one(path: str, size: tuple[int, int] | None, mode: str) -> np.ndarray:
             return np.asarray(image, dtype=np.uint8)
     except FileNotFoundError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"Cannot read image file {path!r}: {exc}") from exc

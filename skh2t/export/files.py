@@ -90,7 +90,7 @@ def export_model(
 
 
 def load_exported(path: str | os.PathLike, *, n_threads: int | None = None):
-    """A callable ``numpy float32 batch -> numpy logits`` running an exported file.
+    """A callable ``float32 batch -> numpy logits`` running an exported file.
 
     ``.onnx`` runs in onnxruntime on the CPU (with ``enable_mem_pattern`` off:
     in ``benchmarks/bench_export.py`` that halved the peak memory and was
@@ -108,7 +108,34 @@ def load_exported(path: str | os.PathLike, *, n_threads: int | None = None):
     Returns
     -------
     callable
-        ``run(images) -> logits``.
+        ``run(images) -> logits``: ``images`` a float32 batch ``(N, 3, H, W)``
+        at the file's image size, as a NumPy array or a torch tensor (moved to
+        the CPU; what :func:`~skh2t.export.prepare_images` returns), ``N`` at
+        least 1; ``logits`` a NumPy array ``(N, n_classes)``. Anything else
+        raises ``TypeError`` or ``ValueError`` naming the problem, before the
+        file's runtime sees it.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skh2t import GroupLassoClassifier
+    >>> from skh2t.export import prepare_images
+    >>> from skh2t.features import IntermediateFeatureTransformer
+    >>> images = np.random.default_rng(0).integers(0, 256, (20, 32, 32), dtype=np.uint8)
+    >>> model = make_pipeline(
+    ...     IntermediateFeatureTransformer(
+    ...         backbone="test_resnet", weights=None, image_size=32, target_size=256),
+    ...     GroupLassoClassifier(alpha_fraction=0.1, keep_fraction=0.05),
+    ... ).fit(images, np.arange(20) % 2)
+    >>> path = export_model(model, tempfile.mkdtemp() + "/model.pt2")
+    >>> run = load_exported(path)
+    >>> run(prepare_images(images[:3], path)).shape
+    (3, 2)
+    >>> run(images[:3])
+    Traceback (most recent call last):
+    ...
+    ValueError: images has dtype uint8; the exported model takes float32 values in [0, 1]...
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -122,19 +149,66 @@ def load_exported(path: str | os.PathLike, *, n_threads: int | None = None):
         session = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
         )
-        return lambda images: session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+        size = _recorded_image_size(session.get_modelmeta().custom_metadata_map)
+
+        def run_onnx(images):
+            batch = _input_batch(images, size).numpy()
+            return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+        return run_onnx
+    extra = {METADATA_KEY: ""}
     if suffix == ".pt":
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=FutureWarning)
-            module = torch.jit.load(str(path), map_location="cpu")
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     else:
-        module = torch.export.load(str(path)).module()
+        module = torch.export.load(str(path), extra_files=extra).module()
+    size = _recorded_image_size(extra)
 
     def run(images):
+        batch = _input_batch(images, size)
         with torch.inference_mode():
-            return module(torch.from_numpy(images)).numpy()
+            return module(batch).numpy()
 
     return run
+
+
+def _recorded_image_size(record: dict[str, str]) -> tuple[int, int] | None:
+    """The ``(H, W)`` an exported file's metadata records (None: no metadata)."""
+    text = record.get(METADATA_KEY, "")
+    return tuple(json.loads(text)["image_size"]) if text else None
+
+
+def _input_batch(images: Any, image_size: tuple[int, int] | None) -> torch.Tensor:
+    """``images`` as the exported files take them: a contiguous float32 CPU tensor, checked."""
+    expected = f"(N, 3, {', '.join(map(str, image_size))})" if image_size else "(N, 3, H, W)"
+    if isinstance(images, np.ndarray):
+        dtype, float32 = images.dtype, images.dtype == np.float32
+    elif isinstance(images, torch.Tensor):
+        dtype, float32 = str(images.dtype).removeprefix("torch."), images.dtype == torch.float32
+    else:
+        raise TypeError(
+            f"images must be a float32 batch {expected} as a NumPy array or a torch tensor; "
+            f"got {type(images).__name__}. skh2t.export.prepare_images(images, path) makes one "
+            "from arrays, file paths or PIL images."
+        )
+    if not float32:
+        raise ValueError(
+            f"images has dtype {dtype}; the exported model takes float32 values in [0, 1]: use "
+            "skh2t.export.prepare_images(images, path), or convert a batch already scaled to "
+            "[0, 1]."
+        )
+    if isinstance(images, np.ndarray):
+        batch = torch.from_numpy(images if images.flags.writeable else images.copy())
+    else:
+        batch = images.detach().cpu()
+    wrong_size = image_size is not None and tuple(batch.shape[2:]) != tuple(image_size)
+    if batch.dim() != 4 or batch.shape[1] != 3 or wrong_size or batch.shape[0] == 0:
+        raise ValueError(
+            f"images has shape {tuple(batch.shape)}; the exported model takes {expected} with "
+            "N >= 1: skh2t.export.prepare_images(images, path) resizes images to it."
+        )
+    return batch.contiguous()
 
 
 def _check_file(module: CompactHead2Toe, path: Path, suffix: str) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from skh2t.features.images import as_images
@@ -153,7 +158,7 @@ class CompactHead2Toe(nn.Module):
 
         :func:`prepare_images` at this module's image size and interpolation.
         """
-        return prepare_images(images, self.image_size, interpolation=self.interpolation)
+        return prepare_images(images, self)
 
     def predict(self, images, *, batch_size: int = 64) -> np.ndarray:
         """Class labels of ``images`` (anything :meth:`prepare` takes), ``batch_size`` at a time.
@@ -166,31 +171,48 @@ class CompactHead2Toe(nn.Module):
         with torch.inference_mode():
             for start in range(0, len(data), batch_size):
                 stop = min(start + batch_size, len(data))
-                batch = prepare_images(data.batch(start, stop), self.image_size, self.interpolation)
+                batch = prepare_images(data.batch(start, stop), self)
                 logits = self(batch.to(device))
                 labels.append(logits.argmax(dim=1).cpu().numpy())
         indices = np.concatenate(labels) if labels else np.zeros(0, dtype=np.intp)
         return self.classes_[indices]
 
 
-def prepare_images(
-    images, image_size: int | tuple[int, int], interpolation: str = "bicubic"
-) -> torch.Tensor:
+# The interpolations :func:`prepare_images` takes as an explicit argument.
+_INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+class _ResizeSettings(NamedTuple):
+    """How a model resizes its input: the image size and the interpolation."""
+
+    image_size: tuple[int, int]
+    interpolation: str
+
+
+def prepare_images(images, source, interpolation: str | None = None) -> torch.Tensor:
     """A batch for an exported Head2Toe model, from images as the fitted model reads them.
 
-    Exactly the fitted model's resizing: each image resized whole (no crop,
-    aspect ratio not kept) to ``image_size`` with antialiasing, values scaled
-    to ``[0, 1]``, grey images repeated to 3 channels; no mean/std
+    Exactly the fitted model's resizing, with the image size and
+    interpolation it records: each image resized whole (no crop, aspect
+    ratio not kept) to the image size with antialiasing, values scaled to
+    ``[0, 1]``, grey images repeated to 3 channels; no mean/std
     normalisation (the exported model does it).
 
     Parameters
     ----------
     images : array-like of images, list of paths / PIL images, or torch.Tensor
         As for the fitted model's ``predict``; or one ``(N, C, H, W)`` tensor.
-    image_size : int or (int, int)
-        The model's image size (``CompactHead2Toe.image_size``).
-    interpolation : {"bicubic", "bilinear", "nearest"}, default="bicubic"
-        The backbone's interpolation (``CompactHead2Toe.interpolation``).
+    source : model, path, dict, int or (int, int)
+        Where the image size and interpolation come from: a fitted
+        :class:`~skh2t.Head2ToeClassifier`, ``Pipeline`` or
+        :class:`~skh2t.features.IntermediateFeatureTransformer` (its
+        ``data_config_``), a :class:`CompactHead2Toe`, the path of a file
+        written by :func:`~skh2t.export.export_model` or the dict
+        :func:`~skh2t.export.read_metadata` returns. An image size alone
+        (``int`` or ``(H, W)``) records no interpolation: give
+        ``interpolation`` with it.
+    interpolation : {"bicubic", "bilinear", "nearest"}, default=None
+        Overrides the interpolation ``source`` records (None: use it).
 
     Returns
     -------
@@ -200,16 +222,109 @@ def prepare_images(
     Examples
     --------
     >>> import numpy as np
-    >>> batch = prepare_images(np.full((2, 28, 28), 255, np.uint8), 32)
+    >>> batch = prepare_images(np.full((2, 28, 28), 255, np.uint8), 32, "bilinear")
     >>> tuple(batch.shape), batch.min().item(), batch.max().item()
     ((2, 3, 32, 32), 1.0, 1.0)
+    >>> prepare_images(np.zeros((2, 28, 28), np.uint8), 32)
+    Traceback (most recent call last):
+    ...
+    ValueError: An image size alone does not say how the model resizes: ...
     """
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    resize = Preprocessor(size, (0.0,) * 3, (1.0,) * 3, interpolation)
+    settings = _resize_settings(source, interpolation)
+    resize = Preprocessor(settings.image_size, (0.0,) * 3, (1.0,) * 3, settings.interpolation)
     if isinstance(images, torch.Tensor) and images.dim() == 4:
         return resize.resize(images).contiguous()
     data = as_images(images)
     return resize.resize(data.batch(0, len(data))).contiguous()
+
+
+def _resize_settings(source, interpolation: str | None = None) -> _ResizeSettings:
+    """The image size and interpolation ``source`` records (see :func:`prepare_images`).
+
+    Parameters
+    ----------
+    source : model, path, dict, int or (int, int)
+        As for :func:`prepare_images`.
+    interpolation : {"bicubic", "bilinear", "nearest"}, default=None
+        Overrides the recorded interpolation; required with a bare image size.
+
+    Returns
+    -------
+    _ResizeSettings
+    """
+    if interpolation is not None and interpolation not in _INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {_INTERPOLATIONS} (or None: the model's); "
+            f"got {interpolation!r}."
+        )
+    size, recorded = _recorded_settings(source)
+    if interpolation is None and recorded is None:
+        raise ValueError(
+            "An image size alone does not say how the model resizes: pass the fitted model, "
+            "the exported file or its read_metadata() record instead, or give interpolation= "
+            f"(one of {_INTERPOLATIONS})."
+        )
+    return _ResizeSettings(size, interpolation or recorded)
+
+
+def _recorded_settings(source) -> tuple[tuple[int, int], str | None]:
+    if isinstance(source, CompactHead2Toe):
+        return tuple(source.image_size), source.interpolation
+    if isinstance(source, (str, os.PathLike)):
+        from skh2t.export.files import read_metadata
+
+        source = read_metadata(source)
+    if isinstance(source, Mapping):
+        return _metadata_settings(source)
+    if _is_image_size(source):
+        return _image_size(source), None
+    config = _data_config(source)
+    _, height, width = config["input_size"]
+    return (int(height), int(width)), config.get("interpolation", "bicubic")
+
+
+def _metadata_settings(record: Mapping) -> tuple[tuple[int, int], str | None]:
+    if "image_size" not in record:
+        raise ValueError(
+            "The metadata record has no 'image_size'; pass what read_metadata() returns."
+        )
+    return _image_size(record["image_size"]), record.get("interpolation")
+
+
+def _data_config(model) -> Mapping:
+    """The timm data config of a fitted model's feature transformer."""
+    from skh2t.features.transformer import IntermediateFeatureTransformer
+    from skh2t.head2toe import Head2ToeClassifier
+
+    if isinstance(model, Pipeline):
+        kinds = (IntermediateFeatureTransformer, Head2ToeClassifier)
+        model = next((step for _, step in model.steps if isinstance(step, kinds)), model)
+    if isinstance(model, Head2ToeClassifier):
+        check_is_fitted(model)
+        model = model.transformer_
+    if not isinstance(model, IntermediateFeatureTransformer):
+        raise TypeError(
+            "source must be a fitted Head2ToeClassifier, Pipeline or "
+            "IntermediateFeatureTransformer, a CompactHead2Toe, an exported file's path or "
+            f"metadata, or an image size; got {type(model).__name__}."
+        )
+    check_is_fitted(model)
+    return model.data_config_
+
+
+def _is_image_size(value) -> bool:
+    if isinstance(value, (Integral, np.integer)):
+        return True
+    return isinstance(value, (tuple, list)) and len(value) == 2
+
+
+def _image_size(value) -> tuple[int, int]:
+    size = (value, value) if isinstance(value, (Integral, np.integer)) else tuple(value)
+    if not all(
+        isinstance(v, (Integral, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size
+    ):
+        raise ValueError(f"An image size must be a positive int or (H, W); got {value!r}.")
+    return int(size[0]), int(size[1])
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,10 @@ Accepted inputs:
   ``(N, H, W)`` (grayscale), ``(N, H, W, C)`` or ``(N, C, H, W)`` with ``C`` 1 or 3
   (channels-last wins when both axes could be channels);
 - a list (or 1-D object array) of file paths, PIL images or single-image arrays
-  ``(H, W)`` / ``(H, W, C)``, which may differ in size.
+  ``(H, W)`` / ``(H, W, C)``, which may differ in size. Files and PIL images
+  of 16-bit modes are scaled to 8 bits (``skh2t._image_modes.convert_image``);
+  mode ``"F"`` (e.g. float TIFFs) is read as its floats, which must be in
+  ``[0, 1]`` as a float array's.
 
 Batches are raw: ``uint8`` or float, 1 or 3 channels, channels first. Resizing,
 scaling and normalisation are the job of :mod:`skh2t.features.preprocessing`.
@@ -27,12 +30,13 @@ import PIL
 import torch
 from PIL import Image
 
-from skh2t._image_modes import convert_image
+from skh2t._image_modes import FLOAT_TOLERANCE, check_pixel_range, convert_image, float_pixels
 
 _CHANNELS = (1, 3)
-_RANGE_TOLERANCE = 1e-3
 _DIGEST_BYTES = 16
 _READ_CHUNK = 1 << 20
+#: Bump when the pixels decoded from a file's bytes change (a file's digest keys its features).
+_DECODING = 2
 _ACCEPTED = (
     "a NumPy array of images shaped (N, H, W), (N, H, W, C) or (N, C, H, W) with C in {1, 3}, "
     "dtype uint8 or float in [0, 1]; or a list of file paths, PIL images or (H, W[, C]) arrays"
@@ -207,7 +211,7 @@ def _check_values(array: np.ndarray, what: str) -> None:
     if not np.isfinite(array).all():
         raise ValueError(f"{what} contains NaN or infinite values.")
     low, high = float(array.min()), float(array.max())
-    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+    if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
         raise ValueError(
             f"Floating-point images must be scaled to [0, 1]; {what} ranges over "
             f"[{low:g}, {high:g}]. Rescale it (e.g. X / X.max() or X / 255) or pass uint8."
@@ -217,11 +221,21 @@ def _check_values(array: np.ndarray, what: str) -> None:
 def _check_item(item: object, position: int) -> None:
     what = f"X[{position}]"
     if isinstance(item, (str, os.PathLike)):
+        if os.path.isdir(item):
+            raise IsADirectoryError(
+                f"{what}: {os.fspath(item)!r} is a directory, not an image file; pass the files "
+                "in it, e.g. skh2t.datasets.load_image_folder(path).filenames."
+            )
         if not os.path.isfile(item):
             raise FileNotFoundError(f"{what}: image file not found: {os.fspath(item)!r}.")
     elif isinstance(item, np.ndarray):
         _check_single_array(item, what)
-    elif not isinstance(item, Image.Image):
+    elif isinstance(item, Image.Image):
+        try:
+            check_pixel_range(item)
+        except ValueError as error:
+            raise ValueError(f"{what}: {error}") from None
+    else:
         raise TypeError(
             f"{what} is a {type(item).__name__}; list items must be file paths, PIL images or "
             "(H, W[, C]) arrays."
@@ -243,8 +257,8 @@ def _check_single_array(image: np.ndarray, what: str) -> None:
 def _item_tensor(item: object) -> torch.Tensor:
     if isinstance(item, (str, os.PathLike)):
         item = _read_file(item)
-    if isinstance(item, Image.Image):
-        item = np.asarray(convert_image(item))
+    elif isinstance(item, Image.Image):
+        item = _pixels(item)
     image = torch.from_numpy(np.array(item, copy=True))
     return image.unsqueeze(0) if image.dim() == 2 else image.permute(2, 0, 1)
 
@@ -265,7 +279,7 @@ def _pixel_digest(image: np.ndarray) -> str:
 def _file_digest(path: str | os.PathLike) -> str:
     # A decoder upgrade could decode the same bytes differently: Pillow's version is hashed too.
     digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
-    digest.update(f"file:Pillow {PIL.__version__};".encode())
+    digest.update(f"file:Pillow {PIL.__version__};decoding {_DECODING};".encode())
     with open(path, "rb") as file:
         while chunk := file.read(_READ_CHUNK):
             digest.update(chunk)
@@ -283,7 +297,10 @@ def check_image_files(paths: Sequence[str | os.PathLike]) -> None:
     ``verify``: a file's structure and, for PNG, its checksums), so that a
     broken file in a folder is reported before any extraction starts. A file
     whose pixels are damaged past its structure is still reported, by name,
-    when it is decoded.
+    when it is decoded. Files of 16-bit or floating-point modes (``"I;16"``,
+    ``"I"``, ``"F"``) are decoded too, and refused if their values are out of
+    range (16-bit beyond 0..65535; floating point outside ``[0, 1]``, NaN or
+    infinite).
 
     Parameters
     ----------
@@ -304,17 +321,29 @@ def check_image_files(paths: Sequence[str | os.PathLike]) -> None:
     for path in paths:
         try:
             with Image.open(path) as image:
+                mode = image.mode
                 image.verify()
+            if mode == "F" or mode.startswith("I"):  # rare modes whose values can be out of range
+                with Image.open(path) as image:
+                    check_pixel_range(image)
         except (OSError, SyntaxError, ValueError) as error:  # verify raises all three
             raise _read_error(path, error) from error
 
 
-def _read_file(path: str | os.PathLike) -> Image.Image:
+def _read_file(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            return convert_image(image)
-    except OSError as error:
+            return _pixels(image)
+    except (OSError, ValueError) as error:  # ValueError: pixel values out of range
         raise _read_error(path, error) from error
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    """A PIL image's pixels as a float array would give them: ``"F"`` as its floats in
+    ``[0, 1]``, ``(H, W)``; every other mode as 8-bit RGB, ``(H, W, 3)``."""
+    if image.mode == "F":
+        return float_pixels(image)
+    return np.asarray(convert_image(image))
 
 
 def _read_error(path: str | os.PathLike, error: Exception) -> ImageReadError:
