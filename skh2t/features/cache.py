@@ -50,7 +50,8 @@ from joblib import Memory
 from torch import nn
 
 from skh2t import __version__ as SKH2T_VERSION
-from skh2t.features.backbones import parameter_dtype, weights_fingerprint
+from skh2t.features.backbones import BackboneReference, parameter_dtype, weights_fingerprint
+from skh2t.features.devices import Runtime
 from skh2t.features.discovery import TapObservation
 from skh2t.features.preprocessing import Preprocessor
 from skh2t.features.taps import TapInfo, TapRef
@@ -154,6 +155,29 @@ def backbone_identity(
         "device": device.type,
         "versions": {"torch": torch.__version__, "timm": timm.__version__, "skh2t": SKH2T_VERSION},
     }
+
+
+def identity_of(
+    model: nn.Module,
+    reference: BackboneReference | None,
+    device: torch.device,
+    *,
+    fingerprint_known: bool = False,
+) -> dict[str, Any]:
+    """:func:`backbone_identity` of a fitted backbone, with its timm name and arguments if any.
+
+    ``fingerprint_known``: the weights are the reference's, just loaded and
+    hashed (so they are not hashed again).
+    """
+    if reference is None:
+        return backbone_identity(model, device)
+    return backbone_identity(
+        model,
+        device,
+        name=reference.architecture,
+        create_kwargs=dict(reference.create_kwargs),
+        fingerprint=reference.fingerprint if fingerprint_known else None,
+    )
 
 
 def weights_state(model: nn.Module) -> tuple[Any, ...] | None:
@@ -402,3 +426,102 @@ def _read_observations(path: Path, n_taps: int) -> list[TapObservation] | None:
     except (OSError, ValueError, TypeError, KeyError):
         return None
     return observations if len(observations) == n_taps else None
+
+
+class CacheKeeper:
+    """The feature cache of one fitted extraction, re-keyed when its setup changes.
+
+    The taps, preprocessing and normalisation of the setup are fixed at
+    ``fit``; the backbone's identity (weights, device) and the precision may
+    change afterwards, and so may the ``cache`` parameter. :meth:`current`
+    returns the :class:`FeatureCache` of the setup as it is now: it hashes the
+    weights again only when their cheap summary (:func:`weights_state`)
+    changed since the last call, or the device did.
+
+    Parameters
+    ----------
+    preprocess : Preprocessor
+    taps : sequence of TapInfo
+    l2 : bool
+        Whether each tap is L2-normalised.
+    """
+
+    def __init__(self, preprocess: Preprocessor, taps: Sequence[TapInfo], *, l2: bool) -> None:
+        self.preprocess = preprocess
+        self.taps = tuple(taps)
+        self.l2 = l2
+        self.feature_cache: FeatureCache | None = None
+        self._seen: tuple[Any, ...] | None = None  # weights_state when the key was computed
+
+    def bind(self, root: Path, identity: Mapping[str, Any], precision: str, model: nn.Module):
+        """Use the entries of ``identity`` under ``root`` (at ``fit``, identity just computed)."""
+        self.feature_cache = self._cache(root, identity, precision)
+        self._seen = weights_state(model)
+        return self
+
+    def for_taps(self, taps: Sequence[TapInfo]) -> CacheKeeper:
+        """A keeper of the same backbone and preprocessing for other taps (another pooling)."""
+        keeper = CacheKeeper(self.preprocess, taps, l2=self.l2)
+        cache = self.feature_cache
+        if cache is not None:
+            setup = cache.setup
+            keeper.feature_cache = keeper._cache(cache.root, setup["backbone"], setup["precision"])
+            keeper._seen = self._seen
+        return keeper
+
+    def current(
+        self,
+        cache: str | os.PathLike | Memory | None,
+        model: nn.Module,
+        reference: BackboneReference | None,
+        runtime: Runtime,
+    ) -> FeatureCache | None:
+        """The cache of the ``cache`` parameter for ``model`` as it is now, on ``runtime``.
+
+        Parameters
+        ----------
+        cache : str, os.PathLike, joblib.Memory or None
+            The transformer's ``cache`` parameter (it may have been set after fit).
+        model : torch.nn.Module
+            The backbone.
+        reference : BackboneReference or None
+            Its recipe, for its name and ``backbone_kwargs``.
+        runtime : Runtime
+            Where and in which precision it runs.
+
+        Returns
+        -------
+        FeatureCache or None
+            ``None`` without a cache.
+        """
+        location = cache_location(cache)
+        if location is None:
+            return None
+        device = runtime.device
+        entries = self.feature_cache
+        if entries is None or entries.root != location:  # checked and created only when it changed
+            identity = identity_of(model, reference, device)
+            entries = self._cache(resolve_cache_directory(cache), identity, runtime.precision)
+            self._seen = weights_state(model)
+        state = weights_state(model)
+        moved = entries.setup["backbone"]["device"] != device.type
+        if state is None or state != self._seen or moved:
+            identity = identity_of(model, reference, device)
+            if identity != entries.setup["backbone"]:
+                entries = self._cache(entries.root, identity, runtime.precision)
+            self._seen = state
+        if entries.setup.get("precision") != runtime.precision:
+            entries = self._cache(entries.root, entries.setup["backbone"], runtime.precision)
+        self.feature_cache = entries
+        return entries
+
+    def _cache(self, root: Path, identity: Mapping[str, Any], precision: str) -> FeatureCache:
+        setup = extraction_setup(
+            identity, self.preprocess, self.taps, l2=self.l2, precision=precision
+        )
+        return FeatureCache(root, setup, self.taps[-1].stop)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_seen"] = None  # object ids: meaningless in another process
+        return state
