@@ -50,7 +50,12 @@ from joblib import Memory
 from torch import nn
 
 from skh2t import __version__ as SKH2T_VERSION
-from skh2t.features.backbones import BackboneReference, parameter_dtype, weights_fingerprint
+from skh2t.features.backbones import (
+    BackboneReference,
+    parameter_dtype,
+    structure_fingerprint,
+    weights_fingerprint,
+)
 from skh2t.features.devices import Runtime
 from skh2t.features.discovery import TapObservation
 from skh2t.features.preprocessing import Preprocessor
@@ -130,8 +135,9 @@ def backbone_identity(
 ) -> dict[str, Any]:
     """What the features depend on in a backbone, as a JSON-able dict.
 
-    Its class, its structure (a hash of its ``repr``, which lists every module
-    with its settings), a hash of its weights, dtype and device type, and the
+    Its class, its structure (:func:`~skh2t.features.backbones.structure_fingerprint`:
+    its ``repr`` and every module's class and settings such as ``eps``), a
+    hash of its weights, dtype and device type, and the
     torch, timm and skh2t versions. ``fingerprint`` passes a weights hash
     already computed (:func:`~skh2t.features.backbones.weights_fingerprint`).
 
@@ -149,7 +155,7 @@ def backbone_identity(
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "name": name,
         "create_kwargs": repr(sorted((create_kwargs or {}).items())),
-        "structure": hashlib.blake2b(repr(model).encode(), digest_size=_KEY_BYTES).hexdigest(),
+        "structure": structure_fingerprint(model),
         "weights": fingerprint or weights_fingerprint(model),
         "dtype": str(dtype),
         "device": device.type,
@@ -432,11 +438,14 @@ class CacheKeeper:
     """The feature cache of one fitted extraction, re-keyed when its setup changes.
 
     The taps, preprocessing and normalisation of the setup are fixed at
-    ``fit``; the backbone's identity (weights, device) and the precision may
-    change afterwards, and so may the ``cache`` parameter. :meth:`current`
-    returns the :class:`FeatureCache` of the setup as it is now: it hashes the
-    weights again only when their cheap summary (:func:`weights_state`)
-    changed since the last call, or the device did.
+    ``fit``; the backbone's identity (weights, structure, device) and the
+    precision may change afterwards, and so may the ``cache`` parameter.
+    :meth:`current` returns the :class:`FeatureCache` of the setup as it is
+    now: it hashes the weights again only when their cheap summary
+    (:func:`weights_state`) or the structure
+    (:func:`~skh2t.features.backbones.structure_fingerprint`, a module
+    setting such as ``eps`` or a module replaced) changed since the last
+    call, or the device did.
 
     Parameters
     ----------
@@ -451,12 +460,12 @@ class CacheKeeper:
         self.taps = tuple(taps)
         self.l2 = l2
         self.feature_cache: FeatureCache | None = None
-        self._seen: tuple[Any, ...] | None = None  # weights_state when the key was computed
+        self._seen: tuple[Any, ...] | None = None  # _backbone_state when the key was computed
 
     def bind(self, root: Path, identity: Mapping[str, Any], precision: str, model: nn.Module):
         """Use the entries of ``identity`` under ``root`` (at ``fit``, identity just computed)."""
         self.feature_cache = self._cache(root, identity, precision)
-        self._seen = weights_state(model)
+        self._seen = _backbone_state(model)
         return self
 
     def for_taps(self, taps: Sequence[TapInfo]) -> CacheKeeper:
@@ -502,8 +511,8 @@ class CacheKeeper:
         if entries is None or entries.root != location:  # checked and created only when it changed
             identity = identity_of(model, reference, device)
             entries = self._cache(resolve_cache_directory(cache), identity, runtime.precision)
-            self._seen = weights_state(model)
-        state = weights_state(model)
+            self._seen = _backbone_state(model)
+        state = _backbone_state(model)
         moved = entries.setup["backbone"]["device"] != device.type
         if state is None or state != self._seen or moved:
             identity = identity_of(model, reference, device)
@@ -525,3 +534,9 @@ class CacheKeeper:
         state = dict(self.__dict__)
         state["_seen"] = None  # object ids: meaningless in another process
         return state
+
+
+def _backbone_state(model: nn.Module) -> tuple[Any, ...] | None:
+    """What tells that a backbone may have changed: its structure and :func:`weights_state`."""
+    weights = weights_state(model)
+    return None if weights is None else (structure_fingerprint(model), *weights)

@@ -25,7 +25,7 @@ import torch
 from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.utils.validation import check_is_fitted
 
-from skh2t.features.backbones import parameter_dtype, weights_fingerprint
+from skh2t.features.backbones import parameter_dtype, structure_fingerprint, weights_fingerprint
 from skh2t.features.devices import Runtime, resolve_precision, resolve_runtime
 from skh2t.features.extraction import PooledOutput, extract_pooled
 from skh2t.features.fitted import FittedExtraction
@@ -126,8 +126,8 @@ def _check_compatible(extractions: Sequence[FittedExtraction]) -> None:
         other_model = other.module
         if other_model is model:
             continue
-        fingerprint = fingerprint or weights_fingerprint(model)
-        if type(other_model) is not type(model) or weights_fingerprint(other_model) != fingerprint:
+        fingerprint = fingerprint or (structure_fingerprint(model), weights_fingerprint(model))
+        if (structure_fingerprint(other_model), weights_fingerprint(other_model)) != fingerprint:
             raise ValueError(
                 "transform_jointly needs transformers with the same backbone and weights; "
                 "make the others with first.repool(target_size=...)."

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from skh2t.features.backbones import on_cpu, weights_fingerprint
+from skh2t.features.backbones import on_cpu, structure_fingerprint, weights_fingerprint
 
 __all__ = ["LazyModule", "ModuleRecipe", "cpu_state"]
 
@@ -53,7 +53,12 @@ class LazyModule:
     A pickle of a handle with a recipe stores the recipe, and the module's
     ``state_dict`` (on the CPU) only when its weights differ from those the
     recipe gives (weights changed after the handle was made, or a recipe that
-    gives none).
+    gives none). A module whose structure changed since the handle was made
+    (:func:`~skh2t.features.backbones.structure_fingerprint`: a setting such
+    as a BatchNorm's ``eps``, a submodule replaced), which the recipe cannot
+    rebuild, is stored whole, on the CPU. What the fingerprint leaves out (a
+    ``forward`` replaced on an instance, attributes that are not plain
+    settings) is lost in a pickle of a rebuildable module.
 
     Examples
     --------
@@ -78,6 +83,8 @@ class LazyModule:
         self._module = module
         self.recipe = recipe
         self._state = state
+        # The structure the recipe builds: a module that no longer has it is pickled whole.
+        self._structure = structure_fingerprint(module) if module is not None else None
 
     @property
     def is_built(self) -> bool:
@@ -92,6 +99,8 @@ class LazyModule:
             if self._state is not None:
                 module.load_state_dict(self._state)
             self._module, self._state = module, None
+            if self._structure is None:
+                self._structure = structure_fingerprint(module)
         return self._module
 
     def on_cpu(self) -> LazyModule:
@@ -99,25 +108,29 @@ class LazyModule:
         if self._module is None:
             return self
         module = on_cpu(self._module)
-        return self if module is self._module else LazyModule(module, self.recipe)
+        if module is self._module:
+            return self
+        copy = LazyModule(module, self.recipe)
+        copy._structure = self._structure
+        return copy
 
     def __getstate__(self) -> dict[str, Any]:
-        if self.recipe is None:
-            return {"module": on_cpu(self._module), "recipe": None, "state": None}
+        state = {"module": None, "recipe": self.recipe, "state": None, "structure": None}
         if self._module is None:
-            return {"module": None, "recipe": self.recipe, "state": self._state}
+            return {**state, "state": self._state, "structure": self._structure}
+        structure = structure_fingerprint(self._module)
+        if self.recipe is None or structure != self._structure:  # cannot be rebuilt
+            return {**state, "module": on_cpu(self._module), "structure": self._structure}
         fingerprint = self.recipe.fingerprint
-        keep = not fingerprint or weights_fingerprint(self._module) != fingerprint
-        return {
-            "module": None,
-            "recipe": self.recipe,
-            "state": cpu_state(self._module) if keep else None,
-        }
+        if not fingerprint or weights_fingerprint(self._module) != fingerprint:
+            state["state"] = cpu_state(self._module)
+        return {**state, "structure": structure}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._module = state["module"]
         self.recipe = state["recipe"]
         self._state = state["state"]
+        self._structure = state.get("structure")
 
     def __repr__(self) -> str:
         what = type(self._module).__name__ if self._module is not None else "not built"

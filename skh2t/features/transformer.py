@@ -81,10 +81,13 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         image and extraction setup, and reused by later extractions of the same
         image with the same setup: cross-validation folds, grid-search candidates
         with the same pooling, other processes and later sessions. Keyed by the
-        backbone (structure, a hash of the weights, dtype, device, library
-        versions), the resolved ``precision``, the preprocessing, the taps with their pooling, the
+        backbone (structure: its modules and their settings such as ``eps``,
+        see :func:`~skh2t.features.backbones.structure_fingerprint`; a hash of
+        the weights; dtype, device, library versions), the resolved
+        ``precision``, the preprocessing, the taps with their pooling, the
         normalisation and each image's content; nothing else (e.g.
-        ``batch_size``) changes the entries used. A :class:`joblib.Memory` stands
+        ``batch_size``) changes the entries used. The code of ``forward`` is
+        not in the key. A :class:`joblib.Memory` stands
         for its ``location``. Cached rows are those computed when the image was
         first seen; the output is otherwise the same as without a cache. Costs
         ``4 * n_features`` bytes per image and pooling setup (about 0.2 MB for
@@ -166,14 +169,17 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
     changed after ``fit`` (through ``backbone_``, in place or through
     ``.data``) no longer match the fingerprint: then they are stored too, so
     that a loaded copy, and the workers of a parallel extraction, compute with
-    them. A module
-    passed as ``backbone`` is stored whole, on the CPU. The cache is never
-    pickled, only its location.
+    them. A backbone whose structure changed after ``fit`` (a setting such as
+    ``eps``, a submodule replaced: see
+    :func:`~skh2t.features.backbones.structure_fingerprint`) is stored whole,
+    on the CPU, and so is a module passed as ``backbone``. A ``forward``
+    replaced on an instance of a named backbone is not seen, and lost in a
+    pickle. The cache is never pickled, only its location.
 
     With a ``cache``, a fit whose backbone and taps were seen before runs no
-    forward pass at all (the tap shapes are cached too); weights changed
-    after ``fit`` (through ``backbone_``, in place or through ``.data``) are
-    noticed and key new entries.
+    forward pass at all (the tap shapes are cached too); weights (through
+    ``backbone_``, in place or through ``.data``) and module settings changed
+    after ``fit`` are noticed and key new entries.
 
     Examples
     --------
