@@ -22,7 +22,9 @@ Layout under the cache directory::
         taps/<hash>.json                 what the taps of a backbone look like
 
 An entry holds the image's output row: a 24-byte header (magic, number of
-features, CRC-32 of the data) and the float32 values, little-endian. Entries
+features, CRC-32 of the data) and the float32 values, little-endian. Files are
+created as ``open()`` creates them (mode ``0o666`` less the umask), so that
+other users can read a shared cache where the umask allows it. Entries
 are written to a temporary file in the same directory and renamed into place,
 so readers never see a partial entry; an entry that does not check out
 (truncated, corrupted, wrong size) is recomputed and replaced. Nothing is ever
@@ -35,6 +37,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import secrets
 import struct
 import tempfile
 import warnings
@@ -371,7 +374,7 @@ def _warn_not_written(directory: Path, error: OSError, consequence: str, stackle
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    descriptor, temporary = _create_temporary(path.parent)
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
@@ -379,6 +382,23 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(directory: Path) -> tuple[int, Path]:
+    """A new, empty file in ``directory``, open for writing, with a fresh hidden name.
+
+    Created as ``open()`` creates files (mode ``0o666`` less the umask), not
+    private to its owner as :func:`tempfile.mkstemp` makes them: a cache
+    filled by one user stays readable by the others the umask lets read it.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temporary = directory / f".{secrets.token_hex(8)}.tmp"
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"No free temporary file name in {str(directory)!r}.")
 
 
 def cached_observations(
