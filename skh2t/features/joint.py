@@ -14,15 +14,17 @@ transformer.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from joblib import Parallel, delayed, effective_n_jobs
+from joblib.parallel import get_active_backend
 from sklearn.utils.validation import check_is_fitted
 
 from skh2t.features.backbones import parameter_dtype, structure_fingerprint, weights_fingerprint
@@ -136,13 +138,15 @@ def _check_compatible(extractions: Sequence[FittedExtraction]) -> None:
 
 @dataclass(frozen=True)
 class _Schedule:
-    """How the lead transformer runs the backbone: device, precision and batches."""
+    """How the lead transformer runs the backbone: device, precision, batches and, in the
+    workers of a parallel extraction, PyTorch's thread count (``None``: the worker's own)."""
 
     device: str | torch.device
     precision: str
     batch_size: int
     n_jobs: int | None
     verbose: int
+    threads: int | None = None
 
 
 def extract_jointly(
@@ -219,7 +223,9 @@ def _compute(
     groups = np.array_split(np.arange(n_batches) * batch_size, n_chunks)
     bounds = [(group[0], min(group[-1] + batch_size, len(images))) for group in groups]
     # Each task builds one backbone from the first record (the others share its handle).
-    payload = pickle.dumps((list(extractions), schedule))
+    payload = pickle.dumps(
+        (list(extractions), replace(schedule, threads=_worker_threads(n_chunks)))
+    )
     chunks = Parallel(n_jobs=schedule.n_jobs)(
         delayed(_forward_chunk)(payload, images.take(np.arange(start, stop)))
         for start, stop in bounds
@@ -257,11 +263,35 @@ def _forward(
     extract_pooled(model, [tap.ref for tap in lead.taps], outputs, batches, runtime=runtime)
 
 
+def _worker_threads(n_chunks: int) -> int | None:
+    """PyTorch threads per task: this process's share on joblib's local process backends
+    (loky, multiprocessing), which would otherwise pick their own; ``None`` elsewhere
+    (Dask workers keep their setting, threads share this process's)."""
+    backend, _ = get_active_backend()
+    if not backend.supports_inner_max_num_threads:
+        return None
+    return max(1, torch.get_num_threads() // n_chunks)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)  # the worker process may run other tasks
+
+
 def _forward_chunk(payload: bytes, images: ImageArray | ImageList) -> list[np.ndarray]:
     """One chunk of a parallel extraction, in a joblib worker."""
 
     extractions, schedule = pickle.loads(payload)  # made by _compute, never read from disk
     outs = [np.empty((len(images), e.n_features), dtype=np.float32) for e in extractions]
     runtime = resolve_runtime(schedule.device, schedule.precision, fallback_to_cpu=True)
-    _forward(extractions, images, outs, runtime, schedule.batch_size)
+    with _torch_threads(schedule.threads):
+        _forward(extractions, images, outs, runtime, schedule.batch_size)
     return outs

@@ -94,13 +94,20 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         Lite0 at ``target_size=1024``). See :ref:`scaling` in the user guide.
     n_jobs : int, default=None
         Parallel extraction with joblib: the images (those not in the cache)
-        are split into this many chunks of whole batches, and each chunk runs
-        as one task with its own copy of the backbone. The output is that of
-        serial extraction up to float32 rounding in the last bits (workers run
-        PyTorch with their own thread counts, which changes the order of its
-        sums). ``None`` means 1 unless in a :func:`joblib.parallel_config`
-        context, e.g. the Dask backend, whose workers then do the extraction;
-        ``-1`` means all processors.
+        are split into ``k`` chunks of whole batches (``n_jobs`` of them, at
+        most one per batch), and each chunk runs as one task with its own
+        copy of the backbone, on exactly the batches of serial extraction. On
+        joblib's process backends (the default loky, multiprocessing) each
+        task runs PyTorch with ``max(1, T // k)`` threads, ``T`` being
+        ``torch.get_num_threads()`` in the calling process; on other backends
+        (Dask) with the worker's own setting. The thread count is the only
+        difference from serial extraction: the output equals, bit for bit,
+        serial extraction with ``torch.set_num_threads(max(1, T // k))``, and
+        differs from serial extraction with ``T`` threads only by float32
+        rounding (PyTorch's kernels split their sums by thread). ``None`` means 1
+        unless in a :func:`joblib.parallel_config` context, e.g. the Dask
+        backend, whose workers then do the extraction; ``-1`` means all
+        processors.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where the backbone runs; ``"auto"`` picks CUDA when available. Any
         ``torch.device`` string works.
