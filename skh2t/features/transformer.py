@@ -90,8 +90,8 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         not in the key. A :class:`joblib.Memory` stands
         for its ``location``. Cached rows are those computed when the image was
         first seen; the output is otherwise the same as without a cache. Costs
-        ``4 * n_features`` bytes per image and pooling setup (about 0.2 MB for
-        Lite0 at ``target_size=1024``). See :ref:`scaling` in the user guide.
+        ``4 * n_features`` bytes per image and pooling setup (sizes for Lite0
+        in :ref:`scaling`). See :ref:`scaling` in the user guide.
     n_jobs : int, default=None
         Parallel extraction with joblib: the images (those not in the cache)
         are split into ``k`` chunks of whole batches (``n_jobs`` of them, at
@@ -158,9 +158,9 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     Notes
     -----
-    The output is wide: with Lite0 at 224 px, ``target_size`` 512, 1024, 2048,
-    4096 and 8192 give about 28k, 42k, 78k, 180k and 406k features (1.6 MB per
-    image in float32 at 8192).
+    The output is wide: tens to hundreds of thousands of features per image
+    for an ImageNet backbone at 224 px (the widths of Lite0 by ``target_size``
+    are in :ref:`bench-extraction`).
 
     Images are resized whole to the input size (no crop), as Head2Toe's VTAB
     pipeline does. A tap's features are ordered channel-major: channel, then
@@ -168,7 +168,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     Extraction pools inside forward hooks under ``torch.inference_mode()``, so
     reading all default taps costs little more than the backbone's bare
-    forward pass (measured in :ref:`benchmarks`).
+    forward pass (measured in :ref:`bench-extraction`).
 
     Pickling stores no weights for a named backbone, only how to rebuild it
     (name, weight source and a fingerprint of the weights); the backbone is
