@@ -188,6 +188,21 @@ def test_pickle_round_trip_stores_fine_tuned_weights(data, fitted, tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), joblib.load(path).predict(X))
 
 
+def test_a_pickle_of_the_older_layout_still_loads(data, fitted):
+    X, _ = data
+    state = dict(fitted.__getstate__())
+    handle = state.pop("_net")
+    # Before the network's handle: the recipe's reference and the weights, side by side.
+    state["_backbone_reference"] = handle.recipe.reference
+    state["_net"] = None
+    state["_net_state"] = {k: v.clone() for k, v in fitted._live_net().state_dict().items()}
+    del state["precision"]  # and before the precision parameter
+    loaded = FineTuneClassifier.__new__(FineTuneClassifier)
+    loaded.__setstate__(state)
+    assert not loaded._net.is_built
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+
+
 def test_module_backbone_is_copied_and_pickled_whole(data, tmp_path):
     X, y = data
     module = timm.create_model("test_resnet", pretrained=False)
