@@ -68,7 +68,7 @@ from skh2t.datasets import (
     read_images,
     stratified_subsample,
 )
-from skh2t.features.joint import repool, transform_jointly
+from skh2t.features.joint import transform_jointly
 from skh2t.finetune import FineTuneClassifier
 from skh2t.probes import l2_probe_cv, last_layer_columns
 from skh2t.threads import blas_threads
@@ -303,7 +303,7 @@ def probes_and_head2toe(task: Task, settings: Settings) -> tuple[dict[str, Score
     transformers = {
         T: model.transformer_
         if model.transformer_.target_size == T
-        else repool(model.transformer_, target_size=T)
+        else model.transformer_.repool(target_size=T)
         for T in settings.target_sizes
     }
     extractors = [*transformers.values()]

@@ -298,7 +298,6 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     def _fit_transformers(self, images, grid: _Grid) -> list:
         """One fitted transformer per pooling of the grid, all sharing one backbone."""
         from skh2t.features import IntermediateFeatureTransformer
-        from skh2t.features.joint import repool
 
         first = IntermediateFeatureTransformer(
             backbone=self.backbone,
@@ -315,7 +314,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             verbose=self.verbose,
             **grid.pooling_params(grid.poolings[0]),
         ).fit(images.take([0]))
-        return [first] + [repool(first, **grid.pooling_params(p)) for p in grid.poolings[1:]]
+        return [first] + [first.repool(**grid.pooling_params(p)) for p in grid.poolings[1:]]
 
     def _training_features(self, transformers: list, images) -> list[np.ndarray]:
         from skh2t.features.joint import transform_jointly

@@ -314,3 +314,16 @@ def test_the_cache_parameter_set_after_fit_is_the_one_used(tmp_path):
     with forwarded_images() as counts:
         np.testing.assert_array_equal(transformer.transform(X[:3]), expected)
     assert counts == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=oct)
+def test_cache_files_are_created_as_open_creates_files(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        features(tmp_path).fit(X[:1]).transform(X[:3])  # tap record, setup.json, entries
+    finally:
+        os.umask(previous)
+    files = [p for p in Path(tmp_path, CACHE_SUBDIRECTORY).rglob("*") if p.is_file()]
+    assert len(files) == 1 + 1 + 3
+    assert {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
+    assert not [p for p in files if p.name.endswith(".tmp")]  # no temporary file left

@@ -88,7 +88,7 @@ def test_pickled_pipeline_is_small_and_predicts_identically():
     assert len(payload) < weights_bytes / 10  # the weights are not in there
     loaded = joblib.load(io.BytesIO(payload))
     features = loaded.named_steps["features"]
-    assert features._backbone_module is None  # rebuilt lazily, on first use
+    assert not features.extraction_.backbone.is_built  # rebuilt lazily, on first use
     np.testing.assert_array_equal(loaded.predict_proba(X_TEST), expected)
     assert next(features.backbone_.parameters()).device.type == "cpu"
     # a second round trip of the used estimator is still small

@@ -38,7 +38,7 @@ def small_convnet() -> nn.Module:
 @pytest.mark.parametrize("pooling", [{"target_size": 1024}, {"pool_stride": 2}])
 def test_repool_is_a_fresh_fit_with_that_pooling(images, pooling):
     first = IntermediateFeatureTransformer(**TINY, target_size=64).fit(images)
-    repooled = repool(first, **pooling)
+    repooled = first.repool(**pooling)
     fresh = clone(first).set_params(**pooling).fit(images)
     assert repooled.get_params() == fresh.get_params()
     assert repooled.taps_ == fresh.taps_
@@ -53,7 +53,7 @@ def test_joint_transform_equals_separate_transforms_from_one_pass(images):
     first = IntermediateFeatureTransformer(
         backbone=model, image_size=32, target_size=16, batch_size=4
     ).fit(images[:1])
-    others = [repool(first, target_size=T) for T in (256, 4096)]
+    others = [first.repool(target_size=T) for T in (256, 4096)]
     separate = [t.transform(images) for t in (first, *others)]
     counter = ForwardCounter(first.backbone_)
     joint = transform_jointly([first, *others], images)
@@ -67,7 +67,7 @@ def test_joint_transform_in_parallel_equals_serial(images):
     first = IntermediateFeatureTransformer(
         backbone=small_convnet(), image_size=32, target_size=64, batch_size=3
     ).fit(images)
-    second = repool(first, target_size=512)
+    second = first.repool(target_size=512)
     serial = transform_jointly([first, second], images)
     first.set_params(n_jobs=2)
     parallel = transform_jointly([first, second], images)
@@ -104,8 +104,7 @@ def test_joint_transform_refuses_other_backbones_or_taps(images):
     other_size = clone(first).set_params(image_size=48).fit(images)
     with pytest.raises(ValueError, match="same preprocessing"):
         transform_jointly([first, other_size], images)
-    changed = repool(first, target_size=256)
-    changed._backbone_module = clone(first).fit(images).backbone_
+    changed = clone(first).set_params(target_size=256).fit(images)  # another module
     with torch.no_grad():
         next(changed.backbone_.parameters()).mul_(2.0)
     with pytest.raises(ValueError, match="same backbone and weights"):
@@ -118,7 +117,7 @@ def test_repool_after_unpickling_shares_the_rebuilt_backbone(images):
     first = pickle.loads(
         pickle.dumps(IntermediateFeatureTransformer(**TINY, target_size=64).fit(images))
     )
-    second = repool(first, target_size=256)
+    second = first.repool(target_size=256)
     assert second.backbone_ is first.backbone_
     np.testing.assert_array_equal(
         transform_jointly([first, second], images)[1], second.transform(images)
@@ -128,4 +127,14 @@ def test_repool_after_unpickling_shares_the_rebuilt_backbone(images):
 def test_repool_refuses_a_standardised_transformer(images):
     standard = IntermediateFeatureTransformer(**TINY, target_size=64, normalization="standard")
     with pytest.raises(ValueError, match="normalization='standard'"):
-        repool(standard.fit(images), target_size=256)
+        standard.fit(images).repool(target_size=256)
+
+
+def test_the_repool_function_is_a_deprecated_alias_of_the_method(images):
+    first = IntermediateFeatureTransformer(**TINY, target_size=64).fit(images)
+    with pytest.warns(FutureWarning, match=r"transformer\.repool"):
+        repooled = repool(first, target_size=256)
+    method = first.repool(target_size=256)
+    assert repooled.taps_ == method.taps_
+    assert repooled.backbone_ is method.backbone_ is first.backbone_
+    np.testing.assert_array_equal(repooled.transform(images), method.transform(images))

@@ -6,6 +6,7 @@ be counted.
 """
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import joblib
@@ -76,6 +77,61 @@ def test_parallel_extraction_equals_serial_and_runs_in_the_workers(tmp_path):
     passes = forward_log(log)
     assert sorted(size for _, size in passes) == [8] * 5
     assert os.getpid() not in {pid for pid, _ in passes}
+
+
+class ThreadLoggingNet(nn.Module):
+    """A tiny CNN that appends PyTorch's thread count to ``log`` at every forward pass."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = str(log)
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        with open(self.log, "a") as log:
+            log.write(f"{torch.get_num_threads()}\n")
+        return self.conv(x)
+
+
+@contextmanager
+def torch_threads(n):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize(("caller", "n_jobs", "per_task"), [(4, 2, 2), (2, 2, 1), (1, 2, 1)])
+def test_worker_processes_run_pytorch_with_the_callers_share_of_threads(
+    tmp_path, caller, n_jobs, per_task
+):
+    log = tmp_path / "threads.log"
+    transformer = IntermediateFeatureTransformer(
+        backbone=ThreadLoggingNet(log), image_size=16, target_size=64, batch_size=8
+    ).fit(X[:1])
+    log.unlink()
+    with torch_threads(caller):
+        transformer.set_params(n_jobs=n_jobs).transform(X)
+        assert torch.get_num_threads() == caller
+    assert log.read_text().split() == [str(per_task)] * 5
+
+
+def test_parallel_extraction_is_serial_extraction_with_the_workers_thread_count():
+    transformer = IntermediateFeatureTransformer(
+        backbone="test_efficientnet", weights=None, image_size=64, target_size=256, batch_size=8
+    ).fit(X[:1])
+    with torch_threads(4):  # two tasks of two threads each
+        parallel = transformer.set_params(n_jobs=2).transform(X)
+    transformer.set_params(n_jobs=1)
+    with torch_threads(2):
+        np.testing.assert_array_equal(transformer.transform(X), parallel)
+    with torch_threads(1):  # another thread count: the same up to float32 rounding
+        one_thread = transformer.transform(X)
+    # unit-norm tap vectors, each reached through at most one rounding step per tap
+    atol = len(transformer.taps_) * np.finfo(np.float32).eps
+    np.testing.assert_allclose(one_thread, parallel, rtol=0, atol=atol)
 
 
 def test_parallel_extraction_in_threads_gives_every_task_its_own_backbone(tmp_path):

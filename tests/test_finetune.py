@@ -176,16 +176,31 @@ def test_pickle_round_trip_stores_fine_tuned_weights(data, fitted, tmp_path):
     X, _ = data
     clf = fitted
     expected = clf.predict_proba(X)
-    state = clf.__getstate__()
-    assert state["_net"] is None
-    assert all(t.device.type == "cpu" for t in state["_net_state"].values())
-    assert clf._net is not None  # pickling does not touch the live estimator
+    net = clf.__getstate__()["_net"].__getstate__()  # what the network's handle pickles
+    assert net["module"] is None  # a named architecture: rebuilt from its name
+    assert all(t.device.type == "cpu" for t in net["state"].values())
+    assert clf._net.is_built  # pickling does not touch the live estimator
     path = tmp_path / "clf.joblib"
     joblib.dump(clf, path)
     loaded = joblib.load(path)
     np.testing.assert_array_equal(loaded.predict_proba(X), expected)
     np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
     np.testing.assert_array_equal(loaded.predict(X), joblib.load(path).predict(X))
+
+
+def test_a_pickle_of_the_older_layout_still_loads(data, fitted):
+    X, _ = data
+    state = dict(fitted.__getstate__())
+    handle = state.pop("_net")
+    # Before the network's handle: the recipe's reference and the weights, side by side.
+    state["_backbone_reference"] = handle.recipe.reference
+    state["_net"] = None
+    state["_net_state"] = {k: v.clone() for k, v in fitted._live_net().state_dict().items()}
+    del state["precision"]  # and before the precision parameter
+    loaded = FineTuneClassifier.__new__(FineTuneClassifier)
+    loaded.__setstate__(state)
+    assert not loaded._net.is_built
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
 
 
 def test_module_backbone_is_copied_and_pickled_whole(data, tmp_path):

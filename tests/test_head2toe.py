@@ -173,7 +173,7 @@ def test_pickle_stores_no_weights_and_predicts_identically_in_a_fresh_process(tm
     expected = named.predict_proba(IMAGES)
     np.save(tmp_path / "expected.npy", expected)
     loaded = joblib.load(path)
-    assert loaded.transformer_._backbone_module is None  # rebuilt from its name on first use
+    assert not loaded.transformer_.extraction_.backbone.is_built  # rebuilt on first use
     script = (
         "import joblib, numpy as np;"
         f"m = joblib.load({str(path)!r});"

@@ -292,15 +292,15 @@ def test_auto_shares_the_entries_of_the_precision_it_resolves_to(
 def test_precision_set_after_fit_rekeys_the_cache(tmp_path, monkeypatch, bfloat16_features):
     transformer = features(cache=tmp_path).fit(X)
     transformer.transform(X)
-    assert transformer._feature_cache.setup["precision"] == "float32"
+    assert transformer.extraction_.cache.feature_cache.setup["precision"] == "float32"
     transformer.set_params(precision="bfloat16")
     np.testing.assert_array_equal(transformer.transform(X), bfloat16_features)
-    assert transformer._feature_cache.setup["precision"] == "bfloat16"
+    assert transformer.extraction_.cache.feature_cache.setup["precision"] == "bfloat16"
     assert len(setups(tmp_path)) == 2
     forward_passes_forbidden(monkeypatch)
     transformer.set_params(precision="float32")
     transformer.transform(X)  # back to the first entries
-    assert transformer._feature_cache.setup["precision"] == "float32"
+    assert transformer.extraction_.cache.feature_cache.setup["precision"] == "float32"
 
 
 # --- joint extraction -------------------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_precision_set_after_fit_rekeys_the_cache(tmp_path, monkeypatch, bfloat1
 
 def test_joint_extraction_needs_one_precision(monkeypatch):
     small = features(target_size=64).fit(X[:1])
-    large = joint.repool(small, target_size=256)
+    large = small.repool(target_size=256)
     assert large.precision == small.precision
     large.set_params(precision="bfloat16")
     with pytest.raises(ValueError, match="the same precision"):

@@ -30,7 +30,7 @@ from skh2t.cli.plot import plot_kept_per_tap
 from skh2t.cli.progress import Progress
 from skh2t.cli.report import format_params, format_table, versions, write_json
 from skh2t.features import IntermediateFeatureTransformer
-from skh2t.features.joint import repool, transform_jointly
+from skh2t.features.joint import transform_jointly
 from skh2t.plotting import kept_features_per_tap
 
 DEFAULTS: dict[str, Any] = {
@@ -266,7 +266,7 @@ def _transformers(
     """A fitted transformer per target size, sharing the Head2Toe model's backbone."""
     chosen = h2t.transformer_
     return {
-        T: chosen if chosen.target_size == T else repool(chosen, target_size=T)
+        T: chosen if chosen.target_size == T else chosen.repool(target_size=T)
         for T in sorted(target_sizes)
     }
 

@@ -16,7 +16,6 @@ from skh2t.export.module import CompactHead2Toe, TapReader, TapReadout
 from skh2t.export.taps import tap_extractor
 from skh2t.features.backbones import parameter_dtype
 from skh2t.features.devices import resolve_device
-from skh2t.features.preprocessing import Preprocessor
 from skh2t.features.transformer import IntermediateFeatureTransformer
 
 
@@ -82,17 +81,18 @@ def compact_module(model: Any, *, device: str | torch.device = "cpu") -> Compact
     """
     parts = _fitted_parts(model)
     target = resolve_device(device)
-    transformer = parts.transformer
+    extraction = parts.transformer.extraction_
     taps, readouts = _readouts(parts)
-    backbone = copy.deepcopy(transformer.backbone_).cpu().eval()
-    preprocess = Preprocessor.from_data_config(transformer.data_config_)
+    backbone = copy.deepcopy(extraction.module).cpu().eval()
+    preprocess = extraction.preprocess
     # Two random images, normalised as the transformer does: what the traced graph is checked on.
     images = torch.rand((2, 3, *preprocess.size), generator=torch.Generator().manual_seed(0))
     example = preprocess(images, dtype=parameter_dtype(backbone))
     standardize = None
     kept = np.flatnonzero(parts.support)
-    if transformer._fitted_normalization == "standard":
-        standardize = (transformer.mean_[kept], transformer.scale_[kept])
+    statistics = extraction.standardization
+    if statistics is not None:
+        standardize = (statistics.mean[kept], statistics.scale[kept])
     order, spans = _renormalization_order(parts, kept)
     weight = parts.coef[:, kept]
     if order is not None:
@@ -142,7 +142,7 @@ def _fitted_parts(model: Any) -> _FittedParts:
             f"{', '.join(missing)}. Export needs scores X @ coef_.T + intercept_."
         )
     coef = np.atleast_2d(np.asarray(classifier.coef_, dtype=np.float64))
-    n_features = transformer.taps_[-1].stop
+    n_features = transformer.extraction_.n_features
     if coef.shape[1] != n_features:
         raise ValueError(
             f"The classifier reads {coef.shape[1]} features but the transformer makes "
@@ -165,10 +165,11 @@ def _fitted_parts(model: Any) -> _FittedParts:
 
 def _readouts(parts: _FittedParts) -> tuple[list, list[TapReadout]]:
     """The used taps, and how each becomes kept features."""
-    l2 = parts.transformer._fitted_normalization == "l2"
+    extraction = parts.transformer.extraction_
+    l2 = extraction.l2
     groups = parts.renormalize_index
     refs, readouts = [], []
-    for tap in parts.transformer.taps_:
+    for tap in extraction.taps:
         kept = np.flatnonzero(parts.support[tap.columns])
         if kept.size == 0:
             continue

@@ -8,7 +8,9 @@ modules), :mod:`~skh2t.features.weights` (offline weight sources),
 :mod:`~skh2t.features.images` and :mod:`~skh2t.features.preprocessing` (inputs),
 :mod:`~skh2t.features.hooks`, :mod:`~skh2t.features.discovery` and
 :mod:`~skh2t.features.extraction` (reading activations during a forward pass),
-:mod:`~skh2t.features.cache` (the on-disk feature cache).
+:mod:`~skh2t.features.cache` (the on-disk feature cache),
+:mod:`~skh2t.features.fitted` (the fitted record ``extraction_``) and
+:mod:`~skh2t.features.lazy` (a module kept as the recipe that rebuilds it).
 """
 
 from skh2t.features.backbones import Backbone, BackboneReference, WeightSource, load_backbone

@@ -395,3 +395,49 @@ def weights_fingerprint(model: nn.Module) -> str:
             raw = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
             digest.update(raw.numpy())
     return digest.hexdigest()
+
+
+_SETTING_TYPES = (bool, int, float, str, type(None), torch.dtype)
+
+
+def structure_fingerprint(model: nn.Module) -> str:
+    """A hash of a model's structure: its modules, their classes and their settings.
+
+    It covers ``repr(model)`` (every module with the settings its
+    ``extra_repr`` shows) and, for every submodule, its name, class and
+    public attributes that are numbers, strings, flags, dtypes or tuples and
+    lists of them (``eps``, ``momentum``, ``inplace``, ``scale``, ...), shown
+    by ``repr`` or not. It leaves out the weights (see
+    :func:`weights_fingerprint`), the ``training`` flag, private attributes
+    (a leading ``_``), attributes of other types (functions, objects) and the
+    code of ``forward``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    >>> before = structure_fingerprint(model)
+    >>> model[1].eps = 1e-3
+    >>> structure_fingerprint(model) == before
+    False
+    >>> model[1].eps = 1e-5
+    >>> model[2] = nn.Tanh()
+    >>> structure_fingerprint(model) == before
+    False
+    """
+    digest = hashlib.blake2b(repr(model).encode(), digest_size=16)
+    for name, module in model.named_modules():
+        kind = type(module)
+        settings = sorted(
+            (key, value)
+            for key, value in vars(module).items()
+            if not key.startswith("_") and key != "training" and _is_setting(value)
+        )
+        digest.update(f"{name}:{kind.__module__}.{kind.__qualname__}:{settings!r};".encode())
+    return digest.hexdigest()
+
+
+def _is_setting(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(isinstance(item, _SETTING_TYPES) for item in value)
+    return isinstance(value, _SETTING_TYPES)

@@ -22,7 +22,9 @@ Layout under the cache directory::
         taps/<hash>.json                 what the taps of a backbone look like
 
 An entry holds the image's output row: a 24-byte header (magic, number of
-features, CRC-32 of the data) and the float32 values, little-endian. Entries
+features, CRC-32 of the data) and the float32 values, little-endian. Files are
+created as ``open()`` creates them (mode ``0o666`` less the umask), so that
+other users can read a shared cache where the umask allows it. Entries
 are written to a temporary file in the same directory and renamed into place,
 so readers never see a partial entry; an entry that does not check out
 (truncated, corrupted, wrong size) is recomputed and replaced. Nothing is ever
@@ -35,6 +37,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import secrets
 import struct
 import tempfile
 import warnings
@@ -50,7 +53,13 @@ from joblib import Memory
 from torch import nn
 
 from skh2t import __version__ as SKH2T_VERSION
-from skh2t.features.backbones import parameter_dtype, weights_fingerprint
+from skh2t.features.backbones import (
+    BackboneReference,
+    parameter_dtype,
+    structure_fingerprint,
+    weights_fingerprint,
+)
+from skh2t.features.devices import Runtime
 from skh2t.features.discovery import TapObservation
 from skh2t.features.preprocessing import Preprocessor
 from skh2t.features.taps import TapInfo, TapRef
@@ -129,8 +138,9 @@ def backbone_identity(
 ) -> dict[str, Any]:
     """What the features depend on in a backbone, as a JSON-able dict.
 
-    Its class, its structure (a hash of its ``repr``, which lists every module
-    with its settings), a hash of its weights, dtype and device type, and the
+    Its class, its structure (:func:`~skh2t.features.backbones.structure_fingerprint`:
+    its ``repr`` and every module's class and settings such as ``eps``), a
+    hash of its weights, dtype and device type, and the
     torch, timm and skh2t versions. ``fingerprint`` passes a weights hash
     already computed (:func:`~skh2t.features.backbones.weights_fingerprint`).
 
@@ -148,12 +158,35 @@ def backbone_identity(
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "name": name,
         "create_kwargs": repr(sorted((create_kwargs or {}).items())),
-        "structure": hashlib.blake2b(repr(model).encode(), digest_size=_KEY_BYTES).hexdigest(),
+        "structure": structure_fingerprint(model),
         "weights": fingerprint or weights_fingerprint(model),
         "dtype": str(dtype),
         "device": device.type,
         "versions": {"torch": torch.__version__, "timm": timm.__version__, "skh2t": SKH2T_VERSION},
     }
+
+
+def identity_of(
+    model: nn.Module,
+    reference: BackboneReference | None,
+    device: torch.device,
+    *,
+    fingerprint_known: bool = False,
+) -> dict[str, Any]:
+    """:func:`backbone_identity` of a fitted backbone, with its timm name and arguments if any.
+
+    ``fingerprint_known``: the weights are the reference's, just loaded and
+    hashed (so they are not hashed again).
+    """
+    if reference is None:
+        return backbone_identity(model, device)
+    return backbone_identity(
+        model,
+        device,
+        name=reference.architecture,
+        create_kwargs=dict(reference.create_kwargs),
+        fingerprint=reference.fingerprint if fingerprint_known else None,
+    )
 
 
 def weights_state(model: nn.Module) -> tuple[Any, ...] | None:
@@ -341,7 +374,7 @@ def _warn_not_written(directory: Path, error: OSError, consequence: str, stackle
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    descriptor, temporary = _create_temporary(path.parent)
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
@@ -349,6 +382,23 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(directory: Path) -> tuple[int, Path]:
+    """A new, empty file in ``directory``, open for writing, with a fresh hidden name.
+
+    Created as ``open()`` creates files (mode ``0o666`` less the umask), not
+    private to its owner as :func:`tempfile.mkstemp` makes them: a cache
+    filled by one user stays readable by the others the umask lets read it.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temporary = directory / f".{secrets.token_hex(8)}.tmp"
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"No free temporary file name in {str(directory)!r}.")
 
 
 def cached_observations(
@@ -402,3 +452,111 @@ def _read_observations(path: Path, n_taps: int) -> list[TapObservation] | None:
     except (OSError, ValueError, TypeError, KeyError):
         return None
     return observations if len(observations) == n_taps else None
+
+
+class CacheKeeper:
+    """The feature cache of one fitted extraction, re-keyed when its setup changes.
+
+    The taps, preprocessing and normalisation of the setup are fixed at
+    ``fit``; the backbone's identity (weights, structure, device) and the
+    precision may change afterwards, and so may the ``cache`` parameter.
+    :meth:`current` returns the :class:`FeatureCache` of the setup as it is
+    now: it hashes the weights again only when their cheap summary
+    (:func:`weights_state`) or the structure
+    (:func:`~skh2t.features.backbones.structure_fingerprint`, a module
+    setting such as ``eps`` or a module replaced) changed since the last
+    call, or the device did.
+
+    Parameters
+    ----------
+    preprocess : Preprocessor
+    taps : sequence of TapInfo
+    l2 : bool
+        Whether each tap is L2-normalised.
+    """
+
+    def __init__(self, preprocess: Preprocessor, taps: Sequence[TapInfo], *, l2: bool) -> None:
+        self.preprocess = preprocess
+        self.taps = tuple(taps)
+        self.l2 = l2
+        self.feature_cache: FeatureCache | None = None
+        self._seen: tuple[Any, ...] | None = None  # _backbone_state when the key was computed
+
+    def bind(self, root: Path, identity: Mapping[str, Any], precision: str, model: nn.Module):
+        """Use the entries of ``identity`` under ``root`` (at ``fit``, identity just computed)."""
+        self.feature_cache = self._cache(root, identity, precision)
+        self._seen = _backbone_state(model)
+        return self
+
+    def for_taps(self, taps: Sequence[TapInfo]) -> CacheKeeper:
+        """A keeper of the same backbone and preprocessing for other taps (another pooling)."""
+        keeper = CacheKeeper(self.preprocess, taps, l2=self.l2)
+        cache = self.feature_cache
+        if cache is not None:
+            setup = cache.setup
+            keeper.feature_cache = keeper._cache(cache.root, setup["backbone"], setup["precision"])
+            keeper._seen = self._seen
+        return keeper
+
+    def current(
+        self,
+        cache: str | os.PathLike | Memory | None,
+        model: nn.Module,
+        reference: BackboneReference | None,
+        runtime: Runtime,
+    ) -> FeatureCache | None:
+        """The cache of the ``cache`` parameter for ``model`` as it is now, on ``runtime``.
+
+        Parameters
+        ----------
+        cache : str, os.PathLike, joblib.Memory or None
+            The transformer's ``cache`` parameter (it may have been set after fit).
+        model : torch.nn.Module
+            The backbone.
+        reference : BackboneReference or None
+            Its recipe, for its name and ``backbone_kwargs``.
+        runtime : Runtime
+            Where and in which precision it runs.
+
+        Returns
+        -------
+        FeatureCache or None
+            ``None`` without a cache.
+        """
+        location = cache_location(cache)
+        if location is None:
+            return None
+        device = runtime.device
+        entries = self.feature_cache
+        if entries is None or entries.root != location:  # checked and created only when it changed
+            identity = identity_of(model, reference, device)
+            entries = self._cache(resolve_cache_directory(cache), identity, runtime.precision)
+            self._seen = _backbone_state(model)
+        state = _backbone_state(model)
+        moved = entries.setup["backbone"]["device"] != device.type
+        if state is None or state != self._seen or moved:
+            identity = identity_of(model, reference, device)
+            if identity != entries.setup["backbone"]:
+                entries = self._cache(entries.root, identity, runtime.precision)
+            self._seen = state
+        if entries.setup.get("precision") != runtime.precision:
+            entries = self._cache(entries.root, entries.setup["backbone"], runtime.precision)
+        self.feature_cache = entries
+        return entries
+
+    def _cache(self, root: Path, identity: Mapping[str, Any], precision: str) -> FeatureCache:
+        setup = extraction_setup(
+            identity, self.preprocess, self.taps, l2=self.l2, precision=precision
+        )
+        return FeatureCache(root, setup, self.taps[-1].stop)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_seen"] = None  # object ids: meaningless in another process
+        return state
+
+
+def _backbone_state(model: nn.Module) -> tuple[Any, ...] | None:
+    """What tells that a backbone may have changed: its structure and :func:`weights_state`."""
+    weights = weights_state(model)
+    return None if weights is None else (structure_fingerprint(model), *weights)

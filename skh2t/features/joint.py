@@ -2,8 +2,10 @@
 
 A grid search over target sizes (or pooling strides) needs the features of
 the same images under several poolings. The activations do not depend on the
-pooling: :func:`repool` derives, without any forward pass, a fitted
-transformer with another pooling that shares the backbone, and
+pooling: :meth:`IntermediateFeatureTransformer.repool
+<skh2t.features.IntermediateFeatureTransformer.repool>` derives, without
+any forward pass, a fitted transformer with another pooling that shares the
+backbone, and
 :func:`transform_jointly` computes the features of every such transformer
 from one forward pass per image, the hooks pooling each activation once per
 distinct pooling plan. This is also how every ``transform`` runs, with one
@@ -12,22 +14,24 @@ transformer.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import pickle
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from joblib import Parallel, delayed, effective_n_jobs
+from joblib.parallel import get_active_backend
 from sklearn.utils.validation import check_is_fitted
 
-from skh2t.features.backbones import parameter_dtype, weights_fingerprint
+from skh2t.features.backbones import parameter_dtype, structure_fingerprint, weights_fingerprint
 from skh2t.features.devices import Runtime, resolve_precision, resolve_runtime
 from skh2t.features.extraction import PooledOutput, extract_pooled
+from skh2t.features.fitted import FittedExtraction
 from skh2t.features.images import ImageArray, ImageList, as_images
-from skh2t.features.pooling import plan_pooling
-from skh2t.features.preprocessing import Preprocessor
-from skh2t.features.taps import TapInfo
 from skh2t.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -42,78 +46,32 @@ def repool(
     target_size: int | None = None,
     pool_stride: int | None = None,
 ) -> IntermediateFeatureTransformer:
-    """A fitted copy of ``transformer`` with another pooling, sharing its backbone.
+    """Deprecated alias of :meth:`IntermediateFeatureTransformer.repool
+    <skh2t.features.IntermediateFeatureTransformer.repool>`.
 
-    The copy is what ``clone(transformer).set_params(target_size=...,
-    pool_stride=...).fit(X)`` would give (same taps, same tap shapes), without
-    building the backbone again or running a forward pass: the tap shapes
-    seen at fit time decide the new pooling plans.
+    ``repool(transformer, target_size=T)`` is ``transformer.repool(target_size=T)``.
+
+    .. deprecated:: 0.1
+        Use the method; this function will be removed.
 
     Parameters
     ----------
     transformer : IntermediateFeatureTransformer
-        Fitted, with ``normalization="l2"`` or ``None`` (a standardisation
-        would need the training features of the new pooling: fit it instead).
-    target_size : int, default=None
-        The new target size; ``None`` keeps the transformer's.
-    pool_stride : int, default=None
-        The new pooling stride (overrides the target-size rule); ``None``
-        uses the target-size rule.
+        Fitted.
+    target_size, pool_stride : int, default=None
+        As for the method.
 
     Returns
     -------
     IntermediateFeatureTransformer
-        Fitted; its backbone module is the same object as ``transformer``'s.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skh2t.features import IntermediateFeatureTransformer
-    >>> from skh2t.features.joint import repool, transform_jointly
-    >>> images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
-    >>> small = IntermediateFeatureTransformer(
-    ...     backbone="test_resnet", weights=None, image_size=32, target_size=64
-    ... ).fit(images)
-    >>> large = repool(small, target_size=1024)
-    >>> X_small, X_large = transform_jointly([small, large], images)  # one forward pass
-    >>> X_small.shape, X_large.shape
-    ((3, 1800), (3, 11496))
-    >>> np.array_equal(X_large, large.transform(images))
-    True
     """
-    check_is_fitted(transformer)
-    if transformer._fitted_normalization == "standard":
-        raise ValueError(
-            "repool cannot re-pool a transformer fitted with normalization='standard': its "
-            "statistics depend on the pooling. Fit a clone with the new pooling instead."
-        )
-    target_size = transformer.target_size if target_size is None else target_size
-    transformer._live_backbone()  # built now (e.g. after unpickling), so that both share it
-    # A shallow copy that keeps the backbone module (copy.copy would drop it, as pickling does).
-    copy_ = transformer.__class__.__new__(transformer.__class__)
-    copy_.__dict__.update(transformer.__dict__)
-    copy_.set_params(target_size=target_size, pool_stride=pool_stride)
-    copy_.taps_ = _repooled_taps(transformer.taps_, target_size, pool_stride)
-    cache = transformer._feature_cache
-    if cache is not None:
-        copy_._feature_cache = copy_._cache_for(
-            cache.root, cache.setup["backbone"], cache.setup["precision"]
-        )
-    return copy_
-
-
-def _repooled_taps(
-    taps: Sequence[TapInfo], target_size: int, pool_stride: int | None
-) -> list[TapInfo]:
-    table, start = [], 0
-    for tap in taps:
-        plan = plan_pooling(
-            tap.layout, tap.raw_shape, target_size=target_size, pool_stride=pool_stride
-        )
-        stop = start + plan.n_features
-        table.append(TapInfo.from_plan(tap.ref, tap.raw_shape, plan, start, stop))
-        start = stop
-    return table
+    warnings.warn(
+        "skh2t.features.joint.repool(transformer, ...) is deprecated; use "
+        "transformer.repool(...) instead.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return transformer.repool(target_size=target_size, pool_stride=pool_stride)
 
 
 def transform_jointly(
@@ -124,9 +82,11 @@ def transform_jointly(
     The transformers must read the same taps of the same backbone with the
     same preprocessing and the same precision (as resolved on the device),
     and differ only in pooling (and normalisation), as those made by
-    :func:`repool` do. The first one's backbone, device, ``batch_size``,
-    ``n_jobs`` and ``verbose`` are used; every transformer reads and fills its
-    own cache. Each output equals ``transformer.transform(X)``.
+    :meth:`IntermediateFeatureTransformer.repool
+    <skh2t.features.IntermediateFeatureTransformer.repool>` do. The first
+    one's backbone, device, ``batch_size``, ``n_jobs`` and ``verbose`` are
+    used; every transformer reads and fills its own cache. Each output
+    equals ``transformer.transform(X)``.
 
     Parameters
     ----------
@@ -144,36 +104,49 @@ def transform_jointly(
         raise ValueError("transform_jointly needs at least one transformer.")
     for transformer in transformers:
         check_is_fitted(transformer)
-    _check_compatible(transformers)
+    _check_compatible([t.extraction_ for t in transformers])
     outputs = extract_jointly(transformers, as_images(X))
     for transformer, features in zip(transformers, outputs, strict=True):
-        if transformer._fitted_normalization == "standard":
-            transformer._standardize(features)
+        transformer.extraction_.standardize(features)
     return outputs
 
 
-def _check_compatible(transformers: Sequence[IntermediateFeatureTransformer]) -> None:
-    lead = transformers[0]
-    refs = [tap.ref for tap in lead.taps_]
-    model = lead._live_backbone()
+def _check_compatible(extractions: Sequence[FittedExtraction]) -> None:
+    lead = extractions[0]
+    refs = [tap.ref for tap in lead.taps]
+    model = lead.module
     fingerprint = None
-    for other in transformers[1:]:
-        if [tap.ref for tap in other.taps_] != refs:
+    for other in extractions[1:]:
+        if [tap.ref for tap in other.taps] != refs:
             raise ValueError("transform_jointly needs transformers that read the same taps.")
-        if other.data_config_ != lead.data_config_:
+        if other.data_config != lead.data_config:
             raise ValueError(
                 "transform_jointly needs transformers with the same preprocessing "
-                f"(image size and normalisation); got {lead.data_config_} and {other.data_config_}."
+                f"(image size and normalisation); got {dict(lead.data_config)} and "
+                f"{dict(other.data_config)}."
             )
-        other_model = other._live_backbone()
+        other_model = other.module
         if other_model is model:
             continue
-        fingerprint = fingerprint or weights_fingerprint(model)
-        if type(other_model) is not type(model) or weights_fingerprint(other_model) != fingerprint:
+        fingerprint = fingerprint or (structure_fingerprint(model), weights_fingerprint(model))
+        if (structure_fingerprint(other_model), weights_fingerprint(other_model)) != fingerprint:
             raise ValueError(
                 "transform_jointly needs transformers with the same backbone and weights; "
-                "make the others with skh2t.features.joint.repool(first, target_size=...)."
+                "make the others with first.repool(target_size=...)."
             )
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """How the lead transformer runs the backbone: device, precision, batches and, in the
+    workers of a parallel extraction, PyTorch's thread count (``None``: the worker's own)."""
+
+    device: str | torch.device
+    precision: str
+    batch_size: int
+    n_jobs: int | None
+    verbose: int
+    threads: int | None = None
 
 
 def extract_jointly(
@@ -183,25 +156,31 @@ def extract_jointly(
 
     From each transformer's cache where it has them; the images missing from
     any cache go through the first transformer's backbone once, for all.
+    Reads the transformers' parameters and their ``extraction_`` only.
     """
 
     lead = transformers[0]
     n_images = len(images)
     runtime = resolve_runtime(lead.device, lead.precision, fallback_to_cpu=True)
     _check_precisions(transformers, runtime)
-    outs = [np.empty((n_images, t.taps_[-1].stop), dtype=np.float32) for t in transformers]
-    caches = [t._current_cache(runtime) for t in transformers]
+    extractions = [t.extraction_ for t in transformers]
+    outs = [np.empty((n_images, e.n_features), dtype=np.float32) for e in extractions]
+    caches = [
+        e.cache.current(t.cache, e.module, e.reference, runtime)
+        for t, e in zip(transformers, extractions, strict=True)
+    ]
     digests = images.digests() if any(c is not None for c in caches) else None
     missing = [
         np.arange(n_images) if cache is None else cache.read_into(digests, out)
         for cache, out in zip(caches, outs, strict=True)
     ]
     todo = np.unique(np.concatenate(missing))
+    schedule = _Schedule(lead.device, lead.precision, lead.batch_size, lead.n_jobs, lead.verbose)
     if todo.size == n_images:
-        _compute(transformers, images, outs, runtime)
+        _compute(extractions, images, outs, runtime, schedule)
     elif todo.size:
         rows = [np.empty((todo.size, out.shape[1]), dtype=np.float32) for out in outs]
-        _compute(transformers, images.take(todo), rows, runtime)
+        _compute(extractions, images.take(todo), rows, runtime, schedule)
         position = np.searchsorted(todo, np.arange(n_images))
         for out, part, rows_missing in zip(outs, rows, missing, strict=True):
             out[rows_missing] = part[position[rows_missing]]
@@ -227,28 +206,27 @@ def _check_precisions(
 
 
 def _compute(
-    transformers: Sequence[IntermediateFeatureTransformer],
+    extractions: Sequence[FittedExtraction],
     images: ImageArray | ImageList,
     outs: list[np.ndarray],
     runtime: Runtime,
+    schedule: _Schedule,
 ) -> None:
     """Run the backbone over ``images`` into ``outs``: serially, or in chunks with joblib."""
-    lead = transformers[0]
-    n_batches = -(-len(images) // lead.batch_size)
-    n_chunks = min(effective_n_jobs(lead.n_jobs), n_batches)
+    batch_size = schedule.batch_size
+    n_batches = -(-len(images) // batch_size)
+    n_chunks = min(effective_n_jobs(schedule.n_jobs), n_batches)
     if n_chunks <= 1:
-        _forward(transformers, images, outs, runtime)
+        _forward(extractions, images, outs, runtime, batch_size, verbose=schedule.verbose)
         return
     # Chunks of whole batches: every image meets the same batch as in serial extraction.
-    groups = np.array_split(np.arange(n_batches) * lead.batch_size, n_chunks)
-    bounds = [(group[0], min(group[-1] + lead.batch_size, len(images))) for group in groups]
-    workers = []
-    for transformer in transformers:
-        worker = copy.copy(transformer)
-        worker.verbose, worker.n_jobs, worker._feature_cache = 0, 1, None
-        workers.append(worker)
-    payload = pickle.dumps(workers)  # each task builds one backbone from the first
-    chunks = Parallel(n_jobs=lead.n_jobs)(
+    groups = np.array_split(np.arange(n_batches) * batch_size, n_chunks)
+    bounds = [(group[0], min(group[-1] + batch_size, len(images))) for group in groups]
+    # Each task builds one backbone from the first record (the others share its handle).
+    payload = pickle.dumps(
+        (list(extractions), replace(schedule, threads=_worker_threads(n_chunks)))
+    )
+    chunks = Parallel(n_jobs=schedule.n_jobs)(
         delayed(_forward_chunk)(payload, images.take(np.arange(start, stop)))
         for start, stop in bounds
     )
@@ -258,42 +236,62 @@ def _compute(
 
 
 def _forward(
-    transformers: Sequence[IntermediateFeatureTransformer],
+    extractions: Sequence[FittedExtraction],
     images: ImageArray | ImageList,
     outs: list[np.ndarray],
     runtime: Runtime,
+    batch_size: int,
+    *,
+    verbose: int = 0,
 ) -> None:
-    lead = transformers[0]
+    lead = extractions[0]
     device = runtime.device
-    model = lead._live_backbone().to(device)
-    preprocess = Preprocessor.from_data_config(lead.data_config_)
+    model = lead.module.to(device)
+    preprocess = lead.preprocess
     dtype = parameter_dtype(model)
-    starts = range(0, len(images), lead.batch_size)
+    starts = range(0, len(images), batch_size)
     batches = (
-        preprocess(images.batch(start, start + lead.batch_size), device=device, dtype=dtype)
+        preprocess(images.batch(start, start + batch_size), device=device, dtype=dtype)
         for start in starts
     )
-    if lead.verbose and len(starts) > 1:
+    if verbose and len(starts) > 1:
         batches = progress_bar(batches, total=len(starts), desc="Extracting features", unit="batch")
     outputs = [
-        PooledOutput(
-            [tap.plan for tap in t.taps_],
-            [tap.columns for tap in t.taps_],
-            out,
-            t._fitted_normalization == "l2",
-        )
-        for t, out in zip(transformers, outs, strict=True)
+        PooledOutput([tap.plan for tap in e.taps], [tap.columns for tap in e.taps], out, e.l2)
+        for e, out in zip(extractions, outs, strict=True)
     ]
-    extract_pooled(model, [tap.ref for tap in lead.taps_], outputs, batches, runtime=runtime)
+    extract_pooled(model, [tap.ref for tap in lead.taps], outputs, batches, runtime=runtime)
+
+
+def _worker_threads(n_chunks: int) -> int | None:
+    """PyTorch threads per task: this process's share on joblib's local process backends
+    (loky, multiprocessing), which would otherwise pick their own; ``None`` elsewhere
+    (Dask workers keep their setting, threads share this process's)."""
+    backend, _ = get_active_backend()
+    if not backend.supports_inner_max_num_threads:
+        return None
+    return max(1, torch.get_num_threads() // n_chunks)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)  # the worker process may run other tasks
 
 
 def _forward_chunk(payload: bytes, images: ImageArray | ImageList) -> list[np.ndarray]:
     """One chunk of a parallel extraction, in a joblib worker."""
 
-    workers = pickle.loads(payload)  # made by _compute in this session, never read from disk
-    outs = [np.empty((len(images), w.taps_[-1].stop), dtype=np.float32) for w in workers]
-    lead = workers[0]
-    _forward(
-        workers, images, outs, resolve_runtime(lead.device, lead.precision, fallback_to_cpu=True)
-    )
+    extractions, schedule = pickle.loads(payload)  # made by _compute, never read from disk
+    outs = [np.empty((len(images), e.n_features), dtype=np.float32) for e in extractions]
+    runtime = resolve_runtime(schedule.device, schedule.precision, fallback_to_cpu=True)
+    with _torch_threads(schedule.threads):
+        _forward(extractions, images, outs, runtime, schedule.batch_size)
     return outs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 from numbers import Integral
 from typing import Any
@@ -14,30 +16,16 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from skh2t.features.backbones import (
-    BackboneReference,
-    load_backbone,
-    on_cpu,
-    parameter_dtype,
-    weights_fingerprint,
-)
-from skh2t.features.cache import (
-    FeatureCache,
-    backbone_identity,
-    cache_location,
-    cached_observations,
-    extraction_setup,
-    resolve_cache_directory,
-    weights_state,
-)
-from skh2t.features.devices import DEFAULT_PRECISION, PRECISIONS, Runtime, resolve_runtime
+from skh2t.features.backbones import load_backbone, on_cpu, parameter_dtype
+from skh2t.features.cache import cached_observations, identity_of, resolve_cache_directory
+from skh2t.features.devices import DEFAULT_PRECISION, PRECISIONS, resolve_runtime
 from skh2t.features.discovery import TapObservation, build_tap_table, observe_taps
+from skh2t.features.fitted import FittedExtraction, Standardization
 from skh2t.features.images import ImageArray, ImageList, as_images
 from skh2t.features.joint import extract_jointly
+from skh2t.features.lazy import LazyModule
 from skh2t.features.preprocessing import Preprocessor
 from skh2t.features.taps import TapInfo, model_family, resolve_layers
-
-_CHUNK_ELEMENTS = 1 << 24  # 16 Mi values, 128 MiB in float64
 
 
 class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
@@ -93,23 +81,33 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         image and extraction setup, and reused by later extractions of the same
         image with the same setup: cross-validation folds, grid-search candidates
         with the same pooling, other processes and later sessions. Keyed by the
-        backbone (structure, a hash of the weights, dtype, device, library
-        versions), the resolved ``precision``, the preprocessing, the taps with their pooling, the
+        backbone (structure: its modules and their settings such as ``eps``,
+        see :func:`~skh2t.features.backbones.structure_fingerprint`; a hash of
+        the weights; dtype, device, library versions), the resolved
+        ``precision``, the preprocessing, the taps with their pooling, the
         normalisation and each image's content; nothing else (e.g.
-        ``batch_size``) changes the entries used. A :class:`joblib.Memory` stands
+        ``batch_size``) changes the entries used. The code of ``forward`` is
+        not in the key. A :class:`joblib.Memory` stands
         for its ``location``. Cached rows are those computed when the image was
         first seen; the output is otherwise the same as without a cache. Costs
-        ``4 * n_features`` bytes per image and pooling setup (about 0.2 MB for
-        Lite0 at ``target_size=1024``). See :ref:`scaling` in the user guide.
+        ``4 * n_features`` bytes per image and pooling setup (sizes for Lite0
+        in :ref:`scaling`). See :ref:`scaling` in the user guide.
     n_jobs : int, default=None
         Parallel extraction with joblib: the images (those not in the cache)
-        are split into this many chunks of whole batches, and each chunk runs
-        as one task with its own copy of the backbone. The output is that of
-        serial extraction up to float32 rounding in the last bits (workers run
-        PyTorch with their own thread counts, which changes the order of its
-        sums). ``None`` means 1 unless in a :func:`joblib.parallel_config`
-        context, e.g. the Dask backend, whose workers then do the extraction;
-        ``-1`` means all processors.
+        are split into ``k`` chunks of whole batches (``n_jobs`` of them, at
+        most one per batch), and each chunk runs as one task with its own
+        copy of the backbone, on exactly the batches of serial extraction. On
+        joblib's process backends (the default loky, multiprocessing) each
+        task runs PyTorch with ``max(1, T // k)`` threads, ``T`` being
+        ``torch.get_num_threads()`` in the calling process; on other backends
+        (Dask) with the worker's own setting. The thread count is the only
+        difference from serial extraction: the output equals, bit for bit,
+        serial extraction with ``torch.set_num_threads(max(1, T // k))``, and
+        differs from serial extraction with ``T`` threads only by float32
+        rounding (PyTorch's kernels split their sums by thread). ``None`` means 1
+        unless in a :func:`joblib.parallel_config` context, e.g. the Dask
+        backend, whose workers then do the extraction; ``-1`` means all
+        processors.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where the backbone runs; ``"auto"`` picks CUDA when available. Any
         ``torch.device`` string works.
@@ -144,16 +142,25 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         The backbone (rebuilt on first use after unpickling).
     mean_, scale_ : ndarray of shape (n_features_out,)
         With ``normalization="standard"``: the training mean and standard deviation.
+    extraction_ : FittedExtraction
+        Everything the above are read from, as one frozen record
+        (:class:`~skh2t.features.fitted.FittedExtraction`): the backbone handle,
+        the taps, the data config, the normalisation with its fitted
+        statistics, and the feature cache. :func:`~skh2t.features.joint.transform_jointly`
+        and :mod:`skh2t.export` work from it; its layout may change between
+        versions, the attributes above do not.
 
     See Also
     --------
     skh2t.features.load_backbone : The backbone loading used here.
+    skh2t.features.joint.transform_jointly : Several poolings (see :meth:`repool`) from
+        one forward pass.
 
     Notes
     -----
-    The output is wide: with Lite0 at 224 px, ``target_size`` 512, 1024, 2048,
-    4096 and 8192 give about 28k, 42k, 78k, 180k and 406k features (1.6 MB per
-    image in float32 at 8192).
+    The output is wide: tens to hundreds of thousands of features per image
+    for an ImageNet backbone at 224 px (the widths of Lite0 by ``target_size``
+    are in :ref:`bench-extraction`).
 
     Images are resized whole to the input size (no crop), as Head2Toe's VTAB
     pipeline does. A tap's features are ordered channel-major: channel, then
@@ -161,7 +168,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
 
     Extraction pools inside forward hooks under ``torch.inference_mode()``, so
     reading all default taps costs little more than the backbone's bare
-    forward pass (measured in :ref:`benchmarks`).
+    forward pass (measured in :ref:`bench-extraction`).
 
     Pickling stores no weights for a named backbone, only how to rebuild it
     (name, weight source and a fingerprint of the weights); the backbone is
@@ -169,14 +176,17 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
     changed after ``fit`` (through ``backbone_``, in place or through
     ``.data``) no longer match the fingerprint: then they are stored too, so
     that a loaded copy, and the workers of a parallel extraction, compute with
-    them. A module
-    passed as ``backbone`` is stored whole, on the CPU. The cache is never
-    pickled, only its location.
+    them. A backbone whose structure changed after ``fit`` (a setting such as
+    ``eps``, a submodule replaced: see
+    :func:`~skh2t.features.backbones.structure_fingerprint`) is stored whole,
+    on the CPU, and so is a module passed as ``backbone``. A ``forward``
+    replaced on an instance of a named backbone is not seen, and lost in a
+    pickle. The cache is never pickled, only its location.
 
     With a ``cache``, a fit whose backbone and taps were seen before runs no
-    forward pass at all (the tap shapes are cached too); weights changed
-    after ``fit`` (through ``backbone_``, in place or through ``.data``) are
-    noticed and key new entries.
+    forward pass at all (the tap shapes are cached too); weights (through
+    ``backbone_``, in place or through ``.data``) and module settings changed
+    after ``fit`` are noticed and key new entries.
 
     Examples
     --------
@@ -301,7 +311,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         features = self._extract(images)
         if self.normalization == "standard":
             self._fit_standardization(features)
-            self._standardize(features)
+            self.extraction_.standardize(features)
         return features
 
     def transform(self, X: Any) -> np.ndarray:
@@ -319,9 +329,64 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         features = self._extract(as_images(X))
-        if self._fitted_normalization == "standard":
-            self._standardize(features)
+        self.extraction_.standardize(features)
         return features
+
+    def repool(
+        self, *, target_size: int | None = None, pool_stride: int | None = None
+    ) -> IntermediateFeatureTransformer:
+        """A fitted copy with another pooling, sharing this transformer's backbone.
+
+        The copy is what ``clone(self).set_params(target_size=...,
+        pool_stride=...).fit(X)`` would give (same taps, same tap shapes),
+        without building the backbone again or running a forward pass: the
+        tap shapes seen at fit time decide the new pooling plans. Extract the
+        features of several such copies from one forward pass per image with
+        :func:`skh2t.features.joint.transform_jointly`.
+
+        Parameters
+        ----------
+        target_size : int, default=None
+            The new target size; ``None`` keeps this transformer's.
+        pool_stride : int, default=None
+            The new pooling stride (overrides the target-size rule); ``None``
+            uses the target-size rule.
+
+        Returns
+        -------
+        IntermediateFeatureTransformer
+            Fitted; its ``backbone_`` is the same object as this transformer's.
+
+        Raises
+        ------
+        ValueError
+            If this transformer was fitted with ``normalization="standard"``
+            (the statistics would need the training features of the new
+            pooling: fit a clone instead).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skh2t.features import IntermediateFeatureTransformer
+        >>> from skh2t.features.joint import transform_jointly
+        >>> images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+        >>> small = IntermediateFeatureTransformer(
+        ...     backbone="test_resnet", weights=None, image_size=32, target_size=64
+        ... ).fit(images)
+        >>> large = small.repool(target_size=1024)
+        >>> X_small, X_large = transform_jointly([small, large], images)  # one forward pass
+        >>> X_small.shape, X_large.shape
+        ((3, 1800), (3, 11496))
+        >>> np.array_equal(X_large, large.transform(images))
+        True
+        """
+        check_is_fitted(self)
+        target_size = self.target_size if target_size is None else target_size
+        extraction = self.extraction_.repooled(target_size=target_size, pool_stride=pool_stride)
+        copy_ = copy.copy(self)
+        copy_.set_params(target_size=target_size, pool_stride=pool_stride)
+        copy_.extraction_ = extraction
+        return copy_
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Feature names ``"<tap>__<index>"``, e.g. ``"layer1.0.conv2:input__17"``.
@@ -340,6 +405,28 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         return np.asarray(names, dtype=object)
 
     @property
+    def taps_(self) -> list[TapInfo]:
+        """One :class:`TapInfo` per tap, in column order."""
+        check_is_fitted(self)
+        return list(self.extraction_.taps)
+
+    @property
+    def data_config_(self) -> dict[str, Any]:
+        """Preprocessing: ``input_size``, ``interpolation``, ``mean``, ``std``."""
+        check_is_fitted(self)
+        return dict(self.extraction_.data_config)
+
+    @property
+    def mean_(self) -> np.ndarray:
+        """With ``normalization="standard"``: the training mean of every feature."""
+        return self._standardization().mean
+
+    @property
+    def scale_(self) -> np.ndarray:
+        """With ``normalization="standard"``: the training standard deviation of every feature."""
+        return self._standardization().scale
+
+    @property
     def feature_groups_(self) -> np.ndarray:
         """The tap index of every output column (one group per tap)."""
         check_is_fitted(self)
@@ -350,7 +437,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
     def backbone_(self) -> nn.Module:
         """The backbone module (rebuilt on the CPU on first use after unpickling)."""
         check_is_fitted(self)
-        return self._live_backbone()
+        return self.extraction_.module
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -363,36 +450,43 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         tags.non_deterministic = False
         return tags
 
+    def __copy__(self) -> IntermediateFeatureTransformer:
+        """A shallow copy: the same parameters, settings and fitted record (not a pickle's)."""
+        copy_ = self.__class__.__new__(self.__class__)
+        copy_.__dict__.update(self.__dict__)
+        return copy_
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # a copy: it may be the instance's own __dict__
-        reference = state.get("_backbone_reference")
-        if reference is not None:
-            module = state.pop("_backbone_module", None)  # rebuilt from the reference on use
-            changed = state.get("_changed_weights")
-            if module is not None:  # weights changed in place since fit travel with it
-                changed = None
-                if reference.fingerprint and weights_fingerprint(module) != reference.fingerprint:
-                    changed = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-            state["_changed_weights"] = changed
-        state["_weights_state"] = None  # object ids: meaningless in another process
-        # A user module cannot be rebuilt: it is stored whole, on the CPU (once, if the
-        # parameter and the fitted module are the same object).
-        cpu_copies: dict[int, nn.Module] = {}
-        for key in ("backbone", "_backbone_module"):
-            module = state.get(key)
-            if isinstance(module, nn.Module):
-                if id(module) not in cpu_copies:
-                    cpu_copies[id(module)] = on_cpu(module)
-                state[key] = cpu_copies[id(module)]
+        module = state.get("backbone")
+        if isinstance(module, nn.Module):
+            # A user module cannot be rebuilt: it is stored whole, on the CPU, and once when
+            # the parameter and the fitted module are the same object.
+            extraction = state.get("extraction_")
+            handle = extraction.backbone if extraction is not None else None
+            if handle is not None and handle.is_built and handle.module is module:
+                handle = handle.on_cpu()
+                state["extraction_"] = dataclasses.replace(extraction, backbone=handle)
+                state["backbone"] = handle.module
+            else:
+                state["backbone"] = on_cpu(module)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("_backbone_module", None)
-        state.setdefault("_changed_weights", None)
-        state.setdefault("_feature_cache", None)
-        state.setdefault("_weights_state", None)
         state.setdefault("precision", "float32")  # pickled before the parameter existed
+        if "taps_" in state:  # pickled before the fitted state was one record
+            _from_private_members(state)
         super().__setstate__(state)
+
+    def _standardization(self) -> Standardization:
+        check_is_fitted(self)
+        standardization = self.extraction_.standardization
+        if standardization is None:
+            raise AttributeError(
+                "mean_ and scale_ exist only with normalization='standard' (fitted with "
+                f"normalization={self.extraction_.normalization!r})."
+            )
+        return standardization
 
     def _fit_backbone_and_taps(self, images: ImageArray | ImageList) -> None:
         runtime = resolve_runtime(self.device, self.precision)  # before any expensive work
@@ -417,7 +511,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         if cache_root is None:
             observations = observe()
         else:
-            identity = _identity(model, loaded.reference, device, fingerprint_known=True)
+            identity = identity_of(model, loaded.reference, device, fingerprint_known=True)
             input_size = loaded.data_config["input_size"]
             observations = cached_observations(cache_root, identity, refs, input_size, observe)
         taps = build_tap_table(
@@ -428,113 +522,40 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
             target_size=self.target_size,
             pool_stride=self.pool_stride,
         )
-        # Everything worked: replace the fitted state as a whole.
-        for stale in ("mean_", "scale_"):
-            self.__dict__.pop(stale, None)
-        self._backbone_module = model
-        self._changed_weights = None
-        self._backbone_reference: BackboneReference | None = loaded.reference
-        self._fitted_normalization = self.normalization
-        self.taps_: list[TapInfo] = taps
-        self.backbone_family_ = model_family(model)
-        self.data_config_ = loaded.data_config
-        self._feature_cache: FeatureCache | None = None
-        self._weights_state = None
-        if cache_root is not None:
-            self._feature_cache = self._cache_for(cache_root, identity, runtime.precision)
-            self._weights_state = weights_state(model)
-
-    def _cache_for(
-        self, root: os.PathLike, identity: dict[str, Any], precision: str
-    ) -> FeatureCache:
-        setup = extraction_setup(
-            identity,
-            Preprocessor.from_data_config(self.data_config_),
-            self.taps_,
-            l2=self._fitted_normalization == "l2",
-            precision=precision,
+        extraction = FittedExtraction.build(
+            LazyModule(model, loaded.reference), taps, loaded.data_config, self.normalization
         )
-        return FeatureCache(root, setup, self.taps_[-1].stop)
-
-    def _live_backbone(self) -> nn.Module:
-        if self._backbone_module is None:
-            model = self._backbone_reference.build()
-            changed = getattr(self, "_changed_weights", None)
-            if changed is not None:  # pickled after the weights were changed in place
-                model.load_state_dict(changed)
-                self._changed_weights = None
-            self._backbone_module = model
-        return self._backbone_module
+        if cache_root is not None:
+            extraction.cache.bind(cache_root, identity, runtime.precision, model)
+        # Everything worked: replace the fitted state as a whole.
+        self.extraction_ = extraction
+        self.backbone_family_ = model_family(model)
 
     def _extract(self, images: ImageArray | ImageList) -> np.ndarray:
         """Features of ``images``: from the cache where it has them, else from the backbone."""
         return extract_jointly([self], images)[0]
 
-    def _current_cache(self, runtime: Runtime) -> FeatureCache | None:
-        """The cache of the current ``cache`` parameter (it may have been set after fit),
-        re-keyed if the backbone's weights, device or precision changed since."""
-        location = cache_location(self.cache)
-        if location is None:
-            return None
-        model = self._live_backbone()
-        device = runtime.device
-        cache = self._feature_cache
-        if cache is None or cache.root != location:  # checked and created only when it changed
-            identity = _identity(model, self._backbone_reference, device)
-            cache = self._feature_cache = self._cache_for(
-                resolve_cache_directory(self.cache), identity, runtime.precision
-            )
-            self._weights_state = weights_state(model)
-        state = weights_state(model)
-        if (
-            state is None
-            or state != self._weights_state
-            or cache.setup["backbone"]["device"] != device.type
-        ):
-            identity = _identity(model, self._backbone_reference, device)
-            if identity != cache.setup["backbone"]:
-                cache = self._feature_cache = self._cache_for(
-                    cache.root, identity, runtime.precision
-                )
-            self._weights_state = state
-        if cache.setup.get("precision") != runtime.precision:
-            cache = self._feature_cache = self._cache_for(
-                cache.root, cache.setup["backbone"], runtime.precision
-            )
-        return cache
-
     def _fit_standardization(self, features: np.ndarray) -> None:
-        mean = features.mean(axis=0, dtype=np.float64)
-        squares = np.zeros_like(mean)
-        rows = max(1, _CHUNK_ELEMENTS // features.shape[1])  # bounds the float64 temporaries
-        for start in range(0, features.shape[0], rows):
-            centred = features[start : start + rows] - mean
-            squares += np.einsum("ij,ij->j", centred, centred)
-        scale = np.sqrt(squares / features.shape[0])
-        scale[scale < 10 * np.finfo(np.float32).eps * np.maximum(1.0, np.abs(mean))] = 1.0
-        self.mean_ = mean.astype(np.float32)
-        self.scale_ = scale.astype(np.float32)
-
-    def _standardize(self, features: np.ndarray) -> None:
-        features -= self.mean_
-        features /= self.scale_
+        self.extraction_ = self.extraction_.with_standardization(Standardization.fit(features))
 
 
-def _identity(
-    model: nn.Module,
-    reference: BackboneReference | None,
-    device: torch.device,
-    *,
-    fingerprint_known: bool = False,
-) -> dict[str, Any]:
-    """The backbone's part of the cache key; ``fingerprint_known``: the weights are the
-    reference's, just loaded and hashed."""
-    if reference is None:
-        return backbone_identity(model, device)
-    return backbone_identity(
-        model,
-        device,
-        name=reference.architecture,
-        create_kwargs=dict(reference.create_kwargs),
-        fingerprint=reference.fingerprint if fingerprint_known else None,
+def _from_private_members(state: dict[str, Any]) -> None:
+    """Turn the fitted state of an older pickle (private members) into ``extraction_``."""
+    reference = state.pop("_backbone_reference", None)
+    module = state.pop("_backbone_module", None)
+    changed = state.pop("_changed_weights", None)
+    if module is None and reference is None:  # a user module, pickled as the parameter
+        module = state["backbone"]
+    backbone = LazyModule(module, reference, state=changed)
+    extraction = FittedExtraction.build(
+        backbone,
+        state.pop("taps_"),
+        state.pop("data_config_"),
+        state.pop("_fitted_normalization", state.get("normalization")),
     )
+    mean, scale = state.pop("mean_", None), state.pop("scale_", None)
+    if mean is not None:
+        extraction = extraction.with_standardization(Standardization(mean, scale))
+    extraction.cache.feature_cache = state.pop("_feature_cache", None)  # re-keyed on use
+    state.pop("_weights_state", None)
+    state["extraction_"] = extraction

@@ -26,6 +26,7 @@ from torch import nn
 from skh2t.features.backbones import BackboneReference, load_backbone, on_cpu, set_input_size
 from skh2t.features.devices import DEFAULT_PRECISION, PRECISIONS, Runtime, resolve_runtime
 from skh2t.features.images import as_images
+from skh2t.features.lazy import LazyModule
 from skh2t.features.preprocessing import Preprocessor
 from skh2t.finetune.network import (
     HeadedModel,
@@ -414,9 +415,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             self.probe_search_ = search
         else:
             self.__dict__.pop("probe_search_", None)
-        self._backbone_reference: BackboneReference | None = loaded.reference
-        self._net: HeadedModel | None = best.net
-        self._net_state = None
+        recipe = None
+        if loaded.reference is not None:  # a named architecture: rebuilt from its name
+            recipe = FineTunedNet(loaded.reference, self.n_features_, len(classes))
+        self._net = LazyModule(best.net, recipe)
         return self
 
     def _probe_candidates(self) -> list[int]:
@@ -690,25 +692,23 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ pickling
 
     def _live_net(self) -> HeadedModel:
-        if self._net is None:
-            self._net = _rebuild(self._backbone_reference, self._net_state, len(self.classes_))
-            self._net_state = None
-        return self._net
+        return self._net.module
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # a copy: it may be the instance's own __dict__
         if isinstance(state.get("backbone"), nn.Module):
             state["backbone"] = on_cpu(state["backbone"])
-        net = state.get("_net")
-        if net is not None and state.get("_backbone_reference") is not None:
-            state["_net"] = None  # a named architecture: rebuilt from its name and the weights
-            state["_net_state"] = cpu_state(net)
-        elif net is not None:
-            state["_net"] = on_cpu(net)  # a user module cannot be rebuilt: stored whole
-        return state
+        return state  # the network's handle pickles as its recipe and weights, or whole
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("precision", "float32")  # pickled before the parameter existed
+        if "_net_state" in state or "_backbone_reference" in state:  # before LazyModule
+            reference = state.pop("_backbone_reference", None)
+            net, net_state = state.pop("_net", None), state.pop("_net_state", None)
+            recipe = None
+            if reference is not None:
+                recipe = FineTunedNet(reference, state["n_features_"], len(state["classes_"]))
+            state["_net"] = LazyModule(net, recipe, state=net_state)
         super().__setstate__(state)
 
     def __sklearn_tags__(self):
@@ -722,17 +722,21 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
-def _rebuild(
-    reference: BackboneReference, state: dict[str, torch.Tensor], n_classes: int
-) -> HeadedModel:
-    """The fine-tuned network on the CPU: architecture from its name, weights from ``state``."""
-    with torch.random.fork_rng(devices=[]):
-        model = timm.create_model(
-            reference.architecture, pretrained=False, **dict(reference.create_kwargs)
-        )
-    set_input_size(model, reference.image_size)
-    features = as_feature_extractor(model)
-    head_weight = state["head.weight"]
-    net = HeadedModel(features, nn.Linear(head_weight.shape[1], n_classes))
-    net.load_state_dict(state)
-    return net.eval()
+@dataclass(frozen=True)
+class FineTunedNet:
+    """The recipe of a fine-tuned network of a named architecture: without weights (a
+    pickle stores them), an untrained network of that shape on the CPU."""
+
+    reference: BackboneReference
+    n_features: int
+    n_classes: int
+    fingerprint: str = ""  # the weights are not part of the recipe: always stored
+
+    def build(self) -> HeadedModel:
+        with torch.random.fork_rng(devices=[]):
+            model = timm.create_model(
+                self.reference.architecture, pretrained=False, **dict(self.reference.create_kwargs)
+            )
+        set_input_size(model, self.reference.image_size)
+        net = HeadedModel(as_feature_extractor(model), nn.Linear(self.n_features, self.n_classes))
+        return net.eval()
