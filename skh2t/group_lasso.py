@@ -323,22 +323,11 @@ default=None
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
-        if self.classes_.shape[0] < 2:
-            raise ValueError(
-                "GroupLassoClassifier needs samples of at least 2 classes in the data, "
-                f"but the data contains only one class: {self.classes_[0]!r}."
-            )
         y_encoded = encoder.transform(y)
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
-        weighted_classes = np.unique(y_encoded[sample_weight > 0])
-        if weighted_classes.shape[0] < 2:
-            raise ValueError(
-                "GroupLassoClassifier needs samples of at least 2 classes with positive "
-                "sample_weight, but only one class has any weight: "
-                f"{self.classes_[weighted_classes]!r}."
-            )
+        _check_weighted_classes(self.classes_, y_encoded, sample_weight, "GroupLassoClassifier")
         if self.class_weight is not None:
             class_weight = compute_class_weight(
                 self.class_weight, classes=self.classes_, y=y, sample_weight=sample_weight
@@ -505,6 +494,24 @@ def _warn_not_converged(result, tol: float, max_iter: int) -> None:
             f"{violation}. Increase max_iter or tol."
         )
     warnings.warn(message, ConvergenceWarning, stacklevel=3)
+
+
+def _check_weighted_classes(
+    classes: np.ndarray, y_encoded: np.ndarray, sample_weight: np.ndarray, estimator: str
+) -> None:
+    """Raise unless the samples with positive weight cover at least two classes."""
+    if classes.shape[0] < 2:
+        raise ValueError(
+            f"{estimator} needs samples of at least 2 classes in the data, "
+            f"but the data contains only one class: {classes[0]!r}."
+        )
+    weighted_classes = np.unique(y_encoded[sample_weight > 0])
+    if weighted_classes.shape[0] < 2:
+        raise ValueError(
+            f"{estimator} needs samples of at least 2 classes with positive "
+            "sample_weight, but only one class has any weight: "
+            f"{classes[weighted_classes]!r}."
+        )
 
 
 def _groups_from_feature_names(feature_names: np.ndarray | None) -> np.ndarray:

@@ -22,7 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from skh2t._precisions import DEFAULT_PRECISION, PRECISIONS
-from skh2t.group_lasso import GroupLassoClassifier
+from skh2t.group_lasso import GroupLassoClassifier, _check_weighted_classes
 from skh2t.group_lasso_cv import _best_grid_point, _fraction_grid, _score_path
 from skh2t.progress import progress_bar
 
@@ -242,7 +242,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         y : array-like of shape (n_images,)
             Class labels.
         sample_weight : array-like of shape (n_images,), default=None
-            Weights used to fit and to score every fold, and in the final refit.
+            Non-negative weights used to fit and to score every fold, and in
+            the final refit. The labels and weights are checked (at least two
+            classes with positive weight) before any image is extracted.
 
         Returns
         -------
@@ -253,7 +255,11 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
 
         images = as_images(X)
         y = self._check_targets(y, len(images))
-        sample_weight = _check_sample_weight(sample_weight, np.empty((len(y), 0)))
+        sample_weight = _check_sample_weight(
+            sample_weight, np.empty((len(y), 0)), ensure_non_negative=True
+        )
+        classes, y_encoded = np.unique(y, return_inverse=True)
+        _check_weighted_classes(classes, y_encoded, sample_weight, "Head2ToeClassifier")
         grid = _Grid.of(self)
         folds = self._folds(y)
         transformers = self._fit_transformers(images, grid)

@@ -230,6 +230,23 @@ def test_bad_grids_are_refused_before_any_forward_pass(params, message):
     assert rows == []
 
 
+@pytest.mark.parametrize(
+    ("labels", "weights", "message"),
+    [
+        (np.zeros(len(LABELS), dtype=int), None, "only one class: np.int64\\(0\\)"),
+        (LABELS, np.where(LABELS == 0, 1.0, -1.0), "Negative values .* `sample_weight`"),
+        (LABELS, np.where(LABELS == 0, 1.0, 0.0), "only one class has any weight"),
+    ],
+)
+def test_bad_labels_or_weights_are_refused_before_any_forward_pass(labels, weights, message):
+    model = small_convnet()
+    rows = []
+    model.register_forward_pre_hook(lambda module, args: rows.append(1))
+    with pytest.raises(ValueError, match=message):
+        head2toe(backbone=model).fit(IMAGES, labels, sample_weight=weights)
+    assert rows == []
+
+
 def test_bad_labels_and_unfitted_use_are_clear():
     with pytest.raises(ValueError, match="one label per image"):
         head2toe().fit(IMAGES, LABELS[:-1])
