@@ -58,8 +58,8 @@ class GroupLassoClassifierCV(CompactStateMixin, LinearSoftmaxMixin, ClassifierMi
     alphas : int or array-like of shape (n_alphas,), default=8
         Absolute strengths. An int gives that many alphas on a geometric grid
         from ``alpha_max`` (of the whole training data) down to ``eps *
-        alpha_max``; an array gives the alphas themselves. Ignored when
-        ``alpha_fractions`` is set.
+        alpha_max``; an array gives the alphas themselves (finite, ``>= 0``).
+        Ignored when ``alpha_fractions`` is set.
     alpha_fractions : array-like of float in (0, 1], default=None
         Relative strengths, as ``GroupLassoClassifier(alpha_fraction=...)``:
         fractions of the ``alpha_max`` of each fold's training part in
@@ -269,9 +269,9 @@ max_iter
             alpha_max = base.alpha_max(X, y, sample_weight=sample_weight)
             return alpha_max * np.geomspace(1.0, self.eps, self.alphas)
         alphas = np.asarray(self.alphas, dtype=np.float64)
-        if alphas.ndim != 1 or alphas.size == 0 or np.any(alphas < 0):
+        if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas) & (alphas >= 0)):
             raise ValueError(
-                f"alphas must be a positive int or a non-empty 1-D array of alphas >= 0; "
+                f"alphas must be a positive int or a non-empty 1-D array of finite alphas >= 0; "
                 f"got {self.alphas!r}."
             )
         return np.sort(alphas)[::-1]

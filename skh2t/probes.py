@@ -272,7 +272,7 @@ def l2_probe_cv(
     y : ndarray of shape (n_samples,)
     folds : list of (train, validation) index arrays
     Cs : list of float
-        Inverse L2 strengths.
+        Inverse L2 strengths: finite and positive.
     columns : ndarray of int, default=None
         Only these columns of every matrix (e.g. :func:`last_layer_columns`).
     max_iter : int, default=1000
@@ -298,7 +298,7 @@ def l2_probe_cv(
     >>> bool((search.head.predict(X / 16) == y).mean() > 0.95)
     True
     """
-    Cs = sorted(float(C) for C in Cs)
+    Cs = _check_Cs(Cs)
     keys = list(features)
     grams = [gram_matrix(_columns(features[key], columns)) for key in keys]
     tasks = [(i, j) for i in range(len(keys)) for j in range(len(folds))]
@@ -330,6 +330,16 @@ def l2_probe_cv(
         n_not_converged=n_not_converged + bad,
         fit_seconds=fit_seconds,
     )
+
+
+def _check_Cs(Cs: Any) -> list[float]:
+    """The ``Cs`` of :func:`l2_probe_cv`, sorted; a ``ValueError`` unless finite and positive."""
+    values = np.asarray(Cs, dtype=np.float64) if np.ndim(Cs) == 1 else np.empty(0)
+    if values.size == 0 or not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(
+            f"Cs must be a non-empty 1-D list of finite inverse L2 strengths > 0; got {Cs!r}."
+        )
+    return sorted(float(C) for C in values)
 
 
 def _columns(X: np.ndarray, columns: np.ndarray | None) -> np.ndarray:

@@ -147,6 +147,12 @@ def test_groups_from_feature_name_prefixes():
     [
         ({"alphas": [-1.0, 0.1]}, "alphas"),
         ({"alphas": 0}, "alphas"),
+        ({"alphas": [np.nan]}, "alphas must be .* finite alphas >= 0"),
+        ({"alphas": [np.inf, 0.1]}, "alphas must be .* finite alphas >= 0"),
+        ({"alpha_fractions": [np.nan]}, "alpha_fractions must be"),
+        ({"alpha_fractions": [0.1, np.inf]}, "alpha_fractions must be"),
+        ({"keep_fractions": [np.nan]}, "keep_fractions must be"),
+        ({"keep_fractions": [-np.inf]}, "keep_fractions must be"),
         ({"keep_fractions": [0.0, 0.5]}, "keep_fractions"),
         ({"keep_fractions": [1.5]}, "keep_fractions"),
         ({"eps": 2.0}, "eps"),

@@ -219,6 +219,9 @@ def test_random_state_shuffles_the_folds_reproducibly():
         ({"alpha_fractions": [0.0, 0.1]}, "alpha_fractions must be a non-empty"),
         ({"keep_fractions": []}, "keep_fractions must be a non-empty"),
         ({"keep_fractions": [1.2]}, "keep_fractions"),
+        ({"alpha_fractions": [np.nan]}, "alpha_fractions must be a non-empty"),
+        ({"alpha_fractions": [0.1, np.inf]}, "alpha_fractions must be a non-empty"),
+        ({"keep_fractions": [0.1, np.nan]}, "keep_fractions must be a non-empty"),
     ],
 )
 def test_bad_grids_are_refused_before_any_forward_pass(params, message):

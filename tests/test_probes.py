@@ -132,3 +132,15 @@ def test_l2_probe_cv_in_parallel_equals_serial(wide):
     parallel = probes.l2_probe_cv(features, y, folds, [0.1, 1.0], n_jobs=2)
     np.testing.assert_array_equal(serial.scores, parallel.scores)
     assert (serial.best_key, serial.best_C) == (parallel.best_key, parallel.best_C)
+
+
+@pytest.mark.parametrize("Cs", [[np.nan], [1.0, np.inf], [], [0.0, 1.0], [-1.0], 1.0])
+def test_l2_probe_cv_refuses_bad_Cs_before_any_gram_matrix(wide, monkeypatch, Cs):
+    def no_gram(X):
+        raise AssertionError("gram_matrix called")
+
+    monkeypatch.setattr(probes, "gram_matrix", no_gram)
+    X, y = wide
+    folds = list(StratifiedKFold(3).split(X, y))
+    with pytest.raises(ValueError, match="Cs must be a non-empty 1-D list of finite"):
+        probes.l2_probe_cv({"all": X}, y, folds, Cs)
