@@ -88,7 +88,10 @@ default=None
     fit_intercept : bool, default=True
         Whether to fit an (unpenalised) intercept.
     class_weight : dict or "balanced", default=None
-        Weights of the classes, multiplied into the sample weights.
+        Weights of the classes, multiplied into the sample weights: finite,
+        ``>= 0``, and at least two classes must keep a positive weight. As in
+        scikit-learn, a class missing from the dict has weight 1, and a key
+        that is not a class is an error when a class is missing.
     tol : float, default=1e-4
         The penalised fit stops when every group's KKT violation is below
         ``tol * alpha * w_g`` (and the intercept gradient below
@@ -327,12 +330,13 @@ default=None
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
-        _check_weighted_classes(self.classes_, y_encoded, sample_weight, "GroupLassoClassifier")
         if self.class_weight is not None:
+            _check_class_weight(self.class_weight)
             class_weight = compute_class_weight(
                 self.class_weight, classes=self.classes_, y=y, sample_weight=sample_weight
             )
             sample_weight = sample_weight * class_weight[y_encoded]
+        _check_weighted_classes(self.classes_, y_encoded, sample_weight, "GroupLassoClassifier")
         return MultinomialLogistic(y_encoded, self.classes_.shape[0], sample_weight)
 
     def _make_penalty(self, n_features: int, alpha: float) -> GroupLasso:
@@ -505,12 +509,34 @@ def _check_weighted_classes(
             f"{estimator} needs samples of at least 2 classes in the data, "
             f"but the data contains only one class: {classes[0]!r}."
         )
-    weighted_classes = np.unique(y_encoded[sample_weight > 0])
+    weighted_classes = classes[np.unique(y_encoded[sample_weight > 0])]
     if weighted_classes.shape[0] < 2:
+        which = (
+            f"only one class has any weight: {weighted_classes[0]!r}"
+            if weighted_classes.size
+            else "no class has any weight"
+        )
         raise ValueError(
-            f"{estimator} needs samples of at least 2 classes with positive "
-            "sample_weight, but only one class has any weight: "
-            f"{classes[weighted_classes]!r}."
+            f"{estimator} needs samples of at least 2 classes with positive weight "
+            f"(sample_weight, times class_weight if set), but {which}."
+        )
+
+
+def _check_class_weight(class_weight: dict | str) -> None:
+    """Raise unless a ``class_weight`` dict maps to finite, non-negative numbers.
+
+    Keys that are not classes are left to scikit-learn's ``compute_class_weight``.
+    """
+    if not isinstance(class_weight, dict):
+        return
+    try:
+        weights = np.array(list(class_weight.values()), dtype=np.float64)
+    except (TypeError, ValueError):
+        weights = np.array([np.nan])
+    if weights.ndim != 1 or not np.all(np.isfinite(weights) & (weights >= 0)):
+        raise ValueError(
+            "Negative, infinite or NaN values in `class_weight`: weights must be finite "
+            f"numbers >= 0; got {class_weight!r}."
         )
 
 

@@ -200,6 +200,7 @@ max_iter
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         base = self._base_estimator()
+        clone(base)._make_datafit(X, y, sample_weight)  # labels and weights, before any fold
         relative = self.alpha_fractions is not None
         if relative:
             self.alpha_fractions_ = _fraction_grid(self.alpha_fractions, "alpha_fractions")[::-1]

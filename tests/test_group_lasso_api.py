@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skh2t import GroupLassoClassifier
+from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
 
 
 @parametrize_with_checks(
@@ -149,6 +149,32 @@ def test_bad_parameters_fail_clearly(params, message):
     X, y = load_iris(return_X_y=True)
     with pytest.raises(ValueError, match=message):
         GroupLassoClassifier(**params).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    ("class_weight", "message"),
+    [
+        ({0: -2.0}, "Negative, infinite or NaN values in `class_weight`"),
+        ({0: np.inf}, "Negative, infinite or NaN values in `class_weight`"),
+        ({1: np.nan}, "Negative, infinite or NaN values in `class_weight`"),
+        ({0: "heavy"}, "Negative, infinite or NaN values in `class_weight`"),
+        ({0: 0.0, 1: 0.0, 2: 0.0}, "no class has any weight"),
+        ({0: 0.0, 1: 0.0}, "only one class has any weight: np.int64\\(2\\)"),
+        ({5: 2.0}, "not in class_weight"),  # as scikit-learn: a key that is not a class
+    ],
+)
+def test_bad_class_weights_are_refused_before_any_fit(class_weight, message, monkeypatch):
+    import skh2t.group_lasso_cv
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a fold was fitted")
+
+    monkeypatch.setattr(skh2t.group_lasso_cv, "_score_path", no_fit)
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match=message):
+        GroupLassoClassifier(class_weight=class_weight).fit(X, y)
+    with pytest.raises(ValueError, match=message):
+        GroupLassoClassifierCV(class_weight=class_weight, alphas=[0.1], cv=2).fit(X, y)
 
 
 def test_bad_data_fails_clearly():
