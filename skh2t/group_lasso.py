@@ -19,7 +19,7 @@ from sklearn.utils.validation import _check_sample_weight, validate_data
 from skh2t._compact import CompactStateMixin
 from skh2t._prediction import LinearSoftmaxMixin, renormalize_columns
 from skh2t._solver import GroupLasso, MultinomialLogistic, fit_ridge_multinomial, solve_group_lasso
-from skh2t._solver.working_set import full_gradient
+from skh2t._solver.working_set import constant_columns, full_gradient
 
 
 class GroupLassoClassifier(CompactStateMixin, LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
@@ -94,12 +94,15 @@ default=None
         that is not a class is an error when a class is missing.
     tol : float, default=1e-4
         The penalised fit stops when every group's KKT violation is below
-        ``tol * alpha * w_g`` (and the intercept gradient below
-        ``tol * alpha``): a violation relative to the penalty. With
-        ``alpha=0`` the criterion is an absolute gradient norm. The refit of
-        the kept features (a smooth problem) stops when no entry of the
-        gradient of its mean loss exceeds ``tol``, as scikit-learn's
-        ``LogisticRegression(tol=...)`` with L-BFGS does.
+        ``tol * alpha * w_g`` and every entry of the intercept gradient below
+        ``tol * alpha / s``, with ``s`` the root mean square of the weighted
+        norms of the centred columns (the natural scale of a coefficient's
+        gradient): violations relative to the penalty, which do not change
+        when ``X`` is multiplied by a constant. With ``alpha=0``, ``s``
+        takes the place of ``alpha``. The refit of the kept features (a
+        smooth problem) stops when no entry of the gradient of its mean loss
+        exceeds ``tol``, as scikit-learn's ``LogisticRegression(tol=...)``
+        with L-BFGS does.
     max_iter : int, default=5000
         Maximum number of FISTA iterations (and of L-BFGS iterations for the
         refit). Iterations are cheap (products with the working set only);
@@ -149,7 +152,8 @@ default=None
         With ``renormalize_groups``: the re-normalisation group of every
         feature (an index); else ``None``.
     kkt_violation_ : float
-        Largest KKT violation of the penalised fit, relative to ``alpha * w_g``.
+        Largest KKT violation of the penalised fit, relative to ``alpha * w_g``
+        (``alpha / s`` for the intercept; see ``tol``).
     objective_ : float
         Value of the penalised objective at the solution.
     n_iter_ : ndarray of shape (1,)
@@ -167,6 +171,11 @@ default=None
 
     Notes
     -----
+    With an intercept, a column whose values span at most the rounding unit
+    of its dtype (``eps * max|x_j|``) is constant to the arithmetic: its
+    gradient is exactly zero (rather than rounding), so it never enters the
+    model and all-constant data has ``alpha_max`` exactly 0.
+
     The solver and the refit run BLAS on one thread, whatever the thread
     settings around them: their products are thin (one column per class)
     and, on a machine whose cores are shared, a multi-threaded BLAS made them
@@ -457,7 +466,9 @@ default=None
         Returns
         -------
         alpha_max : float
-            ``max_g ||grad_g|| / w_g`` at zero coefficients and the optimal intercept.
+            ``max_g ||grad_g|| / w_g`` at zero coefficients and the optimal
+            intercept; with an intercept, numerically constant columns (see
+            Notes) have a zero gradient, so constant data gives exactly 0.
         """
         probe = self.__class__(**self.get_params())
         X, y = validate_data(probe, X, y, dtype=[np.float64, np.float32], order="C")
@@ -470,6 +481,8 @@ default=None
         if self.fit_intercept:
             intercept = datafit.optimal_intercept_at_zero()
         _, gradient, _ = full_gradient(X, datafit, coef, intercept)
+        if self.fit_intercept:  # their gradient is rounding: exactly zero once centred
+            gradient[constant_columns(X)] = 0.0
         return float(np.max(penalty.group_norms(gradient) / penalty.group_weights))
 
     def __sklearn_tags__(self):
