@@ -58,8 +58,9 @@ class GroupLassoClassifier(CompactStateMixin, LinearSoftmaxMixin, ClassifierMixi
         target size), the strength is then relative per fold and per feature
         matrix, as Head2Toe's protocol asks. When set, ``alpha`` is ignored.
     groups : array-like of shape (n_features,), "feature_name_prefix" or None, default=None
-        Group label of every feature (e.g. the layer it comes from). ``None``
-        puts every feature in a group of its own. ``"feature_name_prefix"``
+        Group label of every feature (e.g. the layer it comes from): all
+        strings or all finite numbers, never a mix. ``None`` puts every
+        feature in a group of its own. ``"feature_name_prefix"``
         groups the columns of a DataFrame by their name up to the last
         ``"__"``: with ``IntermediateFeatureTransformer(...).set_output(
         transform="pandas")`` before it in a pipeline, one group per tap,
@@ -288,6 +289,7 @@ default=None
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
         datafit = self._make_datafit(X, y, sample_weight)
         self._check_selection_size(X.shape[1])
+        self._renormalize_index(X.shape[1])  # checked before the penalised fit
         return X, datafit
 
     def _fit_penalised(self, X: np.ndarray, datafit: MultinomialLogistic, alpha: float, start=None):
@@ -362,7 +364,9 @@ default=None
         if groups is None or not self._selects():
             return None
         if isinstance(groups, str):
-            groups = _groups_from_feature_names(getattr(self, "feature_names_in_", None))
+            groups = _groups_from_feature_names(
+                getattr(self, "feature_names_in_", None), name="renormalize_groups"
+            )
         return _encode_groups(groups, n_features, name="renormalize_groups")[1]
 
     def _selects(self) -> bool:
@@ -553,10 +557,12 @@ def _check_class_weight(class_weight: dict | str) -> None:
         )
 
 
-def _groups_from_feature_names(feature_names: np.ndarray | None) -> np.ndarray:
+def _groups_from_feature_names(
+    feature_names: np.ndarray | None, *, name: str = "groups"
+) -> np.ndarray:
     if feature_names is None:
         raise ValueError(
-            "groups='feature_name_prefix' needs feature names, but X has none: fit on a "
+            f"{name}='feature_name_prefix' needs feature names, but X has none: fit on a "
             "pandas DataFrame, e.g. put IntermediateFeatureTransformer(...).set_output("
             "transform='pandas') before this classifier in the pipeline."
         )
@@ -569,13 +575,41 @@ def _encode_groups(
     """Distinct group labels and the group index of every feature."""
     if groups is None:
         return np.arange(n_features), np.arange(n_features)
-    groups = np.asarray(groups)
-    if groups.ndim != 1 or groups.shape[0] != n_features:
+    labels = np.asarray(groups)
+    if labels.ndim != 1 or labels.shape[0] != n_features:
         raise ValueError(
-            f"{name} must hold one group label per feature: got shape {groups.shape} "
+            f"{name} must hold one group label per feature: got shape {labels.shape} "
             f"for X with {n_features} features. Pass an array of length {n_features}."
         )
-    return np.unique(groups, return_inverse=True)
+    if labels.dtype.kind not in "biuUS" or not isinstance(groups, np.ndarray):
+        # Lists and object arrays: NumPy would turn [1, "a"] into ["1", "a"].
+        labels = _labels_of_one_kind(list(groups), name)
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise ValueError(
+            f"{name} contains NaN or infinity: give every feature a finite number or a "
+            "string as its group label."
+        )
+    return np.unique(labels, return_inverse=True)
+
+
+def _labels_of_one_kind(labels: list, name: str) -> np.ndarray:
+    """The labels as an array of strings or of numbers; a ValueError for anything else."""
+    is_string = [isinstance(label, str) for label in labels]
+    is_number = [isinstance(label, Real) and not isinstance(label, str) for label in labels]
+    neither = [i for i, (a, b) in enumerate(zip(is_string, is_number, strict=True)) if not a | b]
+    if neither:
+        raise ValueError(
+            f"{name} must hold a string or a number as the label of every feature; "
+            f"feature {neither[0]} has {labels[neither[0]]!r}."
+        )
+    if any(is_string) and any(is_number):
+        first_string, first_number = is_string.index(True), is_number.index(True)
+        raise ValueError(
+            f"{name} mixes strings and numbers (e.g. {labels[first_number]!r} and "
+            f"{labels[first_string]!r}), which would be compared as strings: use labels of "
+            "one kind."
+        )
+    return np.array(labels, dtype=str if any(is_string) else None)
 
 
 def _check_group_weights(

@@ -200,7 +200,11 @@ max_iter
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         base = self._base_estimator()
-        clone(base)._make_datafit(X, y, sample_weight)  # labels and weights, before any fold
+        checked = clone(base)  # labels, weights and groups, before any fold
+        checked._make_datafit(X, y, sample_weight)
+        checked._make_penalty(X.shape[1], 1.0)
+        if self.keep_fractions is not None:
+            checked.set_params(keep_fraction=1.0)._renormalize_index(X.shape[1])
         relative = self.alpha_fractions is not None
         if relative:
             self.alpha_fractions_ = _fraction_grid(self.alpha_fractions, "alpha_fractions")[::-1]
@@ -250,14 +254,18 @@ max_iter
         return self
 
     def _base_estimator(self) -> GroupLassoClassifier:
-        groups = self.groups
-        if isinstance(groups, str):  # folds see arrays: resolve the names once, here
-            groups = _groups_from_feature_names(getattr(self, "feature_names_in_", None))
+        # Folds see arrays: resolve the names once, here.
+        names = getattr(self, "feature_names_in_", None)
+        groups, renormalize_groups = self.groups, self.renormalize_groups
+        if isinstance(groups, str):
+            groups = _groups_from_feature_names(names)
+        if isinstance(renormalize_groups, str):
+            renormalize_groups = _groups_from_feature_names(names, name="renormalize_groups")
         return GroupLassoClassifier(
             groups=groups,
             group_weights=self.group_weights,
             refit_l2=self.refit_l2,
-            renormalize_groups=self.renormalize_groups,
+            renormalize_groups=renormalize_groups,
             fit_intercept=self.fit_intercept,
             class_weight=self.class_weight,
             tol=self.tol,

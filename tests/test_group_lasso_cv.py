@@ -142,6 +142,20 @@ def test_groups_from_feature_name_prefixes():
     assert nonzero[2] == nonzero[3]
 
 
+def test_renormalize_groups_from_feature_name_prefixes():
+    pd = pytest.importorskip("pandas")
+    X, y = load_iris(return_X_y=True)
+    columns = ["sepal__length", "sepal__width", "petal__length", "petal__width"]
+    params = {"alphas": 3, "cv": 3, "keep_fractions": [0.5]}
+    by_name = GroupLassoClassifierCV(renormalize_groups="feature_name_prefix", **params)
+    by_name.fit(pd.DataFrame(X, columns=columns), y)
+    explicit = GroupLassoClassifierCV(renormalize_groups=["s", "s", "p", "p"], **params).fit(X, y)
+    np.testing.assert_array_equal(by_name.renormalize_index_, [1, 1, 0, 0])
+    np.testing.assert_array_equal(by_name.scores_, explicit.scores_)
+    with pytest.raises(ValueError, match="renormalize_groups='feature_name_prefix' needs"):
+        GroupLassoClassifierCV(renormalize_groups="feature_name_prefix", **params).fit(X, y)
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
