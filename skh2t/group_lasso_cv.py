@@ -17,6 +17,7 @@ from sklearn.utils.validation import _check_sample_weight, validate_data
 from skh2t._compact import CompactStateMixin
 from skh2t._prediction import LinearSoftmaxMixin
 from skh2t.group_lasso import GroupLassoClassifier, _groups_from_feature_names
+from skh2t.threads import single_blas_thread
 
 # Fitted attributes of the refitted GroupLassoClassifier exposed by the CV estimator.
 _COPIED_ATTRIBUTES = (
@@ -78,7 +79,9 @@ class GroupLassoClassifierCV(CompactStateMixin, LinearSoftmaxMixin, ClassifierMi
 max_iter
         As in :class:`GroupLassoClassifier`.
     n_jobs : int, default=None
-        Folds run in parallel on this many workers (joblib).
+        Folds run in parallel on this many workers (joblib). The scores do
+        not depend on it: every fold runs BLAS on one thread, in this process
+        as in a worker, so it gives the same floats wherever it runs.
     verbose : int, default=0
         Verbosity of joblib and of the solver.
 
@@ -355,7 +358,42 @@ def _score_path(
     ``relative_alphas``: the alphas are fractions of ``alpha_max`` of the
     fold's training rows (computed here, on the fold's one copy of them).
     ``on_alpha`` is called after every alpha (progress bars).
+
+    BLAS runs on one thread throughout (not only in the solvers): the number
+    of threads changes the last bits of its products, and this function runs
+    in this process or in a joblib worker depending on ``n_jobs``. On one
+    thread, a fold gives the same floats wherever it runs.
     """
+    with single_blas_thread():
+        return _single_threaded_score_path(
+            base,
+            X,
+            y,
+            sample_weight,
+            train,
+            test,
+            alphas,
+            keep_fractions,
+            scorer,
+            relative_alphas=relative_alphas,
+            on_alpha=on_alpha,
+        )
+
+
+def _single_threaded_score_path(
+    base,
+    X,
+    y,
+    sample_weight,
+    train,
+    test,
+    alphas,
+    keep_fractions,
+    scorer,
+    *,
+    relative_alphas,
+    on_alpha,
+) -> np.ndarray:
     clf = clone(base)
     X_train, datafit = clf._prepare(X[train], y[train], sample_weight[train])
     if relative_alphas:

@@ -31,6 +31,8 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from skh2t.threads import single_blas_thread
+
 __all__ = [
     "LinearHead",
     "ProbeSearch",
@@ -151,7 +153,16 @@ def _fold_scores(
     Cs: list[float],
     max_iter: int,
 ) -> tuple[np.ndarray, int]:
-    """Validation accuracy of every ``C`` on one fold, and the number of unconverged fits."""
+    """Validation accuracy of every ``C`` on one fold, and the number of unconverged fits.
+
+    BLAS (the eigen-decomposition, L-BFGS) runs on one thread, so that the fold
+    gives the same floats in this process and in a joblib worker.
+    """
+    with single_blas_thread():
+        return _single_threaded_fold_scores(gram, y, train, valid, Cs, max_iter)
+
+
+def _single_threaded_fold_scores(gram, y, train, valid, Cs, max_iter) -> tuple[np.ndarray, int]:
     space = _RowSpace.from_gram(gram[np.ix_(train, train)])
     Z_valid = space.coordinates(gram[np.ix_(valid, train)])
     scores = np.zeros(len(Cs))
@@ -279,6 +290,8 @@ def l2_probe_cv(
         ``LogisticRegression``'s iteration limit.
     n_jobs : int, default=None
         Processes for the (matrix, fold) pairs (joblib; ``-1``: all cores).
+        The scores do not depend on it: every pair runs BLAS on one thread,
+        here as in a worker.
     on_fold : callable, default=None
         Called after every (matrix, fold) pair (progress bars).
 

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits, load_iris
+from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
 from skh2t.group_lasso_cv import _predicted_start
@@ -128,6 +130,31 @@ def test_parallel_folds_match_sequential(digits):
     parallel = GroupLassoClassifierCV(alphas=3, cv=3, n_jobs=2).fit(X, y)
     np.testing.assert_array_equal(sequential.scores_, parallel.scores_)
     np.testing.assert_allclose(sequential.coef_, parallel.coef_)
+
+
+def single_threaded_log_loss(estimator, X, y, sample_weight=None):
+    """Minus the log-loss, which shows any last-bit difference (an accuracy hides them until
+    a near-tie flips a prediction); fails unless BLAS runs on one thread."""
+    threads = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    assert threads == {1}, f"a fold ran BLAS with {threads} threads"
+    proba = estimator.predict_proba(X)
+    return -log_loss(y, proba, sample_weight=sample_weight, labels=estimator.classes_)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fold_scores_are_the_same_floats_whatever_n_jobs(digits, dtype):
+    """Every fold runs BLAS on one thread, in this process (here with two BLAS threads
+    around it, as on a multi-core machine) and in a worker alike: the same floats."""
+    X, y = digits
+    params = {"alphas": 3, "keep_fractions": [0.3, 1.0], "cv": 3}
+    with threadpool_limits(limits=2, user_api="blas"):
+        sequential = GroupLassoClassifierCV(
+            n_jobs=1, scoring=single_threaded_log_loss, **params
+        ).fit(X.astype(dtype), y)
+    parallel = GroupLassoClassifierCV(n_jobs=2, scoring=single_threaded_log_loss, **params)
+    parallel.fit(X.astype(dtype), y)
+    np.testing.assert_array_equal(sequential.scores_, parallel.scores_)
+    assert sequential.alpha_ == parallel.alpha_
 
 
 def test_groups_from_feature_name_prefixes():
