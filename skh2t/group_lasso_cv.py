@@ -74,7 +74,10 @@ class GroupLassoClassifierCV(CompactStateMixin, LinearSoftmaxMixin, ClassifierMi
     cv : int, cross-validation generator or iterable, default=5
         As in scikit-learn: an int is the number of stratified folds.
     scoring : str or callable, default=None
-        Score to maximise; ``None`` is the accuracy.
+        Score to maximise; ``None`` is the accuracy. A callable is called as
+        ``scoring(estimator, X_valid, y_valid)``, with
+        ``sample_weight=`` the validation rows' weights when ``fit`` is given
+        ``sample_weight``.
     groups, group_weights, refit_l2, renormalize_groups, fit_intercept, class_weight, tol, \
 max_iter
         As in :class:`GroupLassoClassifier`.
@@ -201,6 +204,7 @@ max_iter
             The fitted estimator.
         """
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
+        weighted_scores = sample_weight is not None
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         base = self._base_estimator()
         checked = clone(base)  # labels, weights and groups, before any fold
@@ -230,6 +234,7 @@ max_iter
                 self.keep_fractions_,
                 scorer,
                 relative_alphas=relative,
+                weighted_scores=weighted_scores,
             )
             for train, test in folds
         )
@@ -349,6 +354,7 @@ def _score_path(
     scorer,
     *,
     relative_alphas: bool = False,
+    weighted_scores: bool = True,
     on_alpha: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Scores of one fold along the warm-started alpha path, every keep fraction per alpha.
@@ -357,7 +363,10 @@ def _score_path(
     per alpha, and only the selection and the refit run once per fraction.
     ``relative_alphas``: the alphas are fractions of ``alpha_max`` of the
     fold's training rows (computed here, on the fold's one copy of them).
-    ``on_alpha`` is called after every alpha (progress bars).
+    ``weighted_scores``: call ``scorer`` with the validation rows'
+    ``sample_weight`` (else as ``scorer(estimator, X, y)``, the signature of
+    any scikit-learn scoring callable). ``on_alpha`` is called after every
+    alpha (progress bars).
 
     BLAS runs on one thread throughout (not only in the solvers): the number
     of threads changes the last bits of its products, and this function runs
@@ -376,6 +385,7 @@ def _score_path(
             keep_fractions,
             scorer,
             relative_alphas=relative_alphas,
+            weighted_scores=weighted_scores,
             on_alpha=on_alpha,
         )
 
@@ -392,13 +402,15 @@ def _single_threaded_score_path(
     scorer,
     *,
     relative_alphas,
+    weighted_scores,
     on_alpha,
 ) -> np.ndarray:
     clf = clone(base)
     X_train, datafit = clf._prepare(X[train], y[train], sample_weight[train])
     if relative_alphas:
         alphas = alphas * clf.alpha_max(X_train, y[train], sample_weight[train])
-    X_test, y_test, weight_test = X[test], y[test], sample_weight[test]
+    X_test, y_test = X[test], y[test]
+    score_params = {"sample_weight": sample_weight[test]} if weighted_scores else {}
     scores = np.empty((len(alphas), len(keep_fractions)))
     solved: list[tuple[float, np.ndarray, np.ndarray]] = []
     for i, alpha in enumerate(alphas):
@@ -407,7 +419,7 @@ def _single_threaded_score_path(
         solved = [*solved[-1:], (alpha, result.coef, result.intercept)]
         for j, fraction in enumerate(keep_fractions):
             clf.set_params(keep_fraction=fraction)._select_and_refit(X_train, datafit, result)
-            scores[i, j] = scorer(clf, X_test, y_test, sample_weight=weight_test)
+            scores[i, j] = scorer(clf, X_test, y_test, **score_params)
         if on_alpha is not None:
             on_alpha()
     return scores

@@ -68,12 +68,16 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     scoring : str or callable, default=None
         Validation score to maximise (``None``: accuracy). A callable is called
         as ``scoring(head, X_valid, y_valid)`` with the group-lasso head and
-        the validation images' features.
+        the validation images' features (and ``sample_weight=`` their weights
+        when ``fit`` is given ``sample_weight``).
     refit_l2, tol, max_iter
         As in :class:`~skh2t.GroupLassoClassifier`.
     n_jobs : int, default=None
         Processes for the cross-validation, one (fold, pooling) path per task
-        (joblib; ``-1``: all cores). The scores do not depend on it.
+        (joblib; ``-1``: all cores). The scores do not depend on it: every
+        path runs BLAS on one thread, in this process as in a worker, so
+        from the same features it gives the same floats wherever it runs.
+        (The features are extracted before, as ``extraction_n_jobs`` says.)
     extraction_n_jobs : int, default=None
         The transformer's ``n_jobs``: parallel extraction in chunks of whole
         batches (also through a Dask cluster). ``None``: in this process, with
@@ -255,6 +259,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
 
         images = as_images(X)
         y = self._check_targets(y, len(images))
+        weighted_scores = sample_weight is not None
         sample_weight = _check_sample_weight(
             sample_weight, np.empty((len(y), 0)), ensure_non_negative=True
         )
@@ -264,7 +269,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         folds = self._folds(y)
         transformers = self._fit_transformers(images, grid)
         features = self._training_features(transformers, images)
-        scores = self._cross_validate(features, transformers, y, sample_weight, folds, grid)
+        scores = self._cross_validate(
+            features, transformers, y, sample_weight, folds, grid, weighted_scores
+        )
         chosen = self._record_search(scores, grid, len(folds))
         self._refit(transformers[chosen], features[chosen], y, sample_weight)
         return self
@@ -344,6 +351,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         sample_weight: np.ndarray,
         folds: list,
         grid: _Grid,
+        weighted_scores: bool,
     ) -> np.ndarray:
         """Scores of shape (n_poolings, n_folds, n_alphas, n_keep_fractions)."""
         heads = [self._head(t) for t in transformers]
@@ -367,6 +375,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
                     alphas,
                     grid.keep_fractions,
                     scorer,
+                    weighted_scores,
                 )
                 for p, f in tasks
             )
@@ -566,6 +575,7 @@ def _fold_path(
     alpha_fractions: np.ndarray,
     keep_fractions: list[float],
     scorer,
+    weighted_scores: bool,
 ) -> tuple[np.ndarray, int]:
     """One fold's path on one pooling's features, and its number of unconverged fits."""
     with warnings.catch_warnings(record=True) as caught:
@@ -581,6 +591,7 @@ def _fold_path(
             keep_fractions,
             scorer,
             relative_alphas=True,
+            weighted_scores=weighted_scores,
         )
     return scores, sum(issubclass(w.category, ConvergenceWarning) for w in caught)
 

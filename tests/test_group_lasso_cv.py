@@ -157,6 +157,16 @@ def test_fold_scores_are_the_same_floats_whatever_n_jobs(digits, dtype):
     assert sequential.alpha_ == parallel.alpha_
 
 
+def test_a_scoring_callable_with_three_arguments_works_without_sample_weight():
+    X, y = load_iris(return_X_y=True)
+    cv = GroupLassoClassifierCV(scoring=lambda est, X, y: est.score(X, y), alphas=2, cv=2)
+    reference = GroupLassoClassifierCV(scoring="accuracy", alphas=2, cv=2)
+    np.testing.assert_array_equal(cv.fit(X, y).scores_, reference.fit(X, y).scores_)
+    weights = np.where(y == 0, 3.0, 1.0)
+    weighted = GroupLassoClassifierCV(alphas=2, cv=2).fit(X, y, sample_weight=weights)
+    assert not np.array_equal(weighted.scores_, cv.scores_)
+
+
 def test_groups_from_feature_name_prefixes():
     pd = pytest.importorskip("pandas")
     X, y = load_iris(return_X_y=True)
