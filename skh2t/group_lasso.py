@@ -19,7 +19,7 @@ from sklearn.utils.validation import _check_sample_weight, validate_data
 from skh2t._compact import CompactStateMixin
 from skh2t._prediction import LinearSoftmaxMixin, renormalize_columns
 from skh2t._solver import GroupLasso, MultinomialLogistic, fit_ridge_multinomial, solve_group_lasso
-from skh2t._solver.working_set import full_gradient
+from skh2t._solver.working_set import constant_columns, full_gradient
 
 
 class GroupLassoClassifier(CompactStateMixin, LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
@@ -58,8 +58,9 @@ class GroupLassoClassifier(CompactStateMixin, LinearSoftmaxMixin, ClassifierMixi
         target size), the strength is then relative per fold and per feature
         matrix, as Head2Toe's protocol asks. When set, ``alpha`` is ignored.
     groups : array-like of shape (n_features,), "feature_name_prefix" or None, default=None
-        Group label of every feature (e.g. the layer it comes from). ``None``
-        puts every feature in a group of its own. ``"feature_name_prefix"``
+        Group label of every feature (e.g. the layer it comes from): all
+        strings or all finite numbers, never a mix. ``None`` puts every
+        feature in a group of its own. ``"feature_name_prefix"``
         groups the columns of a DataFrame by their name up to the last
         ``"__"``: with ``IntermediateFeatureTransformer(...).set_output(
         transform="pandas")`` before it in a pipeline, one group per tap,
@@ -88,15 +89,21 @@ default=None
     fit_intercept : bool, default=True
         Whether to fit an (unpenalised) intercept.
     class_weight : dict or "balanced", default=None
-        Weights of the classes, multiplied into the sample weights.
+        Weights of the classes, multiplied into the sample weights: finite,
+        ``>= 0``, and at least two classes must keep a positive weight. As in
+        scikit-learn, a class missing from the dict has weight 1, and a key
+        that is not a class is an error when a class is missing.
     tol : float, default=1e-4
         The penalised fit stops when every group's KKT violation is below
-        ``tol * alpha * w_g`` (and the intercept gradient below
-        ``tol * alpha``): a violation relative to the penalty. With
-        ``alpha=0`` the criterion is an absolute gradient norm. The refit of
-        the kept features (a smooth problem) stops when no entry of the
-        gradient of its mean loss exceeds ``tol``, as scikit-learn's
-        ``LogisticRegression(tol=...)`` with L-BFGS does.
+        ``tol * alpha * w_g`` and every entry of the intercept gradient below
+        ``tol * alpha / s``, with ``s`` the root mean square of the weighted
+        norms of the centred columns (the natural scale of a coefficient's
+        gradient): violations relative to the penalty, which do not change
+        when ``X`` is multiplied by a constant. With ``alpha=0``, ``s``
+        takes the place of ``alpha``. The refit of the kept features (a
+        smooth problem) stops when no entry of the gradient of its mean loss
+        exceeds ``tol``, as scikit-learn's ``LogisticRegression(tol=...)``
+        with L-BFGS does.
     max_iter : int, default=5000
         Maximum number of FISTA iterations (and of L-BFGS iterations for the
         refit). Iterations are cheap (products with the working set only);
@@ -146,7 +153,8 @@ default=None
         With ``renormalize_groups``: the re-normalisation group of every
         feature (an index); else ``None``.
     kkt_violation_ : float
-        Largest KKT violation of the penalised fit, relative to ``alpha * w_g``.
+        Largest KKT violation of the penalised fit, relative to ``alpha * w_g``
+        (``alpha / s`` for the intercept; see ``tol``).
     objective_ : float
         Value of the penalised objective at the solution.
     n_iter_ : ndarray of shape (1,)
@@ -164,6 +172,11 @@ default=None
 
     Notes
     -----
+    With an intercept, a column whose values span at most the rounding unit
+    of its dtype (``eps * max|x_j|``) is constant to the arithmetic: its
+    gradient is exactly zero (rather than rounding), so it never enters the
+    model and all-constant data has ``alpha_max`` exactly 0.
+
     The solver and the refit run BLAS on one thread, whatever the thread
     settings around them: their products are thin (one column per class)
     and, on a machine whose cores are shared, a multi-threaded BLAS made them
@@ -276,6 +289,7 @@ default=None
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
         datafit = self._make_datafit(X, y, sample_weight)
         self._check_selection_size(X.shape[1])
+        self._renormalize_index(X.shape[1])  # checked before the penalised fit
         return X, datafit
 
     def _fit_penalised(self, X: np.ndarray, datafit: MultinomialLogistic, alpha: float, start=None):
@@ -323,27 +337,17 @@ default=None
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
-        if self.classes_.shape[0] < 2:
-            raise ValueError(
-                "GroupLassoClassifier needs samples of at least 2 classes in the data, "
-                f"but the data contains only one class: {self.classes_[0]!r}."
-            )
         y_encoded = encoder.transform(y)
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
-        weighted_classes = np.unique(y_encoded[sample_weight > 0])
-        if weighted_classes.shape[0] < 2:
-            raise ValueError(
-                "GroupLassoClassifier needs samples of at least 2 classes with positive "
-                "sample_weight, but only one class has any weight: "
-                f"{self.classes_[weighted_classes]!r}."
-            )
         if self.class_weight is not None:
+            _check_class_weight(self.class_weight)
             class_weight = compute_class_weight(
                 self.class_weight, classes=self.classes_, y=y, sample_weight=sample_weight
             )
             sample_weight = sample_weight * class_weight[y_encoded]
+        _check_weighted_classes(self.classes_, y_encoded, sample_weight, "GroupLassoClassifier")
         return MultinomialLogistic(y_encoded, self.classes_.shape[0], sample_weight)
 
     def _make_penalty(self, n_features: int, alpha: float) -> GroupLasso:
@@ -360,7 +364,9 @@ default=None
         if groups is None or not self._selects():
             return None
         if isinstance(groups, str):
-            groups = _groups_from_feature_names(getattr(self, "feature_names_in_", None))
+            groups = _groups_from_feature_names(
+                getattr(self, "feature_names_in_", None), name="renormalize_groups"
+            )
         return _encode_groups(groups, n_features, name="renormalize_groups")[1]
 
     def _selects(self) -> bool:
@@ -464,7 +470,9 @@ default=None
         Returns
         -------
         alpha_max : float
-            ``max_g ||grad_g|| / w_g`` at zero coefficients and the optimal intercept.
+            ``max_g ||grad_g|| / w_g`` at zero coefficients and the optimal
+            intercept; with an intercept, numerically constant columns (see
+            Notes) have a zero gradient, so constant data gives exactly 0.
         """
         probe = self.__class__(**self.get_params())
         X, y = validate_data(probe, X, y, dtype=[np.float64, np.float32], order="C")
@@ -477,6 +485,8 @@ default=None
         if self.fit_intercept:
             intercept = datafit.optimal_intercept_at_zero()
         _, gradient, _ = full_gradient(X, datafit, coef, intercept)
+        if self.fit_intercept:  # their gradient is rounding: exactly zero once centred
+            gradient[constant_columns(X)] = 0.0
         return float(np.max(penalty.group_norms(gradient) / penalty.group_weights))
 
     def __sklearn_tags__(self):
@@ -507,10 +517,52 @@ def _warn_not_converged(result, tol: float, max_iter: int) -> None:
     warnings.warn(message, ConvergenceWarning, stacklevel=3)
 
 
-def _groups_from_feature_names(feature_names: np.ndarray | None) -> np.ndarray:
+def _check_weighted_classes(
+    classes: np.ndarray, y_encoded: np.ndarray, sample_weight: np.ndarray, estimator: str
+) -> None:
+    """Raise unless the samples with positive weight cover at least two classes."""
+    if classes.shape[0] < 2:
+        raise ValueError(
+            f"{estimator} needs samples of at least 2 classes in the data, "
+            f"but the data contains only one class: {classes[0]!r}."
+        )
+    weighted_classes = classes[np.unique(y_encoded[sample_weight > 0])]
+    if weighted_classes.shape[0] < 2:
+        which = (
+            f"only one class has any weight: {weighted_classes[0]!r}"
+            if weighted_classes.size
+            else "no class has any weight"
+        )
+        raise ValueError(
+            f"{estimator} needs samples of at least 2 classes with positive weight "
+            f"(sample_weight, times class_weight if set), but {which}."
+        )
+
+
+def _check_class_weight(class_weight: dict | str) -> None:
+    """Raise unless a ``class_weight`` dict maps to finite, non-negative numbers.
+
+    Keys that are not classes are left to scikit-learn's ``compute_class_weight``.
+    """
+    if not isinstance(class_weight, dict):
+        return
+    try:
+        weights = np.array(list(class_weight.values()), dtype=np.float64)
+    except (TypeError, ValueError):
+        weights = np.array([np.nan])
+    if weights.ndim != 1 or not np.all(np.isfinite(weights) & (weights >= 0)):
+        raise ValueError(
+            "Negative, infinite or NaN values in `class_weight`: weights must be finite "
+            f"numbers >= 0; got {class_weight!r}."
+        )
+
+
+def _groups_from_feature_names(
+    feature_names: np.ndarray | None, *, name: str = "groups"
+) -> np.ndarray:
     if feature_names is None:
         raise ValueError(
-            "groups='feature_name_prefix' needs feature names, but X has none: fit on a "
+            f"{name}='feature_name_prefix' needs feature names, but X has none: fit on a "
             "pandas DataFrame, e.g. put IntermediateFeatureTransformer(...).set_output("
             "transform='pandas') before this classifier in the pipeline."
         )
@@ -523,13 +575,41 @@ def _encode_groups(
     """Distinct group labels and the group index of every feature."""
     if groups is None:
         return np.arange(n_features), np.arange(n_features)
-    groups = np.asarray(groups)
-    if groups.ndim != 1 or groups.shape[0] != n_features:
+    labels = np.asarray(groups)
+    if labels.ndim != 1 or labels.shape[0] != n_features:
         raise ValueError(
-            f"{name} must hold one group label per feature: got shape {groups.shape} "
+            f"{name} must hold one group label per feature: got shape {labels.shape} "
             f"for X with {n_features} features. Pass an array of length {n_features}."
         )
-    return np.unique(groups, return_inverse=True)
+    if labels.dtype.kind not in "biuUS" or not isinstance(groups, np.ndarray):
+        # Lists and object arrays: NumPy would turn [1, "a"] into ["1", "a"].
+        labels = _labels_of_one_kind(list(groups), name)
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise ValueError(
+            f"{name} contains NaN or infinity: give every feature a finite number or a "
+            "string as its group label."
+        )
+    return np.unique(labels, return_inverse=True)
+
+
+def _labels_of_one_kind(labels: list, name: str) -> np.ndarray:
+    """The labels as an array of strings or of numbers; a ValueError for anything else."""
+    is_string = [isinstance(label, str) for label in labels]
+    is_number = [isinstance(label, Real) and not isinstance(label, str) for label in labels]
+    neither = [i for i, (a, b) in enumerate(zip(is_string, is_number, strict=True)) if not a | b]
+    if neither:
+        raise ValueError(
+            f"{name} must hold a string or a number as the label of every feature; "
+            f"feature {neither[0]} has {labels[neither[0]]!r}."
+        )
+    if any(is_string) and any(is_number):
+        first_string, first_number = is_string.index(True), is_number.index(True)
+        raise ValueError(
+            f"{name} mixes strings and numbers (e.g. {labels[first_number]!r} and "
+            f"{labels[first_string]!r}), which would be compared as strings: use labels of "
+            "one kind."
+        )
+    return np.array(labels, dtype=str if any(is_string) else None)
 
 
 def _check_group_weights(

@@ -17,6 +17,7 @@ from sklearn.utils.validation import _check_sample_weight, validate_data
 from skh2t._compact import CompactStateMixin
 from skh2t._prediction import LinearSoftmaxMixin
 from skh2t.group_lasso import GroupLassoClassifier, _groups_from_feature_names
+from skh2t.threads import single_blas_thread
 
 # Fitted attributes of the refitted GroupLassoClassifier exposed by the CV estimator.
 _COPIED_ATTRIBUTES = (
@@ -58,8 +59,8 @@ class GroupLassoClassifierCV(CompactStateMixin, LinearSoftmaxMixin, ClassifierMi
     alphas : int or array-like of shape (n_alphas,), default=8
         Absolute strengths. An int gives that many alphas on a geometric grid
         from ``alpha_max`` (of the whole training data) down to ``eps *
-        alpha_max``; an array gives the alphas themselves. Ignored when
-        ``alpha_fractions`` is set.
+        alpha_max``; an array gives the alphas themselves (finite, ``>= 0``).
+        Ignored when ``alpha_fractions`` is set.
     alpha_fractions : array-like of float in (0, 1], default=None
         Relative strengths, as ``GroupLassoClassifier(alpha_fraction=...)``:
         fractions of the ``alpha_max`` of each fold's training part in
@@ -73,12 +74,17 @@ class GroupLassoClassifierCV(CompactStateMixin, LinearSoftmaxMixin, ClassifierMi
     cv : int, cross-validation generator or iterable, default=5
         As in scikit-learn: an int is the number of stratified folds.
     scoring : str or callable, default=None
-        Score to maximise; ``None`` is the accuracy.
+        Score to maximise; ``None`` is the accuracy. A callable is called as
+        ``scoring(estimator, X_valid, y_valid)``, with
+        ``sample_weight=`` the validation rows' weights when ``fit`` is given
+        ``sample_weight``.
     groups, group_weights, refit_l2, renormalize_groups, fit_intercept, class_weight, tol, \
 max_iter
         As in :class:`GroupLassoClassifier`.
     n_jobs : int, default=None
-        Folds run in parallel on this many workers (joblib).
+        Folds run in parallel on this many workers (joblib). The scores do
+        not depend on it: every fold runs BLAS on one thread, in this process
+        as in a worker, so it gives the same floats wherever it runs.
     verbose : int, default=0
         Verbosity of joblib and of the solver.
 
@@ -198,8 +204,14 @@ max_iter
             The fitted estimator.
         """
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
+        weighted_scores = sample_weight is not None
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         base = self._base_estimator()
+        checked = clone(base)  # labels, weights and groups, before any fold
+        checked._make_datafit(X, y, sample_weight)
+        checked._make_penalty(X.shape[1], 1.0)
+        if self.keep_fractions is not None:
+            checked.set_params(keep_fraction=1.0)._renormalize_index(X.shape[1])
         relative = self.alpha_fractions is not None
         if relative:
             self.alpha_fractions_ = _fraction_grid(self.alpha_fractions, "alpha_fractions")[::-1]
@@ -222,6 +234,7 @@ max_iter
                 self.keep_fractions_,
                 scorer,
                 relative_alphas=relative,
+                weighted_scores=weighted_scores,
             )
             for train, test in folds
         )
@@ -249,14 +262,18 @@ max_iter
         return self
 
     def _base_estimator(self) -> GroupLassoClassifier:
-        groups = self.groups
-        if isinstance(groups, str):  # folds see arrays: resolve the names once, here
-            groups = _groups_from_feature_names(getattr(self, "feature_names_in_", None))
+        # Folds see arrays: resolve the names once, here.
+        names = getattr(self, "feature_names_in_", None)
+        groups, renormalize_groups = self.groups, self.renormalize_groups
+        if isinstance(groups, str):
+            groups = _groups_from_feature_names(names)
+        if isinstance(renormalize_groups, str):
+            renormalize_groups = _groups_from_feature_names(names, name="renormalize_groups")
         return GroupLassoClassifier(
             groups=groups,
             group_weights=self.group_weights,
             refit_l2=self.refit_l2,
-            renormalize_groups=self.renormalize_groups,
+            renormalize_groups=renormalize_groups,
             fit_intercept=self.fit_intercept,
             class_weight=self.class_weight,
             tol=self.tol,
@@ -269,9 +286,9 @@ max_iter
             alpha_max = base.alpha_max(X, y, sample_weight=sample_weight)
             return alpha_max * np.geomspace(1.0, self.eps, self.alphas)
         alphas = np.asarray(self.alphas, dtype=np.float64)
-        if alphas.ndim != 1 or alphas.size == 0 or np.any(alphas < 0):
+        if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas) & (alphas >= 0)):
             raise ValueError(
-                f"alphas must be a positive int or a non-empty 1-D array of alphas >= 0; "
+                f"alphas must be a positive int or a non-empty 1-D array of finite alphas >= 0; "
                 f"got {self.alphas!r}."
             )
         return np.sort(alphas)[::-1]
@@ -337,6 +354,7 @@ def _score_path(
     scorer,
     *,
     relative_alphas: bool = False,
+    weighted_scores: bool = True,
     on_alpha: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Scores of one fold along the warm-started alpha path, every keep fraction per alpha.
@@ -345,13 +363,54 @@ def _score_path(
     per alpha, and only the selection and the refit run once per fraction.
     ``relative_alphas``: the alphas are fractions of ``alpha_max`` of the
     fold's training rows (computed here, on the fold's one copy of them).
-    ``on_alpha`` is called after every alpha (progress bars).
+    ``weighted_scores``: call ``scorer`` with the validation rows'
+    ``sample_weight`` (else as ``scorer(estimator, X, y)``, the signature of
+    any scikit-learn scoring callable). ``on_alpha`` is called after every
+    alpha (progress bars).
+
+    BLAS runs on one thread throughout (not only in the solvers): the number
+    of threads changes the last bits of its products, and this function runs
+    in this process or in a joblib worker depending on ``n_jobs``. On one
+    thread, a fold gives the same floats wherever it runs.
     """
+    with single_blas_thread():
+        return _single_threaded_score_path(
+            base,
+            X,
+            y,
+            sample_weight,
+            train,
+            test,
+            alphas,
+            keep_fractions,
+            scorer,
+            relative_alphas=relative_alphas,
+            weighted_scores=weighted_scores,
+            on_alpha=on_alpha,
+        )
+
+
+def _single_threaded_score_path(
+    base,
+    X,
+    y,
+    sample_weight,
+    train,
+    test,
+    alphas,
+    keep_fractions,
+    scorer,
+    *,
+    relative_alphas,
+    weighted_scores,
+    on_alpha,
+) -> np.ndarray:
     clf = clone(base)
     X_train, datafit = clf._prepare(X[train], y[train], sample_weight[train])
     if relative_alphas:
         alphas = alphas * clf.alpha_max(X_train, y[train], sample_weight[train])
-    X_test, y_test, weight_test = X[test], y[test], sample_weight[test]
+    X_test, y_test = X[test], y[test]
+    score_params = {"sample_weight": sample_weight[test]} if weighted_scores else {}
     scores = np.empty((len(alphas), len(keep_fractions)))
     solved: list[tuple[float, np.ndarray, np.ndarray]] = []
     for i, alpha in enumerate(alphas):
@@ -360,7 +419,7 @@ def _score_path(
         solved = [*solved[-1:], (alpha, result.coef, result.intercept)]
         for j, fraction in enumerate(keep_fractions):
             clf.set_params(keep_fraction=fraction)._select_and_refit(X_train, datafit, result)
-            scores[i, j] = scorer(clf, X_test, y_test, sample_weight=weight_test)
+            scores[i, j] = scorer(clf, X_test, y_test, **score_params)
         if on_alpha is not None:
             on_alpha()
     return scores

@@ -22,7 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from skh2t._precisions import DEFAULT_PRECISION, PRECISIONS
-from skh2t.group_lasso import GroupLassoClassifier
+from skh2t.group_lasso import GroupLassoClassifier, _check_weighted_classes
 from skh2t.group_lasso_cv import _best_grid_point, _fraction_grid, _score_path
 from skh2t.progress import progress_bar
 
@@ -68,12 +68,16 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     scoring : str or callable, default=None
         Validation score to maximise (``None``: accuracy). A callable is called
         as ``scoring(head, X_valid, y_valid)`` with the group-lasso head and
-        the validation images' features.
+        the validation images' features (and ``sample_weight=`` their weights
+        when ``fit`` is given ``sample_weight``).
     refit_l2, tol, max_iter
         As in :class:`~skh2t.GroupLassoClassifier`.
     n_jobs : int, default=None
         Processes for the cross-validation, one (fold, pooling) path per task
-        (joblib; ``-1``: all cores). The scores do not depend on it.
+        (joblib; ``-1``: all cores). The scores do not depend on it: every
+        path runs BLAS on one thread, in this process as in a worker, so
+        from the same features it gives the same floats wherever it runs.
+        (The features are extracted before, as ``extraction_n_jobs`` says.)
     extraction_n_jobs : int, default=None
         The transformer's ``n_jobs``: parallel extraction in chunks of whole
         batches (also through a Dask cluster). ``None``: in this process, with
@@ -242,7 +246,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         y : array-like of shape (n_images,)
             Class labels.
         sample_weight : array-like of shape (n_images,), default=None
-            Weights used to fit and to score every fold, and in the final refit.
+            Non-negative weights used to fit and to score every fold, and in
+            the final refit. The labels and weights are checked (at least two
+            classes with positive weight) before any image is extracted.
 
         Returns
         -------
@@ -253,12 +259,19 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
 
         images = as_images(X)
         y = self._check_targets(y, len(images))
-        sample_weight = _check_sample_weight(sample_weight, np.empty((len(y), 0)))
+        weighted_scores = sample_weight is not None
+        sample_weight = _check_sample_weight(
+            sample_weight, np.empty((len(y), 0)), ensure_non_negative=True
+        )
+        classes, y_encoded = np.unique(y, return_inverse=True)
+        _check_weighted_classes(classes, y_encoded, sample_weight, "Head2ToeClassifier")
         grid = _Grid.of(self)
         folds = self._folds(y)
         transformers = self._fit_transformers(images, grid)
         features = self._training_features(transformers, images)
-        scores = self._cross_validate(features, transformers, y, sample_weight, folds, grid)
+        scores = self._cross_validate(
+            features, transformers, y, sample_weight, folds, grid, weighted_scores
+        )
         chosen = self._record_search(scores, grid, len(folds))
         self._refit(transformers[chosen], features[chosen], y, sample_weight)
         return self
@@ -337,6 +350,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         sample_weight: np.ndarray,
         folds: list,
         grid: _Grid,
+        weighted_scores: bool,
     ) -> np.ndarray:
         """Scores of shape (n_poolings, n_folds, n_alphas, n_keep_fractions)."""
         heads = [self._head(t) for t in transformers]
@@ -360,6 +374,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
                     alphas,
                     grid.keep_fractions,
                     scorer,
+                    weighted_scores,
                 )
                 for p, f in tasks
             )
@@ -559,6 +574,7 @@ def _fold_path(
     alpha_fractions: np.ndarray,
     keep_fractions: list[float],
     scorer,
+    weighted_scores: bool,
 ) -> tuple[np.ndarray, int]:
     """One fold's path on one pooling's features, and its number of unconverged fits."""
     with warnings.catch_warnings(record=True) as caught:
@@ -574,6 +590,7 @@ def _fold_path(
             keep_fractions,
             scorer,
             relative_alphas=True,
+            weighted_scores=weighted_scores,
         )
     return scores, sum(issubclass(w.category, ConvergenceWarning) for w in caught)
 

@@ -31,6 +31,8 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from skh2t.threads import single_blas_thread
+
 __all__ = [
     "LinearHead",
     "ProbeSearch",
@@ -151,7 +153,16 @@ def _fold_scores(
     Cs: list[float],
     max_iter: int,
 ) -> tuple[np.ndarray, int]:
-    """Validation accuracy of every ``C`` on one fold, and the number of unconverged fits."""
+    """Validation accuracy of every ``C`` on one fold, and the number of unconverged fits.
+
+    BLAS (the eigen-decomposition, L-BFGS) runs on one thread, so that the fold
+    gives the same floats in this process and in a joblib worker.
+    """
+    with single_blas_thread():
+        return _single_threaded_fold_scores(gram, y, train, valid, Cs, max_iter)
+
+
+def _single_threaded_fold_scores(gram, y, train, valid, Cs, max_iter) -> tuple[np.ndarray, int]:
     space = _RowSpace.from_gram(gram[np.ix_(train, train)])
     Z_valid = space.coordinates(gram[np.ix_(valid, train)])
     scores = np.zeros(len(Cs))
@@ -272,13 +283,15 @@ def l2_probe_cv(
     y : ndarray of shape (n_samples,)
     folds : list of (train, validation) index arrays
     Cs : list of float
-        Inverse L2 strengths.
+        Inverse L2 strengths: finite and positive.
     columns : ndarray of int, default=None
         Only these columns of every matrix (e.g. :func:`last_layer_columns`).
     max_iter : int, default=1000
         ``LogisticRegression``'s iteration limit.
     n_jobs : int, default=None
         Processes for the (matrix, fold) pairs (joblib; ``-1``: all cores).
+        The scores do not depend on it: every pair runs BLAS on one thread,
+        here as in a worker.
     on_fold : callable, default=None
         Called after every (matrix, fold) pair (progress bars).
 
@@ -298,7 +311,7 @@ def l2_probe_cv(
     >>> bool((search.head.predict(X / 16) == y).mean() > 0.95)
     True
     """
-    Cs = sorted(float(C) for C in Cs)
+    Cs = _check_Cs(Cs)
     keys = list(features)
     grams = [gram_matrix(_columns(features[key], columns)) for key in keys]
     tasks = [(i, j) for i in range(len(keys)) for j in range(len(folds))]
@@ -330,6 +343,16 @@ def l2_probe_cv(
         n_not_converged=n_not_converged + bad,
         fit_seconds=fit_seconds,
     )
+
+
+def _check_Cs(Cs: Any) -> list[float]:
+    """The ``Cs`` of :func:`l2_probe_cv`, sorted; a ``ValueError`` unless finite and positive."""
+    values = np.asarray(Cs, dtype=np.float64) if np.ndim(Cs) == 1 else np.empty(0)
+    if values.size == 0 or not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(
+            f"Cs must be a non-empty 1-D list of finite inverse L2 strengths > 0; got {Cs!r}."
+        )
+    return sorted(float(C) for C in values)
 
 
 def _columns(X: np.ndarray, columns: np.ndarray | None) -> np.ndarray:

@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skh2t import GroupLassoClassifier
+from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
 
 
 @parametrize_with_checks(
@@ -149,6 +149,78 @@ def test_bad_parameters_fail_clearly(params, message):
     X, y = load_iris(return_X_y=True)
     with pytest.raises(ValueError, match=message):
         GroupLassoClassifier(**params).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    ("class_weight", "message"),
+    [
+        ({0: -2.0}, "Negative, infinite or NaN values in `class_weight`"),
+        ({0: np.inf}, "Negative, infinite or NaN values in `class_weight`"),
+        ({1: np.nan}, "Negative, infinite or NaN values in `class_weight`"),
+        ({0: "heavy"}, "Negative, infinite or NaN values in `class_weight`"),
+        ({0: 0.0, 1: 0.0, 2: 0.0}, "no class has any weight"),
+        ({0: 0.0, 1: 0.0}, "only one class has any weight: np.int64\\(2\\)"),
+        ({5: 2.0}, "not in class_weight"),  # as scikit-learn: a key that is not a class
+    ],
+)
+def test_bad_class_weights_are_refused_before_any_fit(class_weight, message, monkeypatch):
+    import skh2t.group_lasso_cv
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a fold was fitted")
+
+    monkeypatch.setattr(skh2t.group_lasso_cv, "_score_path", no_fit)
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match=message):
+        GroupLassoClassifier(class_weight=class_weight).fit(X, y)
+    with pytest.raises(ValueError, match=message):
+        GroupLassoClassifierCV(class_weight=class_weight, alphas=[0.1], cv=2).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        (
+            [None] * 4,
+            "groups must hold a string or a number as the label of every feature; "
+            "feature 0 has None",
+        ),
+        ([0, 0, object(), 1], "feature 2 has <object"),
+        ([1, "a", 1, "a"], "groups mixes strings and numbers \\(e.g. 1 and 'a'\\)"),
+        ([1, "1", 2, 2], "groups mixes strings and numbers"),
+        ([np.nan, np.nan, 1.0, 1.0], "groups contains NaN or infinity"),
+        (np.array([0.5, 0.5, np.inf, 1.0]), "groups contains NaN or infinity"),
+        ([0, 1, 1], "one group label per feature: got shape \\(3,\\)"),
+        ([[0, 1]] * 4, "one group label per feature: got shape \\(4, 2\\)"),
+    ],
+)
+def test_bad_groups_are_refused_clearly_before_any_fit(groups, message, monkeypatch):
+    import skh2t.group_lasso
+    import skh2t.group_lasso_cv
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a fold was fitted")
+
+    monkeypatch.setattr(skh2t.group_lasso_cv, "_score_path", no_fit)
+    monkeypatch.setattr(skh2t.group_lasso, "solve_group_lasso", no_fit)
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match=message):
+        GroupLassoClassifier(groups=groups).fit(X, y)
+    with pytest.raises(ValueError, match=message.replace("groups", "renormalize_groups", 1)):
+        GroupLassoClassifier(renormalize_groups=groups, keep_fraction=0.5).fit(X, y)
+    with pytest.raises(ValueError, match=message):
+        GroupLassoClassifierCV(groups=groups, alphas=[0.1], cv=2).fit(X, y)
+    renormalize = {"renormalize_groups": groups, "keep_fractions": [0.5]}
+    with pytest.raises(ValueError, match=message.replace("groups", "renormalize_groups", 1)):
+        GroupLassoClassifierCV(alphas=[0.1], cv=2, **renormalize).fit(X, y)
+
+
+def test_group_labels_of_one_kind_are_kept_as_they_are():
+    X, y = load_iris(return_X_y=True)
+    strings = GroupLassoClassifier(groups=np.array(["b", "a", "b", "a"], dtype=object)).fit(X, y)
+    np.testing.assert_array_equal(strings.group_labels_, ["a", "b"])
+    numbers = GroupLassoClassifier(groups=[np.int64(2), 1, 2.0, 1]).fit(X, y)
+    np.testing.assert_array_equal(numbers.group_labels_, [1, 2])
 
 
 def test_bad_data_fails_clearly():

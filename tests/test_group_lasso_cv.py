@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits, load_iris
+from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
 from skh2t.group_lasso_cv import _predicted_start
@@ -130,6 +132,41 @@ def test_parallel_folds_match_sequential(digits):
     np.testing.assert_allclose(sequential.coef_, parallel.coef_)
 
 
+def single_threaded_log_loss(estimator, X, y, sample_weight=None):
+    """Minus the log-loss, which shows any last-bit difference (an accuracy hides them until
+    a near-tie flips a prediction); fails unless BLAS runs on one thread."""
+    threads = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    assert threads == {1}, f"a fold ran BLAS with {threads} threads"
+    proba = estimator.predict_proba(X)
+    return -log_loss(y, proba, sample_weight=sample_weight, labels=estimator.classes_)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fold_scores_are_the_same_floats_whatever_n_jobs(digits, dtype):
+    """Every fold runs BLAS on one thread, in this process (here with two BLAS threads
+    around it, as on a multi-core machine) and in a worker alike: the same floats."""
+    X, y = digits
+    params = {"alphas": 3, "keep_fractions": [0.3, 1.0], "cv": 3}
+    with threadpool_limits(limits=2, user_api="blas"):
+        sequential = GroupLassoClassifierCV(
+            n_jobs=1, scoring=single_threaded_log_loss, **params
+        ).fit(X.astype(dtype), y)
+    parallel = GroupLassoClassifierCV(n_jobs=2, scoring=single_threaded_log_loss, **params)
+    parallel.fit(X.astype(dtype), y)
+    np.testing.assert_array_equal(sequential.scores_, parallel.scores_)
+    assert sequential.alpha_ == parallel.alpha_
+
+
+def test_a_scoring_callable_with_three_arguments_works_without_sample_weight():
+    X, y = load_iris(return_X_y=True)
+    cv = GroupLassoClassifierCV(scoring=lambda est, X, y: est.score(X, y), alphas=2, cv=2)
+    reference = GroupLassoClassifierCV(scoring="accuracy", alphas=2, cv=2)
+    np.testing.assert_array_equal(cv.fit(X, y).scores_, reference.fit(X, y).scores_)
+    weights = np.where(y == 0, 3.0, 1.0)
+    weighted = GroupLassoClassifierCV(alphas=2, cv=2).fit(X, y, sample_weight=weights)
+    assert not np.array_equal(weighted.scores_, cv.scores_)
+
+
 def test_groups_from_feature_name_prefixes():
     pd = pytest.importorskip("pandas")
     X, y = load_iris(return_X_y=True)
@@ -142,11 +179,31 @@ def test_groups_from_feature_name_prefixes():
     assert nonzero[2] == nonzero[3]
 
 
+def test_renormalize_groups_from_feature_name_prefixes():
+    pd = pytest.importorskip("pandas")
+    X, y = load_iris(return_X_y=True)
+    columns = ["sepal__length", "sepal__width", "petal__length", "petal__width"]
+    params = {"alphas": 3, "cv": 3, "keep_fractions": [0.5]}
+    by_name = GroupLassoClassifierCV(renormalize_groups="feature_name_prefix", **params)
+    by_name.fit(pd.DataFrame(X, columns=columns), y)
+    explicit = GroupLassoClassifierCV(renormalize_groups=["s", "s", "p", "p"], **params).fit(X, y)
+    np.testing.assert_array_equal(by_name.renormalize_index_, [1, 1, 0, 0])
+    np.testing.assert_array_equal(by_name.scores_, explicit.scores_)
+    with pytest.raises(ValueError, match="renormalize_groups='feature_name_prefix' needs"):
+        GroupLassoClassifierCV(renormalize_groups="feature_name_prefix", **params).fit(X, y)
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
         ({"alphas": [-1.0, 0.1]}, "alphas"),
         ({"alphas": 0}, "alphas"),
+        ({"alphas": [np.nan]}, "alphas must be .* finite alphas >= 0"),
+        ({"alphas": [np.inf, 0.1]}, "alphas must be .* finite alphas >= 0"),
+        ({"alpha_fractions": [np.nan]}, "alpha_fractions must be"),
+        ({"alpha_fractions": [0.1, np.inf]}, "alpha_fractions must be"),
+        ({"keep_fractions": [np.nan]}, "keep_fractions must be"),
+        ({"keep_fractions": [-np.inf]}, "keep_fractions must be"),
         ({"keep_fractions": [0.0, 0.5]}, "keep_fractions"),
         ({"keep_fractions": [1.5]}, "keep_fractions"),
         ({"eps": 2.0}, "eps"),

@@ -13,6 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from skh2t import GroupLassoClassifier
+from skh2t._solver.working_set import constant_columns
 
 
 def make_problem(n_samples=120, n_features=30, n_classes=3, n_informative=5, seed=0):
@@ -255,3 +256,68 @@ def test_warm_path_on_wide_float32_features_converges_quickly():
             warnings.simplefilter("error", ConvergenceWarning)
             clf.set_params(alpha=fraction * alpha_max).fit(features, y)
         assert clf.kkt_violation_ <= clf.tol
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("scale", [1e-12, 1e12])
+def test_scaling_X_changes_neither_the_support_nor_the_convergence(scale, dtype):
+    """The KKT criteria are relative to the penalty and the columns' scale (defect 14)."""
+    X, y = make_problem()
+    X += 1.0
+    params = {"alpha_fraction": 0.1, "tol": 1e-6, "max_iter": 20_000}
+    reference = GroupLassoClassifier(**params).fit(X.astype(dtype), y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        scaled = GroupLassoClassifier(**params).fit((X * scale).astype(dtype), y)
+    assert scaled.kkt_violation_ <= 1e-6
+    np.testing.assert_array_equal(scaled.support_, reference.support_)
+    assert 0 < scaled.support_.sum() < X.shape[1]
+    np.testing.assert_allclose(scaled.alpha_max_, reference.alpha_max_ * scale, rtol=1e-5)
+    np.testing.assert_allclose(
+        scaled.predict_proba((X * scale).astype(dtype)),
+        reference.predict_proba(X.astype(dtype)),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_constant_columns_have_alpha_max_zero_and_converge_at_once(dtype):
+    y = np.arange(40) % 3
+    X = np.full((40, 6), 0.1, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = GroupLassoClassifier(alpha_fraction=0.1, keep_fraction=0.5).fit(X, y)
+    assert clf.alpha_max_ == 0.0
+    assert clf.n_iter_[0] == 0
+    assert not np.any(clf.group_lasso_coef_)
+    priors = np.bincount(y) / len(y)  # the model is the intercept: the class priors
+    np.testing.assert_allclose(clf.predict_proba(X), np.tile(priors, (40, 1)), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_constant_columns_next_to_informative_ones_stay_out_of_the_model(dtype):
+    X, y = make_problem()
+    constants = np.column_stack([np.full(len(X), 3.7), np.zeros(len(X)), np.full(len(X), -1e3)])
+    params = {"alpha_fraction": 0.2, "tol": 1e-6, "max_iter": 20_000}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        mixed = GroupLassoClassifier(**params).fit(np.hstack([X, constants]).astype(dtype), y)
+    alone = GroupLassoClassifier(**params).fit(X.astype(dtype), y)
+    assert not np.any(mixed.group_lasso_coef_[:, -3:])
+    np.testing.assert_array_equal(mixed.support_[:-3], alone.support_)
+    np.testing.assert_allclose(mixed.alpha_max_, alone.alpha_max_, rtol=1e-6)
+    np.testing.assert_allclose(mixed.coef_[:, :-3], alone.coef_, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_constant_columns_span_at_most_the_rounding_unit_of_their_dtype(dtype):
+    eps = np.finfo(dtype).eps
+    one = dtype(1.0)
+    X = np.array(
+        [
+            [one, 0.0, -3.0, one, 5.0],
+            [one + eps, 0.0, -3.0, one + 2 * eps, 5.0 + 1e-3],
+        ],
+        dtype=dtype,
+    )
+    np.testing.assert_array_equal(constant_columns(X), [True, True, True, False, False])

@@ -10,6 +10,7 @@ import torch
 from _image_data import images_and_labels
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import (
@@ -18,6 +19,7 @@ from sklearn.utils.estimator_checks import (
     check_parameters_default_constructible,
     check_set_params,
 )
+from threadpoolctl import threadpool_info, threadpool_limits
 from torch import nn
 
 from skh2t import GroupLassoClassifier, Head2ToeClassifier
@@ -219,6 +221,9 @@ def test_random_state_shuffles_the_folds_reproducibly():
         ({"alpha_fractions": [0.0, 0.1]}, "alpha_fractions must be a non-empty"),
         ({"keep_fractions": []}, "keep_fractions must be a non-empty"),
         ({"keep_fractions": [1.2]}, "keep_fractions"),
+        ({"alpha_fractions": [np.nan]}, "alpha_fractions must be a non-empty"),
+        ({"alpha_fractions": [0.1, np.inf]}, "alpha_fractions must be a non-empty"),
+        ({"keep_fractions": [0.1, np.nan]}, "keep_fractions must be a non-empty"),
     ],
 )
 def test_bad_grids_are_refused_before_any_forward_pass(params, message):
@@ -227,6 +232,23 @@ def test_bad_grids_are_refused_before_any_forward_pass(params, message):
     model.register_forward_pre_hook(lambda module, args: rows.append(1))
     with pytest.raises(ValueError, match=message):
         head2toe(backbone=model, **params).fit(IMAGES, LABELS)
+    assert rows == []
+
+
+@pytest.mark.parametrize(
+    ("labels", "weights", "message"),
+    [
+        (np.zeros(len(LABELS), dtype=int), None, "only one class: np.int64\\(0\\)"),
+        (LABELS, np.where(LABELS == 0, 1.0, -1.0), "Negative values .* `sample_weight`"),
+        (LABELS, np.where(LABELS == 0, 1.0, 0.0), "only one class has any weight"),
+    ],
+)
+def test_bad_labels_or_weights_are_refused_before_any_forward_pass(labels, weights, message):
+    model = small_convnet()
+    rows = []
+    model.register_forward_pre_hook(lambda module, args: rows.append(1))
+    with pytest.raises(ValueError, match=message):
+        head2toe(backbone=model).fit(IMAGES, labels, sample_weight=weights)
     assert rows == []
 
 
@@ -270,6 +292,43 @@ def test_parallel_cross_validation_gives_the_same_search(folds, fitted):
         np.testing.assert_array_equal(parallel.cv_results_[key], fitted.cv_results_[key])
     assert parallel.best_params_ == fitted.best_params_
     np.testing.assert_array_equal(parallel.classifier_.coef_, fitted.classifier_.coef_)
+
+
+def single_threaded_log_loss(head, X, y):
+    """Minus the log-loss, which shows any last-bit difference (an accuracy hides them until
+    a near-tie flips a prediction); fails unless BLAS runs on one thread."""
+    threads = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    assert threads == {1}, f"a fold ran BLAS with {threads} threads"
+    return -log_loss(y, head.predict_proba(X), labels=head.classes_)
+
+
+def test_cv_results_are_the_same_floats_whatever_n_jobs(folds):
+    """The folds run here (with two BLAS threads around them, as on a multi-core machine)
+    and in two worker processes give the same floats."""
+    params = {"cv": folds, "scoring": single_threaded_log_loss, "target_sizes": [16, 64]}
+    with threadpool_limits(limits=2, user_api="blas"):
+        sequential = head2toe(n_jobs=1, **params).fit(IMAGES, LABELS)
+    parallel = head2toe(n_jobs=2, **params).fit(IMAGES, LABELS)
+    for key in ("mean_test_score", "split0_test_score", "split1_test_score"):
+        np.testing.assert_array_equal(parallel.cv_results_[key], sequential.cv_results_[key])
+    assert parallel.best_params_ == sequential.best_params_
+
+
+def test_a_scoring_callable_gets_sample_weight_only_when_fit_does(folds):
+    calls = []
+
+    def weighted_accuracy(head, X, y, **params):
+        calls.append(sorted(params))
+        return head.score(X, y, **params)
+
+    params = {"cv": folds, "scoring": weighted_accuracy, "target_sizes": [16]}
+    head2toe(**params).fit(IMAGES, LABELS)
+    assert calls
+    assert all(names == [] for names in calls)
+    calls.clear()
+    head2toe(**params).fit(IMAGES, LABELS, sample_weight=np.where(LABELS == 0, 2.0, 1.0))
+    assert calls
+    assert all(names == ["sample_weight"] for names in calls)
 
 
 def test_scoring_and_progress_bars(capsys):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from skh2t import probes
 from skh2t.features import IntermediateFeatureTransformer
@@ -132,3 +133,35 @@ def test_l2_probe_cv_in_parallel_equals_serial(wide):
     parallel = probes.l2_probe_cv(features, y, folds, [0.1, 1.0], n_jobs=2)
     np.testing.assert_array_equal(serial.scores, parallel.scores)
     assert (serial.best_key, serial.best_C) == (parallel.best_key, parallel.best_C)
+
+
+@pytest.mark.parametrize("Cs", [[np.nan], [1.0, np.inf], [], [0.0, 1.0], [-1.0], 1.0])
+def test_l2_probe_cv_refuses_bad_Cs_before_any_gram_matrix(wide, monkeypatch, Cs):
+    def no_gram(X):
+        raise AssertionError("gram_matrix called")
+
+    monkeypatch.setattr(probes, "gram_matrix", no_gram)
+    X, y = wide
+    folds = list(StratifiedKFold(3).split(X, y))
+    with pytest.raises(ValueError, match="Cs must be a non-empty 1-D list of finite"):
+        probes.l2_probe_cv({"all": X}, y, folds, Cs)
+
+
+def test_probe_folds_run_blas_on_one_thread_whatever_n_jobs(wide, monkeypatch):
+    """So that a fold gives the same floats here and in a worker (eigh and L-BFGS change
+    in the last bits with the number of BLAS threads)."""
+    threads = []
+    fit = LogisticRegression.fit
+
+    def recording_fit(self, *args, **kwargs):
+        blas = threadpool_info()
+        threads.extend(lib["num_threads"] for lib in blas if lib["user_api"] == "blas")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", recording_fit)
+    X, y = wide
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    with threadpool_limits(limits=2, user_api="blas"):
+        probes._fold_scores(probes.gram_matrix(X), y, *folds[0], [0.1, 1.0], 1000)
+    assert threads
+    assert set(threads) == {1}

@@ -49,3 +49,14 @@ def test_refit_leaves_the_data_untouched(wide_problem):
     before = X.copy()
     fit_ridge_multinomial(X, datafit, 1e-4)
     np.testing.assert_array_equal(X, before)
+
+
+def test_float32_refit_without_intercept_matches_the_float64_refit(wide_problem):
+    X, datafit = wide_problem
+    params = {"fit_intercept": False, "tol": 1e-8, "max_iter": 10_000}
+    single = fit_ridge_multinomial(X, datafit, 1e-4, **params)
+    double = fit_ridge_multinomial(X.astype(np.float64), datafit, 1e-4, **params)
+    assert not np.any(single.intercept)
+    np.testing.assert_allclose(
+        single.coef, double.coef, rtol=0, atol=1e-5 * np.abs(double.coef).max()
+    )

@@ -57,7 +57,8 @@ def fit_ridge_multinomial(
             # centring is not part of the problem.
             X, center64 = _centred(data, datafit, np.float64, fit_intercept)
             params = params.copy()
-            params[n_coef:] += (center64 - center) @ params[:n_coef].reshape(n_features, -1)
+            if fit_intercept:
+                params[n_coef:] += (center64 - center) @ params[:n_coef].reshape(n_features, -1)
             center = center64
             objective = _ridge_objective(X, datafit, l2, fit_intercept)
             if np.abs(objective(params)[1]).max() > tol and n_iter < max_iter:

@@ -19,6 +19,7 @@ _INNER_TOL_FRACTION = 0.3
 _SETTLED_TOL_FRACTION = 0.03
 _MAX_OUTER = 200
 _FLOAT64_BLOCK = 4096  # columns converted at a time by full_gradient(in_float64=True)
+_ROW_BLOCK = 64  # rows centred at a time by rms_column_norm
 
 
 @dataclass
@@ -76,22 +77,79 @@ def full_gradient(
     return loss, grad_coef, grad_intercept
 
 
+def constant_columns(X: np.ndarray) -> np.ndarray:
+    """Mask of the columns of ``X`` that are constant to the rounding unit of their dtype.
+
+    A column whose values span at most ``eps * max|x_j|`` (``eps`` of X's
+    dtype) is numerically constant: next to an intercept its gradient
+    ``(x_j - c_j)^T R`` is at most ``ptp(x_j) * ||R||_1``, no more than the
+    rounding error of computing ``x_j^T R``, so any non-zero value the
+    arithmetic gives it is rounding. The solvers treat such columns as zero
+    once centred (their exact centred value when all entries are equal).
+    """
+    top, bottom = X.max(axis=0, initial=-np.inf), X.min(axis=0, initial=np.inf)
+    magnitude = np.maximum(np.abs(top), np.abs(bottom)).astype(np.float64)
+    return top.astype(np.float64) - bottom <= np.finfo(X.dtype).eps * magnitude
+
+
+def rms_column_norm(
+    X: np.ndarray, weight: np.ndarray, center: np.ndarray | None, constant: np.ndarray
+) -> float:
+    """Root mean square, over the columns not in ``constant``, of their weighted norms
+    ``sqrt(sum_i weight_i (x_ij - center_j)^2)`` (centred when ``center`` is given); 1 if
+    there is none or it is zero.
+
+    The natural scale of the gradient of a coefficient: it sets the stopping
+    criterion of the intercept (and of everything when ``alpha == 0``), so
+    that the criteria do not change when ``X`` is multiplied by a constant.
+    A scale, not a result: it is computed in the dtype of ``X``, ``_ROW_BLOCK``
+    rows at a time.
+    """
+    shift = np.zeros(X.shape[1], X.dtype) if center is None else center.astype(X.dtype)
+    total = 0.0
+    for start in range(0, X.shape[0], _ROW_BLOCK):
+        rows = slice(start, start + _ROW_BLOCK)
+        part = X[rows] - shift
+        part[:, constant] = 0.0
+        total += float(weight[rows] @ np.einsum("ij,ij->i", part, part))
+    count = int(np.count_nonzero(~constant))
+    scale = np.sqrt(total / count) if count else 0.0
+    return float(scale) if scale > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The scales of the KKT criteria: ``violation_g <= tol * group_scale * w_g`` for
+    every group and ``|grad_intercept| <= tol * intercept_scale``.
+
+    ``group_scale`` is ``alpha`` (the column scale ``s`` when ``alpha == 0``),
+    ``intercept_scale`` is ``group_scale / s``: the criterion of a column of
+    unit scale, in the same units as the intercept's.
+    """
+
+    group_scale: float
+    intercept_scale: float
+
+    @classmethod
+    def of(cls, alpha: float, scale: float) -> Tolerance:
+        group_scale = alpha if alpha > 0 else scale
+        return cls(group_scale, group_scale / scale)
+
+
 def relative_kkt_violation(
     penalty: GroupLasso,
     coef: np.ndarray,
     grad_coef: np.ndarray,
     grad_intercept: np.ndarray,
     fit_intercept: bool,
+    tolerance: Tolerance,
 ) -> tuple[float, np.ndarray]:
-    """Largest KKT violation relative to ``alpha * w_g``, and the per-group violations.
-
-    With ``alpha == 0`` the scale is 1: the criterion becomes a gradient norm.
-    """
-    scale = penalty.alpha if penalty.alpha > 0 else 1.0
+    """Largest KKT violation relative to the criteria's scales (see :class:`Tolerance`), and
+    the per-group violations."""
     violation = penalty.kkt_violation(coef, grad_coef)
-    worst = float(np.max(violation / (scale * penalty.group_weights), initial=0.0))
+    worst = float(np.max(violation / (tolerance.group_scale * penalty.group_weights), initial=0.0))
     if fit_intercept:
-        worst = max(worst, float(np.abs(grad_intercept).max()) / scale)
+        worst = max(worst, float(np.abs(grad_intercept).max()) / tolerance.intercept_scale)
     return worst, violation
 
 
@@ -106,15 +164,17 @@ class _StartingPoint:
 
     center: np.ndarray | None  # weighted column means; None without intercept
     gradient: tuple[float, np.ndarray, np.ndarray] | None  # (loss, grad_coef, grad_intercept)
+    constant: np.ndarray  # numerically constant columns, zero once centred (none without intercept)
 
     @classmethod
     def of(cls, X, datafit, coef, intercept, fit_intercept: bool) -> _StartingPoint:
         weight = datafit.weight[:, None]
         if not fit_intercept:
-            return cls(None, None)
+            return cls(None, None, np.zeros(X.shape[1], dtype=bool))
+        constant = constant_columns(X)
         if np.any(coef):  # a warm start: the logits need the centre first
             center = thin_left_product(X, weight.astype(X.dtype), dtype=np.float64)[:, 0]
-            return cls(center, None)
+            return cls(center, None, constant)
         loss, logit_gradient = datafit.value_and_logit_gradient(
             np.broadcast_to(intercept, (X.shape[0], intercept.shape[0]))
         )
@@ -123,7 +183,8 @@ class _StartingPoint:
         grad_intercept = logit_gradient.sum(axis=0)
         center = product[:, -1].copy()
         grad_coef = product[:, :-1] - np.outer(center, grad_intercept)
-        return cls(center, (loss, grad_coef, grad_intercept))
+        grad_coef[constant] = 0.0
+        return cls(center, (loss, grad_coef, grad_intercept), constant)
 
 
 class _CentredColumns:
@@ -134,8 +195,8 @@ class _CentredColumns:
     touch, which for a scattered working set is most of ``X``.
     """
 
-    def __init__(self, X: np.ndarray, center: np.ndarray | None):
-        self.X, self.center = X, center
+    def __init__(self, X: np.ndarray, center: np.ndarray | None, constant: np.ndarray):
+        self.X, self.center, self.constant = X, center, constant
         self.features = np.empty(0, dtype=np.intp)
         self.transposed = np.empty((0, X.shape[0]))  # one row per feature: cheap to gather
 
@@ -152,6 +213,7 @@ class _CentredColumns:
             fresh = np.asarray(self.X[:, new].T, dtype=np.float64)
             if self.center is not None:
                 fresh -= self.center[new][:, None]
+            fresh[self.constant[new]] = 0.0
             transposed[~known] = fresh
         self.features, self.transposed = features, transposed
         return transposed
@@ -218,9 +280,12 @@ def solve_group_lasso(
     """Solve the group-lasso multinomial logistic problem to a relative KKT tolerance.
 
     Each outer iteration computes the full gradient, stops if every group's
-    KKT violation is below ``tol * alpha * w_g`` (and the intercept gradient
-    below ``tol * alpha``), and otherwise solves the problem restricted to a
-    working set of groups with FISTA, warm-started, to a looser tolerance.
+    KKT violation is below ``tol * alpha * w_g`` (and every entry of the
+    intercept gradient below ``tol * alpha / s``, ``s`` the
+    :func:`rms_column_norm` of the centred columns; see :class:`Tolerance`), and
+    otherwise solves the problem restricted to a working set of groups with
+    FISTA, warm-started, to a looser tolerance. With an intercept, the
+    :func:`constant_columns` are zero once centred and keep zero coefficients.
     ``max_iter`` bounds the total number of FISTA iterations. BLAS runs on
     one thread (see :mod:`skh2t.threads`).
     """
@@ -244,32 +309,37 @@ def _solve_group_lasso(
     coef = np.array(coef, dtype=np.float64)
     intercept = np.array(intercept, dtype=np.float64)
     start = _StartingPoint.of(X, datafit, coef, intercept, fit_intercept)
-    center = start.center
+    center, constant = start.center, start.constant
     if center is not None:
         intercept += center @ coef  # to the centred parametrisation
-    scale = penalty.alpha if penalty.alpha > 0 else 1.0
+    coef[constant] = 0.0  # columns that are zero once centred: their rows change no logit
+    tolerance = Tolerance.of(penalty.alpha, rms_column_norm(X, datafit.weight, center, constant))
     n_iter, lipschitz, stalled = 0, None, False
     previous_active = int(np.count_nonzero(penalty.group_norms(coef)))
     logits = None
-    columns = _CentredColumns(X, center)
+    columns = _CentredColumns(X, center, constant)
+
+    def gradient(**options):
+        loss, grad_coef, grad_intercept = full_gradient(
+            X, datafit, coef, intercept, center, logits=logits, **options
+        )
+        grad_coef[constant] = 0.0
+        return loss, grad_coef, grad_intercept
+
     for outer in range(_MAX_OUTER + 1):
         if outer == 0 and start.gradient is not None:
             loss, grad_coef, grad_intercept = start.gradient
         else:
-            loss, grad_coef, grad_intercept = full_gradient(
-                X, datafit, coef, intercept, center, logits=logits
-            )
+            loss, grad_coef, grad_intercept = gradient()
         worst, violation = relative_kkt_violation(
-            penalty, coef, grad_coef, grad_intercept, fit_intercept
+            penalty, coef, grad_coef, grad_intercept, fit_intercept, tolerance
         )
         if stalled and worst > tol and X.dtype != np.float64:
             # The subproblem (float64) saw no violation the single-precision full
             # gradient reports: settle the disagreement with a float64 gradient.
-            loss, grad_coef, grad_intercept = full_gradient(
-                X, datafit, coef, intercept, center, in_float64=True, logits=logits
-            )
+            loss, grad_coef, grad_intercept = gradient(in_float64=True)
             worst, violation = relative_kkt_violation(
-                penalty, coef, grad_coef, grad_intercept, fit_intercept
+                penalty, coef, grad_coef, grad_intercept, fit_intercept, tolerance
             )
         objective = loss + penalty.value(coef)
         n_active = int(np.count_nonzero(penalty.group_norms(coef)))
@@ -304,8 +374,8 @@ def _solve_group_lasso(
             intercept,
             fit_intercept=fit_intercept,
             max_iter=max_iter - n_iter,
-            group_thresholds=inner_tol * scale * scaled_penalty.group_weights,
-            intercept_threshold=inner_tol * scale,
+            group_thresholds=inner_tol * tolerance.group_scale * scaled_penalty.group_weights,
+            intercept_threshold=inner_tol * tolerance.intercept_scale,
             lipschitz=lipschitz,
         )
         lipschitz = result.lipschitz
@@ -317,7 +387,7 @@ def _solve_group_lasso(
         stalled = result.stalled or result.n_iter == 0
     if center is not None:
         intercept -= center @ coef
-    dual_scores = penalty.group_norms(grad_coef) / (scale * penalty.group_weights)
+    dual_scores = penalty.group_norms(grad_coef) / (tolerance.group_scale * penalty.group_weights)
     converged = worst <= tol
     return WorkingSetResult(
         coef,
