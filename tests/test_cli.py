@@ -3,6 +3,7 @@
 Fast: a random-weight ``test_resnet`` at 32 px, a few dozen images, 2 folds.
 """
 
+import argparse
 import contextlib
 import io
 import json
@@ -297,3 +298,26 @@ def test_run_counts_the_fits_stopped_at_max_iter(folder, tmp_path, capsys):
     # 2 target sizes x 2 folds x 2 alphas penalised fits, each with 2 refits, and the final fit
     assert h2t["n_not_converged"] >= 2 * 2 * 2
     assert f"note: {h2t['n_not_converged']} fit(s) stopped at their iteration limit" in out
+
+
+def _commands_with(option):
+    """The subcommands whose parser has ``option``."""
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(
+        name for name, sub in commands.choices.items() if option in sub._option_string_actions
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "x"])
+def test_n_jobs_zero_is_an_argparse_error_before_any_work(value, folder, capsys):
+    commands = _commands_with("--n-jobs")
+    assert "run" in commands
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--dataset", str(folder), *TINY, "--n-jobs", value])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"skh2t {command}: error: argument --n-jobs: expected a non-zero integer" in err
+        assert "Traceback" not in err
+    assert build_parser().parse_args(["run", "--n-jobs", "-2"]).n_jobs == -2

@@ -60,6 +60,26 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def n_jobs_value(text: str) -> int:
+    """``--n-jobs``: a non-zero ``int`` (joblib's meaning: ``-1`` all cores, ``-2`` all but
+    one, ...; argparse type).
+
+    Examples
+    --------
+    >>> n_jobs_value("-1")
+    -1
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value == 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-zero integer (N processes; -1: all cores), got {text!r}"
+        )
+    return value
+
+
 def fraction(text: str) -> float:
     """A float in ``(0, 1]`` (argparse type).
 

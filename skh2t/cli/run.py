@@ -159,7 +159,7 @@ def _add_grid_options(parser: argparse.ArgumentParser) -> None:
     options.add_refit_option(group)
     group.add_argument(
         "--n-jobs",
-        type=int,
+        type=options.n_jobs_value,
         default=DEFAULTS["n_jobs"],
         metavar="N",
         help="processes for the cross-validations (one fold and target size per task; the "
