@@ -388,3 +388,32 @@ def test_predict_applies_the_runtime_options_to_the_transformer(model_file):
     assert transformer.precision == "bfloat16"
     assert transformer.batch_size == 3
     assert transformer.device == "cpu"  # not given: the model's
+
+
+@pytest.mark.parametrize("device", ["mps", "meta"])
+@pytest.mark.parametrize("command", ["run", "extract", "predict"])
+def test_a_device_this_machine_cannot_run_is_one_line(
+    command, device, folder, model_file, tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.mps, "is_available", lambda: False)
+    if command == "predict":
+        argv = ["predict", "--model", str(model_file), "--folder", str(folder)]
+    else:
+        argv = [command, "--dataset", str(folder), *TINY]
+        argv += ["--output-dir", str(tmp_path)] if command == "run" else ["-o", str(tmp_path / "o")]
+    assert main([*argv, "--device", device, "-q"]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"skh2t: error: --device: device='{device}' ")
+    assert line.endswith("; use 'cpu' or 'auto'.") or "'cuda'" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_saved_with_a_meta_device_is_one_line(model_file, folder, tmp_path, capsys):
+    model = joblib.load(model_file)
+    model.steps[0][1].set_params(device="meta")
+    path = tmp_path / "meta.joblib"
+    joblib.dump(model, path)
+    assert main(["predict", "--model", str(path), "--folder", str(folder), "-q"]) == 2
+    assert "--device: device='meta' cannot run a backbone" in error_line(capsys)

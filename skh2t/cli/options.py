@@ -261,6 +261,7 @@ def check_backbone(args: argparse.Namespace) -> None:
     """Fail early, in one line, on an unknown backbone name or a missing weights file."""
     with usage_errors(ValueError, context="--backbone"):
         check_architecture(args.backbone)
+    check_device(args.device)
     weights = args.weights
     if weights not in (None, "auto", "timm"):
         if not os.path.isfile(weights):
@@ -270,7 +271,6 @@ def check_backbone(args: argparse.Namespace) -> None:
             )
         with usage_errors(CheckpointError, context="--weights"):  # a bad file fails now, not later
             load_backbone(args.backbone, weights=weights, image_size=args.image_size)
-    check_device(args.device)
     check_precision(args.precision, args.device)
     with usage_errors(ValueError, context="--cache"):
         resolve_cache_directory(args.cache)
@@ -285,10 +285,12 @@ def check_device(device: str) -> None:
 def check_precision(precision: str, device: str, *, fallback_to_cpu: bool = False) -> None:
     """Fail early, in one line, on a ``--precision`` that ``device`` cannot run
     (e.g. float16 on the CPU). ``fallback_to_cpu``: ``device`` is a loaded model's,
-    which runs on the CPU when CUDA is not available here."""
+    which runs on the CPU when its accelerator is not available here."""
     if fallback_to_cpu:
         with warnings.catch_warnings():  # the CPU fallback warns when the model runs
             warnings.simplefilter("ignore")
+            with usage_errors(ValueError, RuntimeError, context="--device"):
+                resolve_device(device, fallback_to_cpu=True)  # e.g. a model's "meta"
             with usage_errors(ValueError, RuntimeError, context="--precision"):
                 resolve_runtime(device, precision, fallback_to_cpu=True)
         return
