@@ -479,3 +479,29 @@ def test_predict_with_an_unfitted_model_is_one_line(folder, tmp_path, capsys):
     assert "--model: This IntermediateFeatureTransformer instance is not fitted" in error_line(
         capsys
     )
+
+
+@pytest.mark.parametrize("kind", ["malicious", "malicious_torch_save"])
+def test_a_malicious_checkpoint_is_not_advised_to_load_unsafely(kind, folder, tmp_path, capsys):
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    paths = _checkpoints(tmp_path)
+    paths["malicious_torch_save"] = tmp_path / "evil_state.pth"
+    torch.save({"weight": torch.ones(1), "hook": Evil()}, paths["malicious_torch_save"])
+    argv = ["fit", "--dataset", str(folder), "--backbone", "test_resnet"]
+    argv += ["--weights", str(paths[kind]), "-o", str(tmp_path / "m.joblib"), "-q"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "this ran" not in captured.out
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    line = lines[0]
+    assert line.startswith("skh2t: error: --weights: Could not read ")
+    assert "skh2t never loads a checkpoint with weights_only=False" in line
+    assert "torch.save(model.state_dict(), path)" in line
+    assert "set to `False`" not in line
+    assert "add_safe_globals" not in line
