@@ -505,3 +505,28 @@ def test_a_malicious_checkpoint_is_not_advised_to_load_unsafely(kind, folder, tm
     assert "torch.save(model.state_dict(), path)" in line
     assert "set to `False`" not in line
     assert "add_safe_globals" not in line
+
+
+def test_a_model_whose_weights_file_changed_is_one_line(folder, tmp_path, capsys):
+    import timm
+    import torch
+
+    checkpoint = tmp_path / "resnet.pth"
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_resnet").state_dict(), checkpoint)
+    model = tmp_path / "m.joblib"
+    argv = ["fit", "--dataset", str(folder), "--backbone", "test_resnet", "--weights"]
+    argv += [str(checkpoint), "--image-size", "32", "--target-size", "64", "-o", str(model), "-q"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    torch.manual_seed(1)
+    torch.save(timm.create_model("test_resnet").state_dict(), checkpoint)
+    for argv in (
+        ["predict", "--model", str(model), "--folder", str(folder), "-q"],
+        ["export", str(model), "-o", str(tmp_path / "m.pt"), "-q"],
+    ):
+        assert main(argv) == 2
+        line = error_line(capsys)
+        assert f"from checkpoint {str(checkpoint)!r} differ from the ones" in line
+        assert "refit the estimator" in line
+    assert not (tmp_path / "m.pt").exists()

@@ -20,6 +20,7 @@ from skh2t.features.weights import (
     OFFLINE_WEIGHTS,
     CheckpointError,
     OfflineWeights,
+    WeightsChangedError,
     WeightsNotFoundError,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "OfflineWeights",
     "TapInfo",
     "WeightSource",
+    "WeightsChangedError",
     "WeightsNotFoundError",
     "check_image_files",
     "default_taps",

