@@ -530,3 +530,16 @@ def test_a_model_whose_weights_file_changed_is_one_line(folder, tmp_path, capsys
         assert f"from checkpoint {str(checkpoint)!r} differ from the ones" in line
         assert "refit the estimator" in line
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("opset", ["-3", "0", "7", "99"])
+def test_export_an_opset_the_exporter_does_not_write_is_one_line(opset, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    # Checked before the model is read: this one does not exist.
+    assert (
+        main(["export", str(tmp_path / "absent.joblib"), "-o", str(out), f"--opset={opset}"]) == 2
+    )
+    line = error_line(capsys)
+    assert line.startswith(f"skh2t: error: --opset: opset_version={opset} is not an ONNX opset")
+    assert "use one from 18 to " in line
+    assert not out.exists()

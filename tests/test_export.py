@@ -16,9 +16,11 @@ from skh2t import GroupLassoClassifier, Head2ToeClassifier
 from skh2t.export import (
     CompactHead2Toe,
     check_export_path,
+    check_opset,
     compact_module,
     export_model,
     load_exported,
+    onnx_opsets,
     read_metadata,
 )
 from skh2t.export.taps import HookedTaps, tap_extractor
@@ -294,3 +296,47 @@ def test_the_module_is_a_plain_torch_module():
     assert tuple(batch.shape) == (3, 3, 32, 32)
     assert batch.min() >= 0
     assert batch.max() <= 1
+
+
+@pytest.fixture(scope="module")
+def small_module():
+    return compact_module(fitted_pipeline())
+
+
+@pytest.mark.parametrize("opset", [-3, 0, 7, 17, 99, True, 18.0, "18"])
+def test_an_opset_the_exporter_does_not_write_is_refused_before_any_work(
+    opset, small_module, tmp_path, monkeypatch
+):
+    from skh2t.export import files
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the exporter ran")
+
+    monkeypatch.setattr(files, "_write_onnx", no_export)
+    with pytest.raises(ValueError, match=rf"^opset_version={opset!r} is not an ONNX opset"):
+        export_model(small_module, tmp_path / "m.onnx", opset_version=opset)
+    with pytest.raises(ValueError, match="use one from 18 to "):
+        check_opset(opset)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_opsets_the_exporter_writes_are_honoured(small_module, tmp_path):
+    import onnx
+
+    supported = onnx_opsets()
+    assert supported[0] == 18
+    for opset in sorted({supported[0], supported[-1]}):
+        path = export_model(small_module, tmp_path / f"m{opset}.onnx", opset_version=opset)
+        versions = {o.domain: o.version for o in onnx.load(path).opset_import}
+        assert versions[""] == opset
+
+
+def test_a_file_of_another_opset_than_asked_is_an_error_and_removed(
+    small_module, tmp_path, monkeypatch
+):
+    from skh2t.export import files
+
+    monkeypatch.setattr(files, "onnx_opsets", lambda: range(18, 100))  # as if 99 were valid
+    with pytest.raises(ValueError, match="The ONNX exporter wrote opset 18, not opset_version=99"):
+        export_model(small_module, tmp_path / "m.onnx", opset_version=99)
+    assert list(tmp_path.iterdir()) == []

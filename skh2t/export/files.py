@@ -16,7 +16,9 @@ from skh2t.export.module import CompactHead2Toe
 
 #: File suffixes and the format each one writes.
 FORMATS = {".onnx": "ONNX", ".pt": "TorchScript", ".pt2": "torch.export"}
-#: The ONNX opset the files use.
+#: The ONNX opset the files use by default: the one torch's ONNX exporter implements its
+#: operators in. It writes a newer opset by converting the model up; an older one it can
+#: only reach by a down-conversion that fails for these models (keeping opset 18).
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 #: The metadata key (ONNX) or extra file name (TorchScript, torch.export) of
@@ -48,7 +50,8 @@ def export_model(
     path : str or os.PathLike
         The file to write (replaced if it exists); its folder must exist.
     opset_version : int, default=18
-        The ONNX opset.
+        The ONNX opset (``.onnx`` only), one of :func:`onnx_opsets`; the file
+        is checked to be of that opset.
     check : bool, default=True
         Load the written file with its runtime (onnxruntime for ONNX) and
         check that it gives the module's logits (relative error at most 1e-4)
@@ -78,11 +81,13 @@ def export_model(
     """
     path = Path(path)
     check_export_path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        check_opset(opset_version)
     module = model if isinstance(model, CompactHead2Toe) else compact_module(model)
     module = module.cpu().eval()
     example = torch.rand((2, 3, *module.image_size), generator=torch.Generator().manual_seed(0))
     writer = {".onnx": _write_onnx, ".pt": _write_torchscript, ".pt2": _write_exported}
-    suffix = path.suffix.lower()
     writer[suffix](module, example, path, opset_version=opset_version)
     if check:
         _check_file(module, path, suffix)
@@ -176,6 +181,56 @@ def check_export_path(path: str | os.PathLike) -> None:
         raise ValueError(f"Cannot write {str(path)!r}: permission denied.")
     if path.suffix.lower() == ".onnx":
         _require_onnx()
+
+
+def onnx_opsets() -> range:
+    """The ONNX opsets :func:`export_model` writes with the installed exporter.
+
+    From :data:`ONNX_OPSET` (18) to the newest opset the installed ``onnxscript``
+    converts a model to (its version converter's ``SUPPORTED_MAX_ONNX_OPSET``);
+    beyond it torch's exporter fails or silently keeps opset 18. Needs the
+    ``skh2t[export]`` extra.
+
+    Examples
+    --------
+    >>> onnx_opsets()[0]
+    18
+    """
+    _require_onnx()
+    from onnxscript.version_converter import _version_converter
+
+    newest = getattr(_version_converter, "SUPPORTED_MAX_ONNX_OPSET", ONNX_OPSET)
+    return range(ONNX_OPSET, max(int(newest), ONNX_OPSET) + 1)
+
+
+def check_opset(opset_version: Any) -> None:
+    """Raise ``ValueError`` unless ``opset_version`` is an opset :func:`export_model` writes.
+
+    Examples
+    --------
+    >>> check_opset(7)
+    Traceback (most recent call last):
+    ...
+    ValueError: opset_version=7 is not an ONNX opset the exporter writes: use one from 18 to ...
+    """
+    supported = onnx_opsets()
+    if isinstance(opset_version, bool) or not isinstance(opset_version, (int, np.integer)):
+        valid = False
+    else:
+        valid = int(opset_version) in supported
+    if not valid:
+        raise ValueError(
+            f"opset_version={opset_version!r} is not an ONNX opset the exporter writes: use "
+            f"one from {supported[0]} to {supported[-1]} (default {ONNX_OPSET})."
+        )
+
+
+def _file_opset(path: Path) -> int | None:
+    """The default-domain ONNX opset of the file at ``path``."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _require_onnx() -> None:
@@ -294,6 +349,13 @@ def _write_onnx(module: CompactHead2Toe, example: torch.Tensor, path: Path, **op
         )
     program.model.metadata_props[METADATA_KEY] = json.dumps(metadata(module))
     program.save(str(path), external_data=False)
+    written = _file_opset(path)
+    if written != options["opset_version"]:
+        path.unlink()
+        raise ValueError(
+            f"The ONNX exporter wrote opset {written}, not opset_version="
+            f"{options['opset_version']}; use one from {ONNX_OPSET} to {onnx_opsets()[-1]}."
+        )
 
 
 def _write_torchscript(module: CompactHead2Toe, example: torch.Tensor, path: Path, **_) -> None:
