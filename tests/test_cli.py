@@ -321,3 +321,18 @@ def test_n_jobs_zero_is_an_argparse_error_before_any_work(value, folder, capsys)
         assert f"skh2t {command}: error: argument --n-jobs: expected a non-zero integer" in err
         assert "Traceback" not in err
     assert build_parser().parse_args(["run", "--n-jobs", "-2"]).n_jobs == -2
+
+
+@pytest.mark.parametrize("value", ["-1", "99999999999", str(2**32), "seven"])
+def test_a_bad_random_state_names_random_state(value, folder, capsys):
+    commands = _commands_with("--random-state")
+    assert {"run", "fit", "extract"} <= set(commands)
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--dataset", str(folder), *TINY, "--random-state", value])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        line = err.strip().splitlines()[-1]  # after the usage lines
+        assert line.startswith(f"skh2t {command}: error: argument --random-state: expected a seed")
+        assert "--n-train" not in line

@@ -180,7 +180,8 @@ def split_train_test(
             f"{data.class_names}"
         )
     if n_test is not None:
-        test = test.take(stratified_subsample(test, n_test, random_state + 1, "--n-test"))
+        test_seed = (random_state + 1) % 2**32  # another draw than the training one's
+        test = test.take(stratified_subsample(test, n_test, test_seed, "--n-test"))
     return data.take(train_idx), test
 
 

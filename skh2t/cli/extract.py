@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="class-balanced random subset of the data set (default: all images)",
     )
     group.add_argument(
-        "--random-state", type=int, default=0, metavar="SEED", help="seed of the subset"
+        "--random-state", type=options.seed, default=0, metavar="SEED", help="seed of the subset"
     )
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npz file")
     options.add_backbone_options(parser)

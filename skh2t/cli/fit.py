@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"class-balanced training images (default: {DEFAULT_N_TRAIN}, or all if fewer)",
     )
     group.add_argument(
-        "--random-state", type=int, default=0, metavar="SEED", help="seed of the draw"
+        "--random-state", type=options.seed, default=0, metavar="SEED", help="seed of the draw"
     )
     group = parser.add_argument_group("Head2Toe")
     group.add_argument(

@@ -80,6 +80,28 @@ def n_jobs_value(text: str) -> int:
     return value
 
 
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's integer seeds
+
+
+def seed(text: str) -> int:
+    """``--random-state``: an ``int`` from 0 to ``2**32 - 1`` (argparse type).
+
+    Examples
+    --------
+    >>> seed("42")
+    42
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"expected a seed from 0 to 2**32 - 1 = {MAX_SEED}, got {text!r}"
+        )
+    return value
+
+
 def fraction(text: str) -> float:
     """A float in ``(0, 1]`` (argparse type).
 

@@ -109,7 +109,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--random-state",
-        type=int,
+        type=options.seed,
         default=0,
         metavar="SEED",
         help="seed of the draws and folds (default: 0)",
