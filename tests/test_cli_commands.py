@@ -543,3 +543,13 @@ def test_export_an_opset_the_exporter_does_not_write_is_one_line(opset, tmp_path
     assert line.startswith(f"skh2t: error: --opset: opset_version={opset} is not an ONNX opset")
     assert "use one from 18 to " in line
     assert not out.exists()
+
+
+def test_extract_writes_exactly_the_path_given(folder, tmp_path, capsys):
+    out = tmp_path / "features"  # no suffix: numpy.savez would have written features.npz
+    files = sorted(str(p) for p in (folder / "cat").glob("*.png"))[:2]
+    assert main(["extract", *files, *TINY, "--target-size", "64", "-o", str(out), "-q"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: 2 images x ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features"]
+    with np.load(out) as data:
+        assert data["X"].shape[0] == 2

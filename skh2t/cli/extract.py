@@ -56,7 +56,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument(
         "--random-state", type=options.seed, default=0, metavar="SEED", help="seed of the subset"
     )
-    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npz file")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="the .npz file to write, at exactly this path (no suffix is added)",
+    )
     options.add_backbone_options(parser)
     options.add_quiet_option(parser)
     parser.set_defaults(handler=run)
@@ -81,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         arrays["y"] = labels.astype(str)
     if paths is not None:
         arrays["paths"] = np.array(paths)
-    np.savez_compressed(args.output, **arrays)
+    with open(args.output, "wb") as file:  # this path exactly: numpy would add ".npz"
+        np.savez_compressed(file, **arrays)
     print(f"wrote {args.output}: {X.shape[0]} images x {X.shape[1]} features")
     return 0
 
