@@ -1,5 +1,7 @@
 """Tests of ``skh2t extract``, ``skh2t fit`` and ``skh2t predict`` (a random ``test_resnet``)."""
 
+import os
+
 import joblib
 import numpy as np
 import pytest
@@ -553,3 +555,22 @@ def test_extract_writes_exactly_the_path_given(folder, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features"]
     with np.load(out) as data:
         assert data["X"].shape[0] == 2
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", ["fit", "extract", "export", "run"])
+def test_an_output_where_no_file_can_be_created_is_one_line_before_any_work(
+    command, model_file, tmp_path, capsys
+):
+    # The data set does not exist: had the output not been checked first, that would be the error.
+    data = ["--dataset", str(tmp_path / "absent"), *TINY, "-q"]
+    argv = {
+        "fit": ["fit", *data, "-o", "/proc/m.joblib"],
+        "extract": ["extract", *data, "-o", "/proc/f.npz"],
+        "export": ["export", str(model_file), "-o", "/proc/m.pt", "-q"],
+        "run": ["run", *data, "--output-dir", "/proc"],
+    }[command]
+    assert main(argv) == 2
+    line = error_line(capsys)
+    option = {"export": "-o", "run": "--output-dir"}.get(command, "--output")
+    assert line.startswith(f"skh2t: error: {option}: Cannot write '/proc/")

@@ -1,5 +1,6 @@
 """The compact Head2Toe module and its files: same logits as the fitted model, less work."""
 
+import os
 import warnings
 
 import numpy as np
@@ -340,3 +341,37 @@ def test_a_file_of_another_opset_than_asked_is_an_error_and_removed(
     with pytest.raises(ValueError, match="The ONNX exporter wrote opset 18, not opset_version=99"):
         export_model(small_module, tmp_path / "m.onnx", opset_version=99)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stage", ["writer", "check"])
+def test_a_failed_export_leaves_no_file_and_the_old_one_as_it_was(
+    stage, small_module, tmp_path, monkeypatch
+):
+    from skh2t.export import files
+
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old")
+
+    def half_write(module, example, path, **options):
+        path.write_bytes(b"half")
+        raise OSError("disk full")
+
+    def bad_check(*args, **kwargs):
+        raise RuntimeError("does not reproduce the model")
+
+    if stage == "writer":
+        monkeypatch.setattr(files, "_write_torchscript", half_write)
+    else:
+        monkeypatch.setattr(files, "_check_file", bad_check)
+    with pytest.raises((OSError, RuntimeError)):
+        export_model(small_module, target)
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_export_path_where_no_file_can_be_created_fails_before_any_work(small_module):
+    with pytest.raises(ValueError, match=r"^Cannot write '/proc/model\.pt': "):
+        check_export_path("/proc/model.pt")
+    with pytest.raises(ValueError, match=r"^Cannot write '/proc/model\.pt': "):
+        export_model(small_module, "/proc/model.pt")

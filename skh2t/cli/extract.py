@@ -17,6 +17,7 @@ from skh2t.cli.data import (
 from skh2t.cli.data import stratified_subsample as draw
 from skh2t.cli.errors import UsageError
 from skh2t.cli.progress import Progress
+from skh2t.output_files import written_whole
 
 DESCRIPTION = """\
 Extract Head2Toe features (pooled, L2-normalised activations of every tap) of
@@ -87,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         arrays["y"] = labels.astype(str)
     if paths is not None:
         arrays["paths"] = np.array(paths)
-    with open(args.output, "wb") as file:  # this path exactly: numpy would add ".npz"
-        np.savez_compressed(file, **arrays)
+    with written_whole(args.output) as part, open(part, "wb") as file:
+        np.savez_compressed(file, **arrays)  # to a file object: numpy would add ".npz" to a name
     print(f"wrote {args.output}: {X.shape[0]} images x {X.shape[1]} features")
     return 0
 

@@ -14,6 +14,7 @@ from skh2t.cli import options
 from skh2t.cli.data import DATASET_HELP, check_classes, check_readable, load_dataset
 from skh2t.cli.data import stratified_subsample as draw
 from skh2t.cli.progress import Progress
+from skh2t.output_files import written_whole
 
 DEFAULT_N_TRAIN = 1000
 # What `skh2t run`'s cross-validation chose on its default Fashion-MNIST / Lite0 protocol.
@@ -109,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         clf.fit(X, data.labels)
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
         progress.message("note: the solver stopped at --max-iter; consider raising it")
-    joblib.dump(Pipeline([("features", transformer), ("head2toe", clf)]), args.output)
+    with written_whole(args.output) as part:
+        joblib.dump(Pipeline([("features", transformer), ("head2toe", clf)]), part)
     kept = int(clf.get_support().sum())
     print(f"wrote {args.output}: {len(data)} images, {kept} of {X.shape[1]} features kept")
     return 0

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from skh2t import output_files
 from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.features import CheckpointError, IntermediateFeatureTransformer, load_backbone
 from skh2t.features.backbones import check_architecture
@@ -249,15 +250,10 @@ def add_runtime_options(group: argparse._ActionsContainer) -> None:
 
 
 def check_output_file(path: str, option: str) -> None:
-    """Fail early, in one line, unless ``path`` can be written as a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UsageError(f"{option}: {path!r} is a directory; give a file name")
-    if not os.path.isdir(folder):
-        raise UsageError(f"{option}: folder {folder!r} does not exist")
-    writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(folder, os.W_OK)
-    if not writable:
-        raise UsageError(f"{option}: cannot write {path!r}: permission denied")
+    """Fail early, in one line, unless ``path`` can be written as a file
+    (:func:`skh2t.output_files.check_output_file`: a file is created next to it and removed)."""
+    with usage_errors(ValueError, context=option):
+        output_files.check_output_file(path)
 
 
 def add_refit_option(group: argparse._ActionsContainer) -> None:

@@ -31,6 +31,7 @@ from skh2t.cli.progress import Progress
 from skh2t.cli.report import format_params, format_table, versions, write_json
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.joint import repool, transform_jointly
+from skh2t.output_files import written_whole
 from skh2t.plotting import kept_features_per_tap
 
 DEFAULTS: dict[str, Any] = {
@@ -418,7 +419,8 @@ def _write_outputs(
     written = [json_path, plot_path]
     if args.save_model:
         model_path = os.path.join(args.output_dir, MODEL_FILE)
-        joblib.dump(model, model_path)
+        with written_whole(model_path) as part:
+            joblib.dump(model, part)
         written.append(model_path)
         payload["model_file"] = model_path
     write_json(json_path, payload)

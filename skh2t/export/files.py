@@ -13,6 +13,7 @@ import torch
 
 from skh2t.export.build import compact_module
 from skh2t.export.module import CompactHead2Toe
+from skh2t.output_files import check_output_file, written_whole
 
 #: File suffixes and the format each one writes.
 FORMATS = {".onnx": "ONNX", ".pt": "TorchScript", ".pt2": "torch.export"}
@@ -48,7 +49,9 @@ def export_model(
     model : Head2ToeClassifier, Pipeline or CompactHead2Toe
         A fitted model as :func:`compact_module` takes, or its module.
     path : str or os.PathLike
-        The file to write (replaced if it exists); its folder must exist.
+        The file to write (replaced if it exists, once written and checked:
+        a failure leaves no file and an old one as it was); its folder must
+        exist.
     opset_version : int, default=18
         The ONNX opset (``.onnx`` only), one of :func:`onnx_opsets`; the file
         is checked to be of that opset.
@@ -88,9 +91,10 @@ def export_model(
     module = module.cpu().eval()
     example = torch.rand((2, 3, *module.image_size), generator=torch.Generator().manual_seed(0))
     writer = {".onnx": _write_onnx, ".pt": _write_torchscript, ".pt2": _write_exported}
-    writer[suffix](module, example, path, opset_version=opset_version)
-    if check:
-        _check_file(module, path, suffix)
+    with written_whole(path) as part:  # a failed write or check leaves no file
+        writer[suffix](module, example, part, opset_version=opset_version)
+        if check:
+            _check_file(module, part, suffix, shown=path)
     return path
 
 
@@ -142,7 +146,7 @@ def load_exported(path: str | os.PathLike, *, n_threads: int | None = None):
     return run
 
 
-def _check_file(module: CompactHead2Toe, path: Path, suffix: str) -> None:
+def _check_file(module: CompactHead2Toe, path: Path, suffix: str, *, shown: Path) -> None:
     images = torch.rand((3, 3, *module.image_size), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         expected = module(images).numpy()
@@ -150,13 +154,17 @@ def _check_file(module: CompactHead2Toe, path: Path, suffix: str) -> None:
     error = float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-12))
     if got.shape != expected.shape or not error <= 1e-4:
         raise RuntimeError(
-            f"The {FORMATS[suffix]} file {str(path)!r} does not reproduce the model "
+            f"The {FORMATS[suffix]} file {str(shown)!r} does not reproduce the model "
             f"(relative error {error:.2g}); please report this."
         )
 
 
 def check_export_path(path: str | os.PathLike) -> None:
-    """Raise ``ValueError`` unless ``path`` has a known suffix and a folder it can go in.
+    """Raise ``ValueError`` unless ``path`` has a known suffix and can be written.
+
+    Writability is :func:`skh2t.output_files.check_output_file`'s check (a file
+    is created next to ``path`` and removed); an ``.onnx`` path also needs the
+    export extra (``ImportError`` if it is missing).
 
     Examples
     --------
@@ -172,13 +180,7 @@ def check_export_path(path: str | os.PathLike) -> None:
         raise ValueError(
             f"Cannot tell the export format from {str(path)!r}: use a name ending in {known}."
         )
-    if path.is_dir():
-        raise ValueError(f"{str(path)!r} is a directory; give a file name to write.")
-    folder = path.parent
-    if not folder.is_dir():
-        raise ValueError(f"The folder {str(folder)!r} does not exist; create it first.")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"Cannot write {str(path)!r}: permission denied.")
+    check_output_file(path)
     if path.suffix.lower() == ".onnx":
         _require_onnx()
 
@@ -351,7 +353,6 @@ def _write_onnx(module: CompactHead2Toe, example: torch.Tensor, path: Path, **op
     program.save(str(path), external_data=False)
     written = _file_opset(path)
     if written != options["opset_version"]:
-        path.unlink()
         raise ValueError(
             f"The ONNX exporter wrote opset {written}, not opset_version="
             f"{options['opset_version']}; use one from {ONNX_OPSET} to {onnx_opsets()[-1]}."
