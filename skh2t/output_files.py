@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,11 +71,11 @@ def check_output_file(path: str | os.PathLike) -> Path:
 def written_whole(path: str | os.PathLike) -> Iterator[Path]:
     """Write ``path`` through a temporary file next to it.
 
-    Yields an empty temporary file in ``path``'s folder, with ``path``'s
-    suffix (writers that pick the format from it pick the same one). When the
-    block ends without an error, it replaces ``path``; when it raises, it is
-    removed and ``path`` is left as it was. The file gets the permissions
-    the umask gives a new file.
+    Yields a path of the same name in a new temporary folder next to
+    ``path`` (writers that pick the format from the suffix, or name things
+    inside the file after it, see the real name). When the block ends without
+    an error, the file written there replaces ``path``; when it raises,
+    nothing is left and ``path`` is as it was.
 
     Parameters
     ----------
@@ -83,7 +85,7 @@ def written_whole(path: str | os.PathLike) -> Iterator[Path]:
     Yields
     ------
     pathlib.Path
-        The temporary file to write.
+        Where to write the file.
 
     Examples
     --------
@@ -95,13 +97,13 @@ def written_whole(path: str | os.PathLike) -> Iterator[Path]:
     ('all of it', ['notes.txt'])
     """
     path = Path(path)
-    part = _create_beside(path)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
+        part = folder / path.name
         yield part
         os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _create_beside(path: Path) -> Path:
