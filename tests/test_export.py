@@ -375,3 +375,22 @@ def test_an_export_path_where_no_file_can_be_created_fails_before_any_work(small
         check_export_path("/proc/model.pt")
     with pytest.raises(ValueError, match=r"^Cannot write '/proc/model\.pt': "):
         export_model(small_module, "/proc/model.pt")
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt2"])
+def test_read_metadata_reads_only_the_record_not_the_program(
+    suffix, small_module, tmp_path, monkeypatch
+):
+    from skh2t.export import metadata
+
+    path = export_model(small_module, tmp_path / f"model{suffix}", check=False)
+
+    def no_program(*args, **kwargs):
+        raise AssertionError("the program was loaded")
+
+    monkeypatch.setattr(torch.export, "load", no_program)
+    monkeypatch.setattr(torch.jit, "load", no_program)
+    assert read_metadata(path) == metadata(small_module)
+    (tmp_path / f"text{suffix}").write_text("not an archive")
+    with pytest.raises(ValueError, match="not a zip archive"):
+        read_metadata(tmp_path / f"text{suffix}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +253,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
     Every file written by :func:`export_model` carries this record (ONNX:
     metadata property ``"skh2t.json"``; TorchScript and ``torch.export``: an
-    extra file of that name), so that a server needs nothing else.
+    extra file of that name), so that a server needs nothing else. Only the
+    record is read: not the ONNX weights, nor the program of a ``.pt`` or
+    ``.pt2`` archive.
 
     Parameters
     ----------
@@ -284,23 +287,31 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    extra = {METADATA_KEY: ""}
     if suffix == ".onnx":
         import onnx
 
         model = onnx.load(str(path), load_external_data=False)
         text = {p.key: p.value for p in model.metadata_props}.get(METADATA_KEY, "")
-    elif suffix == ".pt":
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=FutureWarning)
-            torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        text = extra[METADATA_KEY]
     else:
-        torch.export.load(str(path), extra_files=extra)
-        text = extra[METADATA_KEY]
+        text = _archive_extra_file(path, METADATA_KEY)
     if not text:
         raise ValueError(f"{str(path)!r} has no skh2t metadata: export_model did not write it.")
     return json.loads(text)
+
+
+def _archive_extra_file(path: Path, name: str) -> str:
+    """The extra file ``name`` of a TorchScript or torch.export archive, read without
+    loading the program: both are zip files with the extra files in ``<root>/extra/``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for entry in archive.namelist():
+                if entry.split("/")[1:] == ["extra", name]:
+                    return archive.read(entry).decode("utf-8")
+    except zipfile.BadZipFile:
+        raise ValueError(
+            f"{str(path)!r} is not a {FORMATS[path.suffix.lower()]} file (not a zip archive)."
+        ) from None
+    return ""
 
 
 def metadata(module: CompactHead2Toe) -> dict[str, Any]:
