@@ -11,11 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import joblib
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.exceptions import ConvergenceWarning
 
 from skh2t.cli import build_parser, main
 from skh2t.cli.compare import ALL_L2, HEAD2TOE, LAST_LAYER
@@ -336,3 +338,42 @@ def test_a_bad_random_state_names_random_state(value, folder, capsys):
         line = err.strip().splitlines()[-1]  # after the usage lines
         assert line.startswith(f"skh2t {command}: error: argument --random-state: expected a seed")
         assert "--n-train" not in line
+
+
+def _warn_before_fit(monkeypatch, cls):
+    """Make ``cls.fit`` raise a ConvergenceWarning and another warning first."""
+    fit = cls.fit
+
+    def warning_fit(self, *args, **kwargs):
+        warnings.warn("device='cuda' but CUDA is not available here", UserWarning, stacklevel=2)
+        warnings.warn("stopped at max_iter", ConvergenceWarning, stacklevel=2)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "fit", warning_fit)
+
+
+@pytest.mark.parametrize("command", ["run", "fit"])
+def test_run_and_fit_count_convergence_warnings_and_show_the_others(
+    command, folder, tmp_path, monkeypatch, capsys
+):
+    from skh2t import GroupLassoClassifier, Head2ToeClassifier
+
+    _warn_before_fit(monkeypatch, Head2ToeClassifier if command == "run" else GroupLassoClassifier)
+    argv = [command, "--dataset", str(folder), *TINY]
+    if command == "run":
+        argv += ["--n-train", "18", *GRID, "--output-dir", str(tmp_path), "--no-save-model"]
+    else:
+        argv += ["--target-size", "64", "-o", str(tmp_path / "m.joblib")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(argv) == 0
+    shown = [w for w in caught if "CUDA is not available" in str(w.message)]
+    assert [w.category for w in shown] == [UserWarning]
+    assert not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    captured = capsys.readouterr()
+    if command == "run":
+        assert "note: " in captured.out  # counted: the final fit's warning
+        with open(tmp_path / "results.json") as file:
+            assert json.load(file)["methods"][HEAD2TOE]["n_not_converged"] >= 1
+    else:
+        assert "note: the solver stopped at --max-iter" in captured.err

@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from typing import Any
 
 import joblib
@@ -29,6 +28,7 @@ from skh2t.cli.extraction import iter_joint_feature_chunks, tap_table
 from skh2t.cli.plot import plot_kept_per_tap
 from skh2t.cli.progress import Progress
 from skh2t.cli.report import format_params, format_table, versions, write_json
+from skh2t.cli.warned import counted_warnings
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.joint import repool, transform_jointly
 from skh2t.output_files import written_whole
@@ -251,12 +251,10 @@ def _fit_head2toe(
         f"{', '.join(map(str, sorted(args.target_sizes)))} (one pass), then cross-validation"
     )
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+    with counted_warnings(ConvergenceWarning) as warned:
         model.fit(train.images, train.labels)
     # One warning stands for all of the cross-validation's; the others are the final refit's.
-    warned = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-    n_not_converged = model.n_cv_not_converged_ + warned - bool(model.n_cv_not_converged_)
+    n_not_converged = model.n_cv_not_converged_ + warned.n - bool(model.n_cv_not_converged_)
     model.set_params(verbose=0)
     return model, time.perf_counter() - start, n_not_converged
 
