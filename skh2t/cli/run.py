@@ -62,8 +62,8 @@ versions), kept_per_tap.png (which depths Head2Toe chose) and model.joblib (the
 fitted Head2ToeClassifier, for `skh2t predict`) to --output-dir.
 
 Without arguments: Fashion-MNIST, EfficientNet-Lite0 with its offline ImageNet
-weights at 64 px, 1000 training images, the 10k test images; about 2 minutes
-on 2 idle CPU cores."""
+weights at 64 px, 1000 training images, the 10k test images (its wall time:
+docs/benchmarks.rst, "skh2t run")."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
