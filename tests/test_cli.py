@@ -377,3 +377,14 @@ def test_run_and_fit_count_convergence_warnings_and_show_the_others(
             assert json.load(file)["methods"][HEAD2TOE]["n_not_converged"] >= 1
     else:
         assert "note: the solver stopped at --max-iter" in captured.err
+
+
+def test_test_classes_that_differ_are_named_as_plain_strings(folder, tmp_path, capsys):
+    other = write_folder(tmp_path / "other", n_per_class=2)
+    (other / "red").rename(other / "zz")
+    argv = ["run", "--dataset", str(folder), "--test-dataset", str(other), *TINY, "--n-train", "18"]
+    assert main([*argv, "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    line = error_line(capsys)
+    assert "the test classes ['blue', 'green', 'zz'] differ from the training classes " in line
+    assert "['blue', 'green', 'red']" in line
+    assert "np.str_" not in line
