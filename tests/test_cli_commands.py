@@ -574,3 +574,10 @@ def test_an_output_where_no_file_can_be_created_is_one_line_before_any_work(
     line = error_line(capsys)
     option = {"export": "-o", "run": "--output-dir"}.get(command, "--output")
     assert line.startswith(f"skh2t: error: {option}: Cannot write '/proc/")
+
+
+def test_export_opset_for_a_file_without_one_is_one_line(tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    assert main(["export", str(tmp_path / "absent.joblib"), "-o", str(out), "--opset", "7"]) == 2
+    assert "--opset: only a .onnx file has an opset, not " in error_line(capsys)
+    assert not out.exists()

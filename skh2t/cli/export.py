@@ -57,9 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--opset",
         type=int,
-        default=ONNX_OPSET,
         metavar="N",
-        help="ONNX opset of a .onnx file: from %(default)s (the default) to the newest the "
+        help=f"ONNX opset of a .onnx file: from {ONNX_OPSET} (the default) to the newest the "
         "installed exporter writes (skh2t.export.onnx_opsets)",
     )
     options.add_quiet_option(parser)
@@ -70,9 +69,13 @@ def run(args: argparse.Namespace) -> int:
     """Export the model and print what the file computes."""
     with usage_errors(ValueError, ImportError, context="-o"):
         check_export_path(args.output)
-    if os.path.splitext(args.output)[1].lower() == ".onnx":
+    onnx = os.path.splitext(args.output)[1].lower() == ".onnx"
+    if args.opset is not None and not onnx:
+        raise UsageError(f"--opset: only a .onnx file has an opset, not {args.output!r}")
+    opset = ONNX_OPSET if args.opset is None else args.opset
+    if onnx:
         with usage_errors(ValueError, context="--opset"):
-            check_opset(args.opset)
+            check_opset(opset)
     model = load_model(args.model, name="MODEL")
     try:
         module = compact_module(model)
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{PROG} export: writing and checking {args.output} ...", file=sys.stderr)
     with usage_errors(ValueError):  # e.g. a file whose opset is not the one asked for
-        export_model(module, args.output, opset_version=args.opset)
+        export_model(module, args.output, opset_version=opset)
     size = os.path.getsize(args.output) / 1e6
     n_taps = len(module.readouts)
     print(
