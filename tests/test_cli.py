@@ -3,6 +3,7 @@
 Fast: a random-weight ``test_resnet`` at 32 px, a few dozen images, 2 folds.
 """
 
+import argparse
 import contextlib
 import io
 import json
@@ -10,11 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import joblib
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.exceptions import ConvergenceWarning
 
 from skh2t.cli import build_parser, main
 from skh2t.cli.compare import ALL_L2, HEAD2TOE, LAST_LAYER
@@ -297,3 +300,91 @@ def test_run_counts_the_fits_stopped_at_max_iter(folder, tmp_path, capsys):
     # 2 target sizes x 2 folds x 2 alphas penalised fits, each with 2 refits, and the final fit
     assert h2t["n_not_converged"] >= 2 * 2 * 2
     assert f"note: {h2t['n_not_converged']} fit(s) stopped at their iteration limit" in out
+
+
+def _commands_with(option):
+    """The subcommands whose parser has ``option``."""
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(
+        name for name, sub in commands.choices.items() if option in sub._option_string_actions
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "x"])
+def test_n_jobs_zero_is_an_argparse_error_before_any_work(value, folder, capsys):
+    commands = _commands_with("--n-jobs")
+    assert "run" in commands
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--dataset", str(folder), *TINY, "--n-jobs", value])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"skh2t {command}: error: argument --n-jobs: expected a non-zero integer" in err
+        assert "Traceback" not in err
+    assert build_parser().parse_args(["run", "--n-jobs", "-2"]).n_jobs == -2
+
+
+@pytest.mark.parametrize("value", ["-1", "99999999999", str(2**32), "seven"])
+def test_a_bad_random_state_names_random_state(value, folder, capsys):
+    commands = _commands_with("--random-state")
+    assert {"run", "fit", "extract"} <= set(commands)
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--dataset", str(folder), *TINY, "--random-state", value])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        line = err.strip().splitlines()[-1]  # after the usage lines
+        assert line.startswith(f"skh2t {command}: error: argument --random-state: expected a seed")
+        assert "--n-train" not in line
+
+
+def _warn_before_fit(monkeypatch, cls):
+    """Make ``cls.fit`` raise a ConvergenceWarning and another warning first."""
+    fit = cls.fit
+
+    def warning_fit(self, *args, **kwargs):
+        warnings.warn("device='cuda' but CUDA is not available here", UserWarning, stacklevel=2)
+        warnings.warn("stopped at max_iter", ConvergenceWarning, stacklevel=2)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "fit", warning_fit)
+
+
+@pytest.mark.parametrize("command", ["run", "fit"])
+def test_run_and_fit_count_convergence_warnings_and_show_the_others(
+    command, folder, tmp_path, monkeypatch, capsys
+):
+    from skh2t import GroupLassoClassifier, Head2ToeClassifier
+
+    _warn_before_fit(monkeypatch, Head2ToeClassifier if command == "run" else GroupLassoClassifier)
+    argv = [command, "--dataset", str(folder), *TINY]
+    if command == "run":
+        argv += ["--n-train", "18", *GRID, "--output-dir", str(tmp_path), "--no-save-model"]
+    else:
+        argv += ["--target-size", "64", "-o", str(tmp_path / "m.joblib")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(argv) == 0
+    shown = [w for w in caught if "CUDA is not available" in str(w.message)]
+    assert [w.category for w in shown] == [UserWarning]
+    assert not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    captured = capsys.readouterr()
+    if command == "run":
+        assert "note: " in captured.out  # counted: the final fit's warning
+        with open(tmp_path / "results.json") as file:
+            assert json.load(file)["methods"][HEAD2TOE]["n_not_converged"] >= 1
+    else:
+        assert "note: the solver stopped at --max-iter" in captured.err
+
+
+def test_test_classes_that_differ_are_named_as_plain_strings(folder, tmp_path, capsys):
+    other = write_folder(tmp_path / "other", n_per_class=2)
+    (other / "red").rename(other / "zz")
+    argv = ["run", "--dataset", str(folder), "--test-dataset", str(other), *TINY, "--n-train", "18"]
+    assert main([*argv, "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    line = error_line(capsys)
+    assert "the test classes ['blue', 'green', 'zz'] differ from the training classes " in line
+    assert "['blue', 'green', 'red']" in line
+    assert "np.str_" not in line

@@ -62,3 +62,15 @@ def test_blas_threads_limits_and_restores():
     with blas_threads(1):
         assert set(numpy_threads()) == {1}
     assert numpy_threads() == before
+
+
+def test_the_largest_seed_draws_both_the_training_and_the_test_images():
+    from skh2t.cli.data import LabelledImages, split_train_test
+    from skh2t.cli.options import MAX_SEED, seed
+
+    assert seed(str(MAX_SEED)) == MAX_SEED
+    target = np.arange(40) % 2
+    data = LabelledImages(np.zeros((40, 4, 4), np.uint8), target, ["a", "b"], "test")
+    train, test = split_train_test(data, None, 10, 6, MAX_SEED)
+    assert (len(train), len(test)) == (10, 6)
+    assert np.bincount(test.target).tolist() == [3, 3]

@@ -1,5 +1,6 @@
 """The compact Head2Toe module and its files: same logits as the fitted model, less work."""
 
+import os
 import warnings
 
 import numpy as np
@@ -16,9 +17,11 @@ from skh2t import GroupLassoClassifier, Head2ToeClassifier
 from skh2t.export import (
     CompactHead2Toe,
     check_export_path,
+    check_opset,
     compact_module,
     export_model,
     load_exported,
+    onnx_opsets,
     prepare_images,
     read_metadata,
 )
@@ -404,3 +407,100 @@ def test_exported_files_refuse_other_inputs_before_the_runtime(suffix, binary_mo
     for images, error, message in bad:
         with pytest.raises(error, match=message):
             run(images)
+
+
+@pytest.fixture(scope="module")
+def small_module():
+    return compact_module(fitted_pipeline())
+
+
+@pytest.mark.parametrize("opset", [-3, 0, 7, 17, 99, True, 18.0, "18"])
+def test_an_opset_the_exporter_does_not_write_is_refused_before_any_work(
+    opset, small_module, tmp_path, monkeypatch
+):
+    from skh2t.export import files
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the exporter ran")
+
+    monkeypatch.setattr(files, "_write_onnx", no_export)
+    with pytest.raises(ValueError, match=rf"^opset_version={opset!r} is not an ONNX opset"):
+        export_model(small_module, tmp_path / "m.onnx", opset_version=opset)
+    with pytest.raises(ValueError, match="use one from 18 to "):
+        check_opset(opset)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_opsets_the_exporter_writes_are_honoured(small_module, tmp_path):
+    import onnx
+
+    supported = onnx_opsets()
+    assert supported[0] == 18
+    for opset in sorted({supported[0], supported[-1]}):
+        path = export_model(small_module, tmp_path / f"m{opset}.onnx", opset_version=opset)
+        versions = {o.domain: o.version for o in onnx.load(path).opset_import}
+        assert versions[""] == opset
+
+
+def test_a_file_of_another_opset_than_asked_is_an_error_and_removed(
+    small_module, tmp_path, monkeypatch
+):
+    from skh2t.export import files
+
+    monkeypatch.setattr(files, "onnx_opsets", lambda: range(18, 100))  # as if 99 were valid
+    with pytest.raises(ValueError, match="The ONNX exporter wrote opset 18, not opset_version=99"):
+        export_model(small_module, tmp_path / "m.onnx", opset_version=99)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stage", ["writer", "check"])
+def test_a_failed_export_leaves_no_file_and_the_old_one_as_it_was(
+    stage, small_module, tmp_path, monkeypatch
+):
+    from skh2t.export import files
+
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old")
+
+    def half_write(module, example, path, **options):
+        path.write_bytes(b"half")
+        raise OSError("disk full")
+
+    def bad_check(*args, **kwargs):
+        raise RuntimeError("does not reproduce the model")
+
+    if stage == "writer":
+        monkeypatch.setattr(files, "_write_torchscript", half_write)
+    else:
+        monkeypatch.setattr(files, "_check_file", bad_check)
+    with pytest.raises((OSError, RuntimeError)):
+        export_model(small_module, target)
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_export_path_where_no_file_can_be_created_fails_before_any_work(small_module):
+    with pytest.raises(ValueError, match=r"^Cannot write '/proc/model\.pt': "):
+        check_export_path("/proc/model.pt")
+    with pytest.raises(ValueError, match=r"^Cannot write '/proc/model\.pt': "):
+        export_model(small_module, "/proc/model.pt")
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt2"])
+def test_read_metadata_reads_only_the_record_not_the_program(
+    suffix, small_module, tmp_path, monkeypatch
+):
+    from skh2t.export import metadata
+
+    path = export_model(small_module, tmp_path / f"model{suffix}", check=False)
+
+    def no_program(*args, **kwargs):
+        raise AssertionError("the program was loaded")
+
+    monkeypatch.setattr(torch.export, "load", no_program)
+    monkeypatch.setattr(torch.jit, "load", no_program)
+    assert read_metadata(path) == metadata(small_module)
+    (tmp_path / f"text{suffix}").write_text("not an archive")
+    with pytest.raises(ValueError, match="not a zip archive"):
+        read_metadata(tmp_path / f"text{suffix}")

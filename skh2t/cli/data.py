@@ -176,12 +176,18 @@ def split_train_test(
         test = data.take(rest)
     elif test.class_names != data.class_names:
         raise UsageError(
-            f"the test classes {test.class_names} differ from the training classes "
-            f"{data.class_names}"
+            f"the test classes {_plain(test.class_names)} differ from the training classes "
+            f"{_plain(data.class_names)}"
         )
     if n_test is not None:
-        test = test.take(stratified_subsample(test, n_test, random_state + 1, "--n-test"))
+        test_seed = (random_state + 1) % 2**32  # another draw than the training one's
+        test = test.take(stratified_subsample(test, n_test, test_seed, "--n-test"))
     return data.take(train_idx), test
+
+
+def _plain(names: list[Any]) -> list[str]:
+    """Class names as plain strings, so that a message shows ``'cat'``, not ``np.str_('cat')``."""
+    return [str(name) for name in names]
 
 
 def list_image_files(paths: list[str], folder: str | None) -> list[str]:

@@ -6,7 +6,12 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-from skh2t.features import CheckpointError, ImageReadError, WeightsNotFoundError
+from skh2t.features import (
+    CheckpointError,
+    ImageReadError,
+    WeightsChangedError,
+    WeightsNotFoundError,
+)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -14,11 +19,13 @@ PROG = "skh2t"
 
 # Errors that mean "the inputs are wrong", wherever they are raised: a missing
 # file or data set, backbone weights that cannot be found offline, a checkpoint
-# that is not one or does not fit, an image file that cannot be read.
+# that is not one or does not fit, a model's weights that changed since its fit, an
+# image file that cannot be read.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     WeightsNotFoundError,
     CheckpointError,
+    WeightsChangedError,
     ImageReadError,
 )
 

@@ -10,12 +10,13 @@ import sys
 from sklearn.exceptions import NotFittedError
 
 from skh2t.cli import options
-from skh2t.cli.errors import PROG, UsageError
+from skh2t.cli.errors import PROG, UsageError, usage_errors
 from skh2t.cli.predict import load_model
 from skh2t.export import (
     FORMATS,
     ONNX_OPSET,
     check_export_path,
+    check_opset,
     compact_module,
     export_model,
     metadata,
@@ -56,9 +57,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--opset",
         type=int,
-        default=ONNX_OPSET,
         metavar="N",
-        help="ONNX opset (default: %(default)s)",
+        help=f"ONNX opset of a .onnx file: from {ONNX_OPSET} (the default) to the newest the "
+        "installed exporter writes (skh2t.export.onnx_opsets)",
     )
     options.add_quiet_option(parser)
     parser.set_defaults(handler=run, blas_threads=0)
@@ -66,10 +67,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export the model and print what the file computes."""
-    try:
+    with usage_errors(ValueError, ImportError, context="-o"):
         check_export_path(args.output)
-    except (ValueError, ImportError) as error:
-        raise UsageError(f"-o: {error}") from None
+    onnx = os.path.splitext(args.output)[1].lower() == ".onnx"
+    if args.opset is not None and not onnx:
+        raise UsageError(f"--opset: only a .onnx file has an opset, not {args.output!r}")
+    opset = ONNX_OPSET if args.opset is None else args.opset
+    if onnx:
+        with usage_errors(ValueError, context="--opset"):
+            check_opset(opset)
     model = load_model(args.model, name="MODEL")
     try:
         module = compact_module(model)
@@ -77,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"MODEL: {error}") from None
     if not args.quiet:
         print(f"{PROG} export: writing and checking {args.output} ...", file=sys.stderr)
-    export_model(module, args.output, opset_version=args.opset)
+    with usage_errors(ValueError):  # e.g. a file whose opset is not the one asked for
+        export_model(module, args.output, opset_version=opset)
     size = os.path.getsize(args.output) / 1e6
     n_taps = len(module.readouts)
     print(

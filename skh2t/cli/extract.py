@@ -17,6 +17,7 @@ from skh2t.cli.data import (
 from skh2t.cli.data import stratified_subsample as draw
 from skh2t.cli.errors import UsageError
 from skh2t.cli.progress import Progress
+from skh2t.output_files import written_whole
 
 DESCRIPTION = """\
 Extract Head2Toe features (pooled, L2-normalised activations of every tap) of
@@ -54,9 +55,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="class-balanced random subset of the data set (default: all images)",
     )
     group.add_argument(
-        "--random-state", type=int, default=0, metavar="SEED", help="seed of the subset"
+        "--random-state", type=options.seed, default=0, metavar="SEED", help="seed of the subset"
     )
-    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npz file")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="the .npz file to write, at exactly this path (no suffix is added)",
+    )
     options.add_backbone_options(parser)
     options.add_quiet_option(parser)
     parser.set_defaults(handler=run)
@@ -81,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         arrays["y"] = labels.astype(str)
     if paths is not None:
         arrays["paths"] = np.array(paths)
-    np.savez_compressed(args.output, **arrays)
+    with written_whole(args.output) as part, open(part, "wb") as file:
+        np.savez_compressed(file, **arrays)  # to a file object: numpy would add ".npz" to a name
     print(f"wrote {args.output}: {X.shape[0]} images x {X.shape[1]} features")
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import warnings
 
 import joblib
 from sklearn.exceptions import ConvergenceWarning
@@ -14,6 +13,8 @@ from skh2t.cli import options
 from skh2t.cli.data import DATASET_HELP, check_classes, check_readable, load_dataset
 from skh2t.cli.data import stratified_subsample as draw
 from skh2t.cli.progress import Progress
+from skh2t.cli.warned import counted_warnings
+from skh2t.output_files import written_whole
 
 DEFAULT_N_TRAIN = 1000
 # What `skh2t run`'s cross-validation chose on its default Fashion-MNIST / Lite0 protocol.
@@ -50,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"class-balanced training images (default: {DEFAULT_N_TRAIN}, or all if fewer)",
     )
     group.add_argument(
-        "--random-state", type=int, default=0, metavar="SEED", help="seed of the draw"
+        "--random-state", type=options.seed, default=0, metavar="SEED", help="seed of the draw"
     )
     group = parser.add_argument_group("Head2Toe")
     group.add_argument(
@@ -104,12 +105,12 @@ def run(args: argparse.Namespace) -> int:
         renormalize_groups=transformer.feature_groups_ if args.renormalize_kept else None,
         max_iter=args.max_iter,
     )
-    with progress.timed("Head2Toe fit"), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+    with progress.timed("Head2Toe fit"), counted_warnings(ConvergenceWarning) as warned:
         clf.fit(X, data.labels)
-    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+    if warned.n:
         progress.message("note: the solver stopped at --max-iter; consider raising it")
-    joblib.dump(Pipeline([("features", transformer), ("head2toe", clf)]), args.output)
+    with written_whole(args.output) as part:
+        joblib.dump(Pipeline([("features", transformer), ("head2toe", clf)]), part)
     kept = int(clf.get_support().sum())
     print(f"wrote {args.output}: {len(data)} images, {kept} of {X.shape[1]} features kept")
     return 0

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from skh2t import output_files
 from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.features import CheckpointError, IntermediateFeatureTransformer, load_backbone
 from skh2t.features.backbones import check_architecture
@@ -57,6 +58,48 @@ def non_negative_int(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def n_jobs_value(text: str) -> int:
+    """``--n-jobs``: a non-zero ``int`` (joblib's meaning: ``-1`` all cores, ``-2`` all but
+    one, ...; argparse type).
+
+    Examples
+    --------
+    >>> n_jobs_value("-1")
+    -1
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value == 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-zero integer (N processes; -1: all cores), got {text!r}"
+        )
+    return value
+
+
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's integer seeds
+
+
+def seed(text: str) -> int:
+    """``--random-state``: an ``int`` from 0 to ``2**32 - 1`` (argparse type).
+
+    Examples
+    --------
+    >>> seed("42")
+    42
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"expected a seed from 0 to 2**32 - 1 = {MAX_SEED}, got {text!r}"
+        )
     return value
 
 
@@ -207,15 +250,10 @@ def add_runtime_options(group: argparse._ActionsContainer) -> None:
 
 
 def check_output_file(path: str, option: str) -> None:
-    """Fail early, in one line, unless ``path`` can be written as a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UsageError(f"{option}: {path!r} is a directory; give a file name")
-    if not os.path.isdir(folder):
-        raise UsageError(f"{option}: folder {folder!r} does not exist")
-    writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(folder, os.W_OK)
-    if not writable:
-        raise UsageError(f"{option}: cannot write {path!r}: permission denied")
+    """Fail early, in one line, unless ``path`` can be written as a file
+    (:func:`skh2t.output_files.check_output_file`: a file is created next to it and removed)."""
+    with usage_errors(ValueError, context=option):
+        output_files.check_output_file(path)
 
 
 def add_refit_option(group: argparse._ActionsContainer) -> None:
@@ -241,6 +279,7 @@ def check_backbone(args: argparse.Namespace) -> None:
     """Fail early, in one line, on an unknown backbone name or a missing weights file."""
     with usage_errors(ValueError, context="--backbone"):
         check_architecture(args.backbone)
+    check_device(args.device)
     weights = args.weights
     if weights not in (None, "auto", "timm"):
         if not os.path.isfile(weights):
@@ -250,7 +289,6 @@ def check_backbone(args: argparse.Namespace) -> None:
             )
         with usage_errors(CheckpointError, context="--weights"):  # a bad file fails now, not later
             load_backbone(args.backbone, weights=weights, image_size=args.image_size)
-    check_device(args.device)
     check_precision(args.precision, args.device)
     with usage_errors(ValueError, context="--cache"):
         resolve_cache_directory(args.cache)
@@ -265,10 +303,12 @@ def check_device(device: str) -> None:
 def check_precision(precision: str, device: str, *, fallback_to_cpu: bool = False) -> None:
     """Fail early, in one line, on a ``--precision`` that ``device`` cannot run
     (e.g. float16 on the CPU). ``fallback_to_cpu``: ``device`` is a loaded model's,
-    which runs on the CPU when CUDA is not available here."""
+    which runs on the CPU when its accelerator is not available here."""
     if fallback_to_cpu:
         with warnings.catch_warnings():  # the CPU fallback warns when the model runs
             warnings.simplefilter("ignore")
+            with usage_errors(ValueError, RuntimeError, context="--device"):
+                resolve_device(device, fallback_to_cpu=True)  # e.g. a model's "meta"
             with usage_errors(ValueError, RuntimeError, context="--precision"):
                 resolve_runtime(device, precision, fallback_to_cpu=True)
         return

@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from skh2t.output_files import written_whole
 from skh2t.plotting import draw_kept_per_tap, figure_size_for_taps
 
 
@@ -44,4 +45,5 @@ def plot_kept_per_tap(
     axes = figure.add_subplot()
     draw_kept_per_tap(axes, tap_names, kept, tap_sizes)
     axes.set_title(title)
-    figure.savefig(path, dpi=120)
+    with written_whole(path) as part:  # savefig picks PNG from the (kept) suffix
+        figure.savefig(part, dpi=120)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import pickle
 from typing import Any
 
 import joblib
+from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
 
 from skh2t import Head2ToeClassifier
 from skh2t.cli import options
 from skh2t.cli.data import check_readable, list_image_files
-from skh2t.cli.errors import UsageError
+from skh2t.cli.errors import UsageError, one_line
 from skh2t.features import IntermediateFeatureTransformer
+from skh2t.finetune import FineTuneClassifier
 from skh2t.progress import progress_bar
 
 CHUNK = 256  # images per prediction call
@@ -61,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_model(path: str, *, name: str = "--model") -> Any:
-    """Load a joblib model; a missing or unreadable file is a :class:`UsageError`.
+    """Load a fitted skh2t model saved with joblib; anything else is a :class:`UsageError`.
 
+    A skh2t model takes images: a :class:`~skh2t.Head2ToeClassifier`, a
+    :class:`~skh2t.FineTuneClassifier`, or a ``Pipeline`` whose first step is an
+    :class:`~skh2t.features.IntermediateFeatureTransformer` (as ``skh2t fit`` saves).
     ``name`` is how the command line calls the argument, for the messages.
     """
     try:
@@ -73,11 +78,35 @@ def load_model(path: str, *, name: str = "--model") -> Any:
         raise UsageError(f"{name}: {path!r} is a directory, not a model file") from None
     except PermissionError:
         raise UsageError(f"{name}: cannot read {path!r}: permission denied") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, KeyError) as error:
-        raise UsageError(f"{name}: {path!r} is not a joblib model file ({error})") from None
-    if not hasattr(model, "predict"):
-        raise UsageError(f"{name}: {path!r} holds a {type(model).__name__}, not a model")
+    except Exception as error:  # unpickling foreign bytes can fail in any way
+        raise UsageError(
+            f"{name}: {path!r} is not a skh2t model ({NOT_A_MODEL_HINT}): it could not be "
+            f"loaded ({type(error).__name__}: {one_line(error)})"
+        ) from None
+    if not is_skh2t_model(model):
+        raise UsageError(
+            f"{name}: {path!r} holds a {type(model).__name__}, not a skh2t model "
+            f"({NOT_A_MODEL_HINT})"
+        )
+    steps = [step for _, step in model.steps] if isinstance(model, Pipeline) else [model]
+    try:
+        for step in steps:
+            check_is_fitted(step)
+    except NotFittedError as error:
+        raise UsageError(f"{name}: {one_line(error)}") from None
     return model
+
+
+NOT_A_MODEL_HINT = "a file saved by skh2t fit or skh2t run"
+
+
+def is_skh2t_model(model: Any) -> bool:
+    """Whether ``model`` is an estimator of images that skh2t built (see :func:`load_model`)."""
+    if isinstance(model, (Head2ToeClassifier, FineTuneClassifier)):
+        return True
+    return isinstance(model, Pipeline) and isinstance(
+        model.steps[0][1], IntermediateFeatureTransformer
+    )
 
 
 RUNTIME_OPTIONS = ("device", "precision", "batch_size")
@@ -95,8 +124,8 @@ def _configure(model: Any, args: argparse.Namespace) -> None:
 
 
 def _extractors(model: Any) -> list[Any]:
-    """What runs the backbone: a Head2ToeClassifier, or a pipeline's feature transformers."""
-    if isinstance(model, Head2ToeClassifier):
+    """What runs the backbone: the classifier, or a pipeline's feature transformers."""
+    if isinstance(model, (Head2ToeClassifier, FineTuneClassifier)):
         return [model]
     if not isinstance(model, Pipeline):
         return []

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from skh2t.output_files import written_whole
+
 _PACKAGES = ("skh2t", "numpy", "scipy", "scikit-learn", "torch", "timm", "matplotlib")
 
 
@@ -104,8 +106,9 @@ def versions() -> dict[str, str]:
 
 
 def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write ``payload`` as indented JSON (NumPy scalars and arrays converted)."""
-    with open(path, "w", encoding="utf-8") as file:
+    """Write ``payload`` as indented JSON (NumPy scalars and arrays converted), whole or not
+    at all."""
+    with written_whole(path) as part, open(part, "w", encoding="utf-8") as file:
         json.dump(payload, file, indent=2, default=_to_json)
         file.write("\n")
 

@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from typing import Any
 
 import joblib
@@ -29,8 +28,10 @@ from skh2t.cli.extraction import iter_joint_feature_chunks, tap_table
 from skh2t.cli.plot import plot_kept_per_tap
 from skh2t.cli.progress import Progress
 from skh2t.cli.report import format_params, format_table, versions, write_json
+from skh2t.cli.warned import counted_warnings
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.joint import transform_jointly
+from skh2t.output_files import written_whole
 from skh2t.plotting import kept_features_per_tap
 
 DEFAULTS: dict[str, Any] = {
@@ -61,8 +62,8 @@ versions), kept_per_tap.png (which depths Head2Toe chose) and model.joblib (the
 fitted Head2ToeClassifier, for `skh2t predict`) to --output-dir.
 
 Without arguments: Fashion-MNIST, EfficientNet-Lite0 with its offline ImageNet
-weights at 64 px, 1000 training images, the 10k test images; about 2 minutes
-on 2 idle CPU cores."""
+weights at 64 px, 1000 training images, the 10k test images (its wall time:
+docs/benchmarks.rst, "skh2t run")."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -109,7 +110,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--random-state",
-        type=int,
+        type=options.seed,
         default=0,
         metavar="SEED",
         help="seed of the draws and folds (default: 0)",
@@ -159,7 +160,7 @@ def _add_grid_options(parser: argparse.ArgumentParser) -> None:
     options.add_refit_option(group)
     group.add_argument(
         "--n-jobs",
-        type=int,
+        type=options.n_jobs_value,
         default=DEFAULTS["n_jobs"],
         metavar="N",
         help="processes for the cross-validations (one fold and target size per task; the "
@@ -250,12 +251,10 @@ def _fit_head2toe(
         f"{', '.join(map(str, sorted(args.target_sizes)))} (one pass), then cross-validation"
     )
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+    with counted_warnings(ConvergenceWarning) as warned:
         model.fit(train.images, train.labels)
     # One warning stands for all of the cross-validation's; the others are the final refit's.
-    warned = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-    n_not_converged = model.n_cv_not_converged_ + warned - bool(model.n_cv_not_converged_)
+    n_not_converged = model.n_cv_not_converged_ + warned.n - bool(model.n_cv_not_converged_)
     model.set_params(verbose=0)
     return model, time.perf_counter() - start, n_not_converged
 
@@ -418,7 +417,8 @@ def _write_outputs(
     written = [json_path, plot_path]
     if args.save_model:
         model_path = os.path.join(args.output_dir, MODEL_FILE)
-        joblib.dump(model, model_path)
+        with written_whole(model_path) as part:
+            joblib.dump(model, part)
         written.append(model_path)
         payload["model_file"] = model_path
     write_json(json_path, payload)

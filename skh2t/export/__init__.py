@@ -12,9 +12,11 @@ from skh2t.export.files import (
     FORMATS,
     ONNX_OPSET,
     check_export_path,
+    check_opset,
     export_model,
     load_exported,
     metadata,
+    onnx_opsets,
     read_metadata,
 )
 from skh2t.export.module import CompactHead2Toe, TapReadout, prepare_images
@@ -25,10 +27,12 @@ __all__ = [
     "CompactHead2Toe",
     "TapReadout",
     "check_export_path",
+    "check_opset",
     "compact_module",
     "export_model",
     "load_exported",
     "metadata",
+    "onnx_opsets",
     "prepare_images",
     "read_metadata",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,13 @@ import torch
 
 from skh2t.export.build import compact_module
 from skh2t.export.module import CompactHead2Toe
+from skh2t.output_files import check_output_file, written_whole
 
 #: File suffixes and the format each one writes.
 FORMATS = {".onnx": "ONNX", ".pt": "TorchScript", ".pt2": "torch.export"}
-#: The ONNX opset the files use.
+#: The ONNX opset the files use by default: the one torch's ONNX exporter implements its
+#: operators in. It writes a newer opset by converting the model up; an older one it can
+#: only reach by a down-conversion that fails for these models (keeping opset 18).
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 #: The metadata key (ONNX) or extra file name (TorchScript, torch.export) of
@@ -46,9 +50,12 @@ def export_model(
     model : Head2ToeClassifier, Pipeline or CompactHead2Toe
         A fitted model as :func:`compact_module` takes, or its module.
     path : str or os.PathLike
-        The file to write (replaced if it exists); its folder must exist.
+        The file to write (replaced if it exists, once written and checked:
+        a failure leaves no file and an old one as it was); its folder must
+        exist.
     opset_version : int, default=18
-        The ONNX opset.
+        The ONNX opset (``.onnx`` only), one of :func:`onnx_opsets`; the file
+        is checked to be of that opset.
     check : bool, default=True
         Load the written file with its runtime (onnxruntime for ONNX) and
         check that it gives the module's logits (relative error at most 1e-4)
@@ -78,14 +85,17 @@ def export_model(
     """
     path = Path(path)
     check_export_path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        check_opset(opset_version)
     module = model if isinstance(model, CompactHead2Toe) else compact_module(model)
     module = module.cpu().eval()
     example = torch.rand((2, 3, *module.image_size), generator=torch.Generator().manual_seed(0))
     writer = {".onnx": _write_onnx, ".pt": _write_torchscript, ".pt2": _write_exported}
-    suffix = path.suffix.lower()
-    writer[suffix](module, example, path, opset_version=opset_version)
-    if check:
-        _check_file(module, path, suffix)
+    with written_whole(path) as part:  # a failed write or check leaves no file
+        writer[suffix](module, example, part, opset_version=opset_version)
+        if check:
+            _check_file(module, part, suffix, shown=path)
     return path
 
 
@@ -211,7 +221,7 @@ def _input_batch(images: Any, image_size: tuple[int, int] | None) -> torch.Tenso
     return batch.contiguous()
 
 
-def _check_file(module: CompactHead2Toe, path: Path, suffix: str) -> None:
+def _check_file(module: CompactHead2Toe, path: Path, suffix: str, *, shown: Path) -> None:
     images = torch.rand((3, 3, *module.image_size), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         expected = module(images).numpy()
@@ -219,13 +229,17 @@ def _check_file(module: CompactHead2Toe, path: Path, suffix: str) -> None:
     error = float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-12))
     if got.shape != expected.shape or not error <= 1e-4:
         raise RuntimeError(
-            f"The {FORMATS[suffix]} file {str(path)!r} does not reproduce the model "
+            f"The {FORMATS[suffix]} file {str(shown)!r} does not reproduce the model "
             f"(relative error {error:.2g}); please report this."
         )
 
 
 def check_export_path(path: str | os.PathLike) -> None:
-    """Raise ``ValueError`` unless ``path`` has a known suffix and a folder it can go in.
+    """Raise ``ValueError`` unless ``path`` has a known suffix and can be written.
+
+    Writability is :func:`skh2t.output_files.check_output_file`'s check (a file
+    is created next to ``path`` and removed); an ``.onnx`` path also needs the
+    export extra (``ImportError`` if it is missing).
 
     Examples
     --------
@@ -241,15 +255,59 @@ def check_export_path(path: str | os.PathLike) -> None:
         raise ValueError(
             f"Cannot tell the export format from {str(path)!r}: use a name ending in {known}."
         )
-    if path.is_dir():
-        raise ValueError(f"{str(path)!r} is a directory; give a file name to write.")
-    folder = path.parent
-    if not folder.is_dir():
-        raise ValueError(f"The folder {str(folder)!r} does not exist; create it first.")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"Cannot write {str(path)!r}: permission denied.")
+    check_output_file(path)
     if path.suffix.lower() == ".onnx":
         _require_onnx()
+
+
+def onnx_opsets() -> range:
+    """The ONNX opsets :func:`export_model` writes with the installed exporter.
+
+    From :data:`ONNX_OPSET` (18) to the newest opset the installed ``onnxscript``
+    converts a model to (its version converter's ``SUPPORTED_MAX_ONNX_OPSET``);
+    beyond it torch's exporter fails or silently keeps opset 18. Needs the
+    ``skh2t[export]`` extra.
+
+    Examples
+    --------
+    >>> onnx_opsets()[0]
+    18
+    """
+    _require_onnx()
+    from onnxscript.version_converter import _version_converter
+
+    newest = getattr(_version_converter, "SUPPORTED_MAX_ONNX_OPSET", ONNX_OPSET)
+    return range(ONNX_OPSET, max(int(newest), ONNX_OPSET) + 1)
+
+
+def check_opset(opset_version: Any) -> None:
+    """Raise ``ValueError`` unless ``opset_version`` is an opset :func:`export_model` writes.
+
+    Examples
+    --------
+    >>> check_opset(7)
+    Traceback (most recent call last):
+    ...
+    ValueError: opset_version=7 is not an ONNX opset the exporter writes: use one from 18 to ...
+    """
+    supported = onnx_opsets()
+    if isinstance(opset_version, bool) or not isinstance(opset_version, (int, np.integer)):
+        valid = False
+    else:
+        valid = int(opset_version) in supported
+    if not valid:
+        raise ValueError(
+            f"opset_version={opset_version!r} is not an ONNX opset the exporter writes: use "
+            f"one from {supported[0]} to {supported[-1]} (default {ONNX_OPSET})."
+        )
+
+
+def _file_opset(path: Path) -> int | None:
+    """The default-domain ONNX opset of the file at ``path``."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _require_onnx() -> None:
@@ -269,7 +327,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
     Every file written by :func:`export_model` carries this record (ONNX:
     metadata property ``"skh2t.json"``; TorchScript and ``torch.export``: an
-    extra file of that name), so that a server needs nothing else.
+    extra file of that name), so that a server needs nothing else. Only the
+    record is read: not the ONNX weights, nor the program of a ``.pt`` or
+    ``.pt2`` archive.
 
     Parameters
     ----------
@@ -301,23 +361,31 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    extra = {METADATA_KEY: ""}
     if suffix == ".onnx":
         import onnx
 
         model = onnx.load(str(path), load_external_data=False)
         text = {p.key: p.value for p in model.metadata_props}.get(METADATA_KEY, "")
-    elif suffix == ".pt":
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=FutureWarning)
-            torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        text = extra[METADATA_KEY]
     else:
-        torch.export.load(str(path), extra_files=extra)
-        text = extra[METADATA_KEY]
+        text = _archive_extra_file(path, METADATA_KEY)
     if not text:
         raise ValueError(f"{str(path)!r} has no skh2t metadata: export_model did not write it.")
     return json.loads(text)
+
+
+def _archive_extra_file(path: Path, name: str) -> str:
+    """The extra file ``name`` of a TorchScript or torch.export archive, read without
+    loading the program: both are zip files with the extra files in ``<root>/extra/``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for entry in archive.namelist():
+                if entry.split("/")[1:] == ["extra", name]:
+                    return archive.read(entry).decode("utf-8")
+    except zipfile.BadZipFile:
+        raise ValueError(
+            f"{str(path)!r} is not a {FORMATS[path.suffix.lower()]} file (not a zip archive)."
+        ) from None
+    return ""
 
 
 def metadata(module: CompactHead2Toe) -> dict[str, Any]:
@@ -368,6 +436,12 @@ def _write_onnx(module: CompactHead2Toe, example: torch.Tensor, path: Path, **op
         )
     program.model.metadata_props[METADATA_KEY] = json.dumps(metadata(module))
     program.save(str(path), external_data=False)
+    written = _file_opset(path)
+    if written != options["opset_version"]:
+        raise ValueError(
+            f"The ONNX exporter wrote opset {written}, not opset_version="
+            f"{options['opset_version']}; use one from {ONNX_OPSET} to {onnx_opsets()[-1]}."
+        )
 
 
 def _write_torchscript(module: CompactHead2Toe, example: torch.Tensor, path: Path, **_) -> None:

@@ -22,6 +22,7 @@ from skh2t.features.weights import (
     OFFLINE_WEIGHTS,
     CheckpointError,
     OfflineWeights,
+    WeightsChangedError,
     WeightsNotFoundError,
 )
 
@@ -35,6 +36,7 @@ __all__ = [
     "OfflineWeights",
     "TapInfo",
     "WeightSource",
+    "WeightsChangedError",
     "WeightsNotFoundError",
     "check_image_files",
     "default_taps",

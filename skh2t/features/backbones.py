@@ -28,6 +28,7 @@ from torch import nn
 from skh2t.features.weights import (
     OFFLINE_WEIGHTS,
     OfflineWeights,
+    WeightsChangedError,
     WeightsNotFoundError,
     load_checkpoint_into,
 )
@@ -77,7 +78,7 @@ class BackboneReference:
         model = _build_named(self.architecture, self.source, dict(self.create_kwargs))
         set_input_size(model, self.image_size)
         if self.fingerprint and weights_fingerprint(model) != self.fingerprint:
-            raise RuntimeError(
+            raise WeightsChangedError(
                 f"The weights of {self.architecture!r} from {self.source.describe()} differ "
                 "from the ones this estimator was fitted with (the weight file, package or "
                 "library version changed); refit the estimator."

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_PRECISION",
     "PRECISIONS",
     "Runtime",
+    "available_devices",
     "cpu_has_native_bfloat16",
     "resolve_device",
     "resolve_precision",
@@ -28,19 +29,32 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _CPU_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 _TORCH_CPU_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
 _CPUINFO = Path("/proc/cpuinfo")
+# Accelerators PyTorch asks with ``torch.<type>.is_available()``, and their names in messages.
+_ACCELERATORS = {"cuda": "CUDA", "mps": "MPS", "xpu": "XPU"}
 
 
 def resolve_device(device: str | torch.device, *, fallback_to_cpu: bool = False) -> torch.device:
     """The ``torch.device`` for a ``device`` parameter value.
 
-    ``"auto"`` is CUDA when available, else the CPU. An unavailable CUDA device
-    is an error, or, with ``fallback_to_cpu`` (estimators loaded on a machine
-    without a GPU), a warning and the CPU.
+    ``"auto"`` is CUDA when available, else the CPU. A device this machine
+    cannot run (CUDA or MPS without one, an index beyond the devices present,
+    the data-less ``"meta"`` device) is an error, or, with ``fallback_to_cpu``
+    (estimators loaded on a machine without their accelerator), a warning and
+    the CPU; ``"meta"`` is always an error.
+
+    Raises
+    ------
+    ValueError
+        Naming the device and the devices available here.
 
     Examples
     --------
     >>> resolve_device("cpu")
     device(type='cpu')
+    >>> resolve_device("meta")
+    Traceback (most recent call last):
+    ...
+    ValueError: device='meta' cannot run a backbone: a 'meta' device holds no data; ...
     """
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -48,18 +62,56 @@ def resolve_device(device: str | torch.device, *, fallback_to_cpu: bool = False)
         resolved = torch.device(device)
     except RuntimeError as error:
         raise ValueError(
-            f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'auto'."
+            f"device={device!r} is not a torch device; use {_available_text()}."
         ) from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        if not fallback_to_cpu:
-            raise ValueError(f"device={device!r} but CUDA is not available; use 'cpu' or 'auto'.")
-        warnings.warn(
-            f"device={device!r} but CUDA is not available here; running on the CPU.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return torch.device("cpu")
-    return resolved
+    problem = _unavailable(resolved)
+    if problem is None:
+        return resolved
+    if not fallback_to_cpu or resolved.type == "meta":
+        raise ValueError(f"device={str(device)!r} {problem}; use {_available_text()}.")
+    warnings.warn(
+        f"device={str(device)!r} {problem}; running on the CPU.", UserWarning, stacklevel=3
+    )
+    return torch.device("cpu")
+
+
+def available_devices() -> list[str]:
+    """The ``device`` values that run on this machine: ``"cpu"``, the accelerators
+    present (``"cuda"``, ``"mps"``, ...) and ``"auto"``.
+
+    Examples
+    --------
+    >>> available_devices()[0], available_devices()[-1]
+    ('cpu', 'auto')
+    """
+    present = [kind for kind in _ACCELERATORS if _backend_available(kind)]
+    return ["cpu", *present, "auto"]
+
+
+def _available_text() -> str:
+    names = [repr(name) for name in available_devices()]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _unavailable(device: torch.device) -> str | None:
+    """Why this machine cannot run a backbone on ``device`` (a phrase), or ``None``."""
+    if device.type == "cpu":
+        return None
+    if device.type == "meta":
+        return "cannot run a backbone: a 'meta' device holds no data"
+    name = _ACCELERATORS.get(device.type, repr(device.type))
+    if not _backend_available(device.type):
+        return f"but {name} is not available here"
+    count = getattr(getattr(torch, device.type), "device_count", None)
+    if device.index is not None and callable(count) and device.index >= count():
+        return f"but this machine has {count()} {name} device(s)"
+    return None
+
+
+def _backend_available(kind: str) -> bool:
+    """Whether PyTorch can use ``torch.device(kind)`` here (``torch.<kind>.is_available()``)."""
+    is_available = getattr(getattr(torch, kind, None), "is_available", None)
+    return callable(is_available) and bool(is_available())
 
 
 def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype:

