@@ -137,6 +137,8 @@ def test_the_final_model_is_the_best_point_refitted_on_all_images(fitted):
     assert fitted.classifier_.keep_fraction == params["keep_fraction"]
     X = fitted.transformer_.transform(IMAGES)
     refit = clone(fitted.classifier_).fit(X, LABELS)
+    # Bit for bit: the features come in the same batches as at fit, and the solvers run
+    # on one BLAS thread (skh2t.threads), so the same products in the same order.
     np.testing.assert_array_equal(refit.coef_, fitted.classifier_.coef_)
     assert fitted.best_estimator_[0] is fitted.transformer_
     rows = kept_features_per_tap(fitted)
