@@ -93,6 +93,7 @@ def test_no_command_is_a_usage_error(capsys):
     assert "required: COMMAND" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_m_skh2t_help():
     result = subprocess.run(
         [sys.executable, "-m", "skh2t", "run", "--help"], capture_output=True, text=True
@@ -101,6 +102,7 @@ def test_python_m_skh2t_help():
     assert "--keep-fractions" in result.stdout
 
 
+@pytest.mark.slow
 def test_console_script_exits_2_in_one_line_without_traceback():
     script = shutil.which("skh2t")
     if script is None:

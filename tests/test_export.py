@@ -5,7 +5,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _image_data import images_and_labels
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -24,6 +23,7 @@ from skh2t.export import (
 from skh2t.export.taps import HookedTaps, tap_extractor
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.taps import TapRef
+from tests.image_data import images_and_labels
 
 IMAGES, LABELS = images_and_labels(40, size=32)
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 256}
@@ -90,8 +90,9 @@ def test_only_taps_with_kept_features_are_read_and_the_backbone_is_cut():
     assert_same_scores(module, model, IMAGES)
 
 
-def test_head2toe_classifier_on_real_lite0_weights():
-    images, labels = images_and_labels(24, size=32, seed=3)
+@pytest.mark.slow
+def test_head2toe_classifier_on_real_lite0_weights(make_images):
+    images, labels = make_images(24, size=32, seed=3)
     model = Head2ToeClassifier(
         image_size=32,
         target_sizes=[256],
@@ -102,7 +103,7 @@ def test_head2toe_classifier_on_real_lite0_weights():
     ).fit(images, labels)
     module = compact_module(model)
     assert [r.name for r in module.readouts] == model.kept_taps_
-    test_images, _ = images_and_labels(30, size=40, seed=4)  # resized inside, as by the model
+    test_images, _ = make_images(30, size=40, seed=4)  # resized inside, as by the model
     assert_same_scores(module, model, test_images)
 
 
@@ -190,6 +191,7 @@ def test_a_user_module_backbone_without_fx_support_still_exports(tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".pt", ".pt2", ".onnx"])
 def test_exported_files_give_the_module_logits_for_any_batch_size(suffix, tmp_path):
     model = fitted_pipeline(y=np.arange(40) % 3)
@@ -208,6 +210,7 @@ def test_exported_files_give_the_module_logits_for_any_batch_size(suffix, tmp_pa
         np.testing.assert_allclose(got, logits(module, IMAGES[:n]), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_on_200_real_images_predicts_as_the_fitted_model(tmp_path):
     from skh2t.datasets import load_fashion_mnist
 

@@ -9,9 +9,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from _image_data import images_and_labels
 from PIL import Image
-from rounding import assert_rows_close
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -21,6 +19,8 @@ from torch import nn
 from skh2t import GroupLassoClassifier
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.cache import CACHE_SUBDIRECTORY, ENTRY_SUFFIX
+from tests.image_data import images_and_labels
+from tests.rounding import assert_rows_close
 
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 128}
 
@@ -90,6 +90,7 @@ def test_a_partly_cached_batch_computes_only_the_new_images(tmp_path):
 # --- grid search: the backbone runs once per image and pooling ----------------------------------
 
 
+@pytest.mark.slow
 def test_grid_search_runs_the_backbone_once_per_image_and_pooling(tmp_path):
     target_sizes, alphas, n_folds = [64, 128, 256], [1e-3, 1e-2], 5
     grid = {"features__target_size": target_sizes, "clf__alpha": alphas}

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from rounding import assert_rows_close
 from sklearn.base import clone
 from torch import nn
 
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.joint import repool, transform_jointly
+from tests.rounding import assert_rows_close
 
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32}
 

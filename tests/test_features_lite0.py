@@ -73,6 +73,7 @@ def digits_split(n_train=300, n_test=500):
     )
 
 
+@pytest.mark.slow
 def test_head2toe_features_beat_last_layer_features_on_digits():
     X_train, y_train, X_test, y_test = digits_split()
     features = IntermediateFeatureTransformer(image_size=64, target_size=256)

@@ -7,8 +7,6 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from _image_data import images_and_labels
-from rounding import product_rounding_bound
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
@@ -25,6 +23,8 @@ from skh2t import GroupLassoClassifier, Head2ToeClassifier
 from skh2t._prediction import renormalize_columns
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.plotting import kept_features_per_tap
+from tests.image_data import images_and_labels
+from tests.rounding import product_rounding_bound
 
 IMAGES, LABELS = images_and_labels(30, size=16)
 GRID = {"target_sizes": [16, 64, 256], "alpha_fractions": [0.3, 0.1], "keep_fractions": [0.1, 0.4]}
@@ -70,6 +70,7 @@ def test_one_forward_pass_per_image_for_three_target_sizes():
     assert sum(rows[1:]) == len(IMAGES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("renormalize_kept", [True, False])
 def test_cv_scores_are_those_of_grid_search_over_a_pipeline(folds, renormalize_kept):
     estimator = head2toe(cv=folds, renormalize_kept=renormalize_kept, **TIGHT)
@@ -184,6 +185,7 @@ def test_prediction_goes_through_the_images_in_chunks(fitted, monkeypatch):
     np.testing.assert_allclose(np.exp(log_proba), proba, rtol=1e-13)
 
 
+@pytest.mark.slow
 def test_pickle_stores_no_weights_and_predicts_identically_in_a_fresh_process(tmp_path):
     named = Head2ToeClassifier(
         backbone="test_resnet", weights=None, image_size=16, cv=2, random_state=0, **GRID

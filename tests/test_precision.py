@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _image_data import images_and_labels
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
@@ -26,6 +25,7 @@ from skh2t.features.pooling import l2_normalize, plan_pooling, pool_activation
 from skh2t.finetune import FineTuneClassifier
 from skh2t.finetune import classifier as finetune_module
 from skh2t.finetune.training import Stepper, grad_scaler
+from tests.image_data import images_and_labels
 
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 128}
 X, Y = images_and_labels(12)

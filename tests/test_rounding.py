@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from rounding import assert_rows_close, product_rounding_bound
+
+from tests.rounding import assert_rows_close, product_rounding_bound
 
 
 def test_rows_close_accepts_rounding_and_rejects_another_row_or_a_small_change():

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from rounding import assert_product_close
 
 from skh2t._solver.datafits import MultinomialLogistic
 from skh2t._solver.design import Design, thin_left_product
 from skh2t._solver.working_set import full_gradient
+from tests.rounding import assert_product_close
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
