@@ -42,13 +42,24 @@ def logits(module, images):
         return module(module.prepare(images)).numpy()
 
 
+def clear_of_a_tie(scores, tolerance):
+    """Rows whose best class leads the next by more than ``2 * tolerance``: scores within
+    ``tolerance`` of these (another code path, batch or kernel) pick the same class."""
+    top = np.sort(scores, axis=1)
+    return top[:, -1] - top[:, -2] > 2 * tolerance
+
+
 def assert_same_scores(module, model, images):
     expected = model.decision_function(images)
     if expected.ndim == 1:
         expected = np.column_stack([np.zeros_like(expected), expected])
     got = logits(module, images)
-    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
-    np.testing.assert_array_equal(module.predict(images, batch_size=7), model.predict(images))
+    tolerance = 1e-4 * np.abs(expected).max()
+    assert np.abs(got - expected).max() <= tolerance
+    clear = clear_of_a_tie(expected, tolerance)
+    assert clear.mean() > 0.9
+    predicted = module.predict(images, batch_size=7)
+    np.testing.assert_array_equal(predicted[clear], model.predict(images)[clear])
 
 
 @pytest.mark.parametrize("renormalize", [False, True])
@@ -231,8 +242,12 @@ def test_onnx_on_200_real_images_predicts_as_the_fitted_model(tmp_path):
     images = test.images[:200]
     got = load_exported(path)(module.prepare(images).numpy())
     expected = model.decision_function(images)
-    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
-    np.testing.assert_array_equal(model.classes_[got.argmax(axis=1)], model.predict(images))
+    tolerance = 1e-4 * np.abs(expected).max()
+    assert np.abs(got - expected).max() <= tolerance
+    clear = clear_of_a_tie(expected, tolerance)  # onnxruntime's kernels against NumPy's
+    assert clear.mean() > 0.9
+    predicted = model.classes_[got.argmax(axis=1)]
+    np.testing.assert_array_equal(predicted[clear], model.predict(images)[clear])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
