@@ -13,7 +13,12 @@ import pytest
 from tests.image_data import images_and_labels
 
 # Docstring examples (collected from skh2t/) that take seconds; marked slow like the tests.
-SLOW_DOCTESTS = ("skh2t.probes.l2_probe_cv", "skh2t.export.files.export_model")
+SLOW_DOCTESTS = (
+    "skh2t.probes.l2_probe_cv",
+    "skh2t.export.files.export_model",
+    "skh2t.export.files.read_metadata",
+    "skh2t.export.build.compact_module",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

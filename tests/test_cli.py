@@ -195,6 +195,7 @@ def test_run_saves_the_plot_and_a_model_that_predicts(folder_run, folder):
     assert set(model.predict(files)) <= set(CLASSES)
 
 
+@pytest.mark.slow
 def test_run_on_fashion_mnist_with_a_test_subsample(tmp_path, capsys):
     try:
         load_fashion_mnist(subset="test")
@@ -289,6 +290,7 @@ def test_bad_option_values_are_argparse_errors(option, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_run_counts_the_fits_stopped_at_max_iter(folder, tmp_path, capsys):
     argv = ["run", "--dataset", str(folder), "--n-train", "18", *TINY, *GRID]
     argv += ["--max-iter", "2", "--output-dir", str(tmp_path), "--no-save-model", "--quiet"]

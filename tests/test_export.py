@@ -62,6 +62,7 @@ def assert_same_scores(module, model, images):
     np.testing.assert_array_equal(predicted[clear], model.predict(images)[clear])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("renormalize", [False, True])
 @pytest.mark.parametrize("normalization", ["l2", "standard", None])
 def test_compact_module_reproduces_the_pipeline(renormalize, normalization):
@@ -73,6 +74,7 @@ def test_compact_module_reproduces_the_pipeline(renormalize, normalization):
     assert_same_scores(module, model, IMAGES)
 
 
+@pytest.mark.slow
 def test_binary_logits_are_zero_and_the_decision_function():
     model = fitted_pipeline()
     module = compact_module(model)
@@ -118,6 +120,7 @@ def test_head2toe_classifier_on_real_lite0_weights(make_images):
     assert_same_scores(module, model, test_images)
 
 
+@pytest.mark.slow
 def test_a_linear_classifier_without_support_reads_its_nonzero_columns():
     features = IntermediateFeatureTransformer(**TINY)
     model = make_pipeline(features, LogisticRegression(max_iter=500)).fit(IMAGES, LABELS)
@@ -301,6 +304,7 @@ def test_onnx_without_the_extra_names_the_fix(monkeypatch, tmp_path):
         check_export_path(tmp_path / "model.onnx")
 
 
+@pytest.mark.slow
 def test_the_module_is_a_plain_torch_module():
     module = compact_module(fitted_pipeline())
     assert isinstance(module, CompactHead2Toe)

@@ -108,6 +108,7 @@ def test_grid_search_runs_the_backbone_once_per_image_and_pooling(tmp_path):
     assert_rows_close(best["features"].transform(X), expected)  # filled by the folds' batches
 
 
+@pytest.mark.slow
 def test_a_grid_over_the_classifier_only_runs_the_backbone_once_per_image(tmp_path):
     pipeline = Pipeline([("features", features(tmp_path)), ("clf", GroupLassoClassifier())])
     with forwarded_images() as counts:
@@ -129,6 +130,7 @@ def changed_checkpoint(tmp_path):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "change",
     [

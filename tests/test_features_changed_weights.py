@@ -26,6 +26,7 @@ def changed(how: str) -> IntermediateFeatureTransformer:
     return transformer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["in place", "data"])
 def test_a_pickle_keeps_weights_changed_after_fit(how, tmp_path):
     transformer = changed(how)

@@ -64,6 +64,7 @@ def test_joint_transform_equals_separate_transforms_from_one_pass(images):
         assert np.array_equal(X_joint, X_alone)
 
 
+@pytest.mark.slow
 def test_joint_transform_in_parallel_equals_serial(images):
     first = IntermediateFeatureTransformer(
         backbone=small_convnet(), image_size=32, target_size=64, batch_size=3

@@ -360,6 +360,7 @@ def fine_tuner(**params) -> FineTuneClassifier:
     return FineTuneClassifier(**{**defaults, **params})
 
 
+@pytest.mark.slow
 def test_fine_tuning_in_bfloat16_keeps_float32_weights_and_results():
     exact = fine_tuner().fit(X, Y)
     reduced = fine_tuner(precision="bfloat16").fit(X, Y)
@@ -376,6 +377,7 @@ def test_fine_tuning_in_bfloat16_keeps_float32_weights_and_results():
     assert relative < 0.1  # one epoch at lr 1e-3 from the same start
 
 
+@pytest.mark.slow
 def test_fine_tuning_frozen_features_in_bfloat16_are_close_to_float32():
     exact = fine_tuner(epochs=0).fit(X, Y)
     reduced = fine_tuner(epochs=0, precision="bfloat16").fit(X, Y)
