@@ -1,13 +1,14 @@
 """Compact, lossless pickling of the wide fitted arrays of the group-lasso classifiers.
 
-With Head2Toe features (up to 406,056 columns), most of what a fitted
-classifier holds is one entry per feature: ``coef_`` and
+With Head2Toe features (hundreds of thousands of columns), most of what a
+fitted classifier holds is one entry per feature: ``coef_`` and
 ``group_lasso_coef_`` (per class, mostly zero columns), ``feature_scores_``
 (zero where the penalised coefficients are), the default groups (``arange``
 and weights of one) and the re-normalisation groups (small integers). Pickled
-as they are, they made an 85 MB file for a model that reads 10% of the
-columns. :class:`CompactStateMixin` stores them packed and unpacks them on
-loading, bit for bit.
+as they are, they make a model that reads a tenth of the columns several
+times larger than it needs to be (docs/benchmarks.rst, "Prediction in bounded
+memory", has both sizes). :class:`CompactStateMixin` stores them packed and
+unpacks them on loading, bit for bit.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ NumPy and SciPy wheels each bundle their own OpenBLAS, each with its own pool
 of (busy-waiting) threads. SciPy's L-BFGS-B, used by scikit-learn's
 ``LogisticRegression`` and by the refit of ``GroupLassoClassifier``, calls
 SciPy's BLAS on small vectors thousands of times; with both pools spinning on
-the same cores these fits ran 10-30 times slower, and NumPy's products around
-them slowed down too.
+the same cores these fits run many times slower, and NumPy's products around
+them slow down too (docs/benchmarks.rst, "Two BLAS pools on the same cores").
 
 The group-lasso solvers' products are thin (as many columns as classes) and
 memory-bound, and there are hundreds of them per fit: a second BLAS thread
@@ -87,7 +87,8 @@ def blas_threads(n_threads: int) -> Iterator[None]:
 
 @functools.cache
 def _controller() -> ThreadpoolController:
-    # Inspecting the loaded libraries costs about 1 ms: once per process, not per fit.
+    # Inspecting the loaded libraries costs more than a solver's product (docs/benchmarks.rst):
+    # once per process, not per fit.
     # NumPy's and SciPy's BLAS are both loaded by the time skh2t's solvers run.
     return ThreadpoolController()
 

@@ -96,6 +96,7 @@ def test_no_command_is_a_usage_error(capsys):
     assert "required: COMMAND" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_m_skh2t_help():
     result = subprocess.run(
         [sys.executable, "-m", "skh2t", "run", "--help"], capture_output=True, text=True
@@ -104,6 +105,7 @@ def test_python_m_skh2t_help():
     assert "--keep-fractions" in result.stdout
 
 
+@pytest.mark.slow
 def test_console_script_exits_2_in_one_line_without_traceback():
     script = shutil.which("skh2t")
     if script is None:
@@ -196,6 +198,7 @@ def test_run_saves_the_plot_and_a_model_that_predicts(folder_run, folder):
     assert set(model.predict(files)) <= set(CLASSES)
 
 
+@pytest.mark.slow
 def test_run_on_fashion_mnist_with_a_test_subsample(tmp_path, capsys):
     try:
         load_fashion_mnist(subset="test")
@@ -290,6 +293,7 @@ def test_bad_option_values_are_argparse_errors(option, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_run_counts_the_fits_stopped_at_max_iter(folder, tmp_path, capsys):
     argv = ["run", "--dataset", str(folder), "--n-train", "18", *TINY, *GRID]
     argv += ["--max-iter", "2", "--output-dir", str(tmp_path), "--no-save-model", "--quiet"]

@@ -200,6 +200,7 @@ def test_fit_without_n_train_uses_all_the_images_of_an_imbalanced_folder(tmp_pat
     assert head.get_support().sum() > 0
 
 
+@pytest.mark.slow
 def test_export_writes_a_file_that_predicts_as_the_model(model_file, folder, tmp_path, capsys):
     from skh2t.export import compact_module, load_exported
 

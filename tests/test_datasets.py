@@ -106,6 +106,7 @@ def test_debian_train_set(debian_train):
     assert "Fashion-MNIST" in bunch.DESCR
 
 
+@pytest.mark.slow
 @has_debian_data
 def test_debian_test_set_and_all(debian_train, monkeypatch):
     monkeypatch.delenv("SKH2T_DATA", raising=False)

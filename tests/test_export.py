@@ -6,7 +6,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _image_data import images_and_labels
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -28,6 +27,7 @@ from skh2t.export import (
 from skh2t.export.taps import HookedTaps, tap_extractor
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.taps import TapRef
+from tests.image_data import images_and_labels
 
 IMAGES, LABELS = images_and_labels(40, size=32)
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 256}
@@ -46,15 +46,27 @@ def logits(module, images):
         return module(module.prepare(images)).numpy()
 
 
+def clear_of_a_tie(scores, tolerance):
+    """Rows whose best class leads the next by more than ``2 * tolerance``: scores within
+    ``tolerance`` of these (another code path, batch or kernel) pick the same class."""
+    top = np.sort(scores, axis=1)
+    return top[:, -1] - top[:, -2] > 2 * tolerance
+
+
 def assert_same_scores(module, model, images):
     expected = model.decision_function(images)
     if expected.ndim == 1:
         expected = np.column_stack([np.zeros_like(expected), expected])
     got = logits(module, images)
-    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
-    np.testing.assert_array_equal(module.predict(images, batch_size=7), model.predict(images))
+    tolerance = 1e-4 * np.abs(expected).max()
+    assert np.abs(got - expected).max() <= tolerance
+    clear = clear_of_a_tie(expected, tolerance)
+    assert clear.mean() > 0.9
+    predicted = module.predict(images, batch_size=7)
+    np.testing.assert_array_equal(predicted[clear], model.predict(images)[clear])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("renormalize", [False, True])
 @pytest.mark.parametrize("normalization", ["l2", "standard", None])
 def test_compact_module_reproduces_the_pipeline(renormalize, normalization):
@@ -66,6 +78,7 @@ def test_compact_module_reproduces_the_pipeline(renormalize, normalization):
     assert_same_scores(module, model, IMAGES)
 
 
+@pytest.mark.slow
 def test_binary_logits_are_zero_and_the_decision_function():
     model = fitted_pipeline()
     module = compact_module(model)
@@ -94,8 +107,9 @@ def test_only_taps_with_kept_features_are_read_and_the_backbone_is_cut():
     assert_same_scores(module, model, IMAGES)
 
 
-def test_head2toe_classifier_on_real_lite0_weights():
-    images, labels = images_and_labels(24, size=32, seed=3)
+@pytest.mark.slow
+def test_head2toe_classifier_on_real_lite0_weights(make_images):
+    images, labels = make_images(24, size=32, seed=3)
     model = Head2ToeClassifier(
         image_size=32,
         target_sizes=[256],
@@ -106,10 +120,11 @@ def test_head2toe_classifier_on_real_lite0_weights():
     ).fit(images, labels)
     module = compact_module(model)
     assert [r.name for r in module.readouts] == model.kept_taps_
-    test_images, _ = images_and_labels(30, size=40, seed=4)  # resized inside, as by the model
+    test_images, _ = make_images(30, size=40, seed=4)  # resized inside, as by the model
     assert_same_scores(module, model, test_images)
 
 
+@pytest.mark.slow
 def test_a_linear_classifier_without_support_reads_its_nonzero_columns():
     features = IntermediateFeatureTransformer(**TINY)
     model = make_pipeline(features, LogisticRegression(max_iter=500)).fit(IMAGES, LABELS)
@@ -194,6 +209,7 @@ def test_a_user_module_backbone_without_fx_support_still_exports(tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".pt", ".pt2", ".onnx"])
 def test_exported_files_give_the_module_logits_for_any_batch_size(suffix, tmp_path):
     model = fitted_pipeline(y=np.arange(40) % 3)
@@ -212,6 +228,7 @@ def test_exported_files_give_the_module_logits_for_any_batch_size(suffix, tmp_pa
         np.testing.assert_allclose(got, logits(module, IMAGES[:n]), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_on_200_real_images_predicts_as_the_fitted_model(tmp_path):
     from skh2t.datasets import load_fashion_mnist
 
@@ -232,8 +249,12 @@ def test_onnx_on_200_real_images_predicts_as_the_fitted_model(tmp_path):
     images = test.images[:200]
     got = load_exported(path)(module.prepare(images).numpy())
     expected = model.decision_function(images)
-    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
-    np.testing.assert_array_equal(model.classes_[got.argmax(axis=1)], model.predict(images))
+    tolerance = 1e-4 * np.abs(expected).max()
+    assert np.abs(got - expected).max() <= tolerance
+    clear = clear_of_a_tie(expected, tolerance)  # onnxruntime's kernels against NumPy's
+    assert clear.mean() > 0.9
+    predicted = model.classes_[got.argmax(axis=1)]
+    np.testing.assert_array_equal(predicted[clear], model.predict(images)[clear])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -287,6 +308,7 @@ def test_onnx_without_the_extra_names_the_fix(monkeypatch, tmp_path):
         check_export_path(tmp_path / "model.onnx")
 
 
+@pytest.mark.slow
 def test_the_module_is_a_plain_torch_module():
     module = compact_module(fitted_pipeline())
     assert isinstance(module, CompactHead2Toe)

@@ -9,7 +9,6 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from _image_data import images_and_labels
 from PIL import Image
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -20,6 +19,8 @@ from torch import nn
 from skh2t import GroupLassoClassifier
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.cache import CACHE_SUBDIRECTORY, ENTRY_SUFFIX
+from tests.image_data import images_and_labels
+from tests.rounding import assert_rows_close
 
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 128}
 
@@ -83,12 +84,13 @@ def test_a_partly_cached_batch_computes_only_the_new_images(tmp_path):
         both = transformer.transform(X)
     assert sum(counts) == len(X) - 25
     np.testing.assert_array_equal(both[:25], first)
-    np.testing.assert_allclose(both, features().fit_transform(X), atol=1e-6)
+    assert_rows_close(both, features().fit_transform(X))  # batches of 25 and 15 against 40
 
 
 # --- grid search: the backbone runs once per image and pooling ----------------------------------
 
 
+@pytest.mark.slow
 def test_grid_search_runs_the_backbone_once_per_image_and_pooling(tmp_path):
     target_sizes, alphas, n_folds = [64, 128, 256], [1e-3, 1e-2], 5
     grid = {"features__target_size": target_sizes, "clf__alpha": alphas}
@@ -103,9 +105,10 @@ def test_grid_search_runs_the_backbone_once_per_image_and_pooling(tmp_path):
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     best = search.best_estimator_
     expected = features(target_size=best["features"].target_size).fit_transform(X)
-    np.testing.assert_allclose(best["features"].transform(X), expected, atol=1e-6)
+    assert_rows_close(best["features"].transform(X), expected)  # filled by the folds' batches
 
 
+@pytest.mark.slow
 def test_a_grid_over_the_classifier_only_runs_the_backbone_once_per_image(tmp_path):
     pipeline = Pipeline([("features", features(tmp_path)), ("clf", GroupLassoClassifier())])
     with forwarded_images() as counts:
@@ -127,6 +130,7 @@ def changed_checkpoint(tmp_path):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "change",
     [
@@ -160,7 +164,7 @@ def test_changed_pixels_miss_the_cache(tmp_path):
     assert sum(counts) == 1
     expected = features().fit_transform(edited)
     np.testing.assert_array_equal(result[3], features().fit_transform(edited[3:4])[0])
-    np.testing.assert_allclose(result, expected, atol=1e-6)
+    assert_rows_close(result, expected)  # row 3 in a batch of its own
 
 
 def test_the_same_pixels_in_another_layout_hit_the_cache(tmp_path):
@@ -202,7 +206,7 @@ def test_files_are_keyed_by_their_content(tmp_path):
         result = transformer.transform(paths)
     assert sum(counts) == 1
     np.testing.assert_array_equal(result[[0, 2, 3]], expected[[0, 2, 3]])
-    np.testing.assert_allclose(result[1], features().fit_transform(X[5:6])[0], atol=1e-6)
+    assert_rows_close(result[1], features().fit_transform(X[5:6])[0])
 
 
 def test_damaged_entries_are_recomputed(tmp_path):
@@ -216,8 +220,9 @@ def test_damaged_entries_are_recomputed(tmp_path):
     with forwarded_images() as counts:
         repaired = transformer.transform(X)
     assert sum(counts) == 2
-    np.testing.assert_allclose(repaired, expected, atol=1e-6)  # two images in a batch of two
-    assert (repaired == expected).all(axis=1).sum() == len(X) - 2
+    assert_rows_close(repaired, expected)  # two images in a batch of two
+    # The others are read back bit for bit (the two may or may not round the same way).
+    assert (repaired == expected).all(axis=1).sum() >= len(X) - 2
     with forwarded_images() as counts:
         np.testing.assert_array_equal(transformer.transform(X), repaired)
     assert sum(counts) == 0

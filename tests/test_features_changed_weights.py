@@ -6,9 +6,9 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from _image_data import images_and_labels
 
 from skh2t.features import IntermediateFeatureTransformer
+from tests.image_data import images_and_labels
 
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 128}
 X, _ = images_and_labels(12)
@@ -26,6 +26,7 @@ def changed(how: str) -> IntermediateFeatureTransformer:
     return transformer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["in place", "data"])
 def test_a_pickle_keeps_weights_changed_after_fit(how, tmp_path):
     transformer = changed(how)
@@ -46,6 +47,7 @@ def test_unchanged_weights_are_not_stored():
     assert len(pickle.dumps(transformer)) < 200_000
 
 
+@pytest.mark.slow
 def test_parallel_workers_compute_with_the_changed_weights(tmp_path):
     transformer = changed("in place").set_params(batch_size=4)
     serial = transformer.transform(X)

@@ -53,6 +53,7 @@ def test_pipeline_fits_and_predicts():
     assert pipeline.named_steps["clf"].coef_.shape[-1] == n_features
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_grid_search_over_target_size_and_regularisation(n_jobs):
     ((name, values),) = REGULARISATION.items()
@@ -65,6 +66,7 @@ def test_grid_search_over_target_size_and_regularisation(n_jobs):
     assert search.score(X_TEST, Y_TEST) >= 0.8
 
 
+@pytest.mark.slow
 def test_grid_search_over_pool_stride():
     grid = {"features__pool_stride": [2, 4]}
     search = GridSearchCV(make_pipeline(), grid, cv=StratifiedKFold(2)).fit(X_TRAIN, Y_TRAIN)
@@ -79,6 +81,7 @@ def pickled(obj):
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_pickled_pipeline_is_small_and_predicts_identically():
     pipeline = make_pipeline().fit(X_TRAIN, Y_TRAIN)
     expected = pipeline.predict_proba(X_TEST)
@@ -111,6 +114,7 @@ def test_pickled_user_module_is_stored_whole():
     np.testing.assert_array_equal(loaded.predict_proba(X_TEST), expected)
 
 
+@pytest.mark.slow
 def test_one_group_per_tap_follows_a_grid_over_target_size():
     """With pandas output, the classifier groups columns by tap whatever the pooling."""
     pytest.importorskip("pandas")

@@ -27,6 +27,8 @@ def transformer():
 
 def test_channels_first_and_last_arrays_agree(transformer):
     reference = transformer.transform(RGB)
+    # Bit for bit: every layout becomes the same channels-last float32 batch before any
+    # arithmetic (Preprocessor), so the resize and the backbone see the same tensor.
     np.testing.assert_array_equal(transformer.transform(RGB.transpose(0, 3, 1, 2)), reference)
     np.testing.assert_array_equal(transformer.transform(np.asfortranarray(RGB)), reference)
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.joint import repool, transform_jointly
+from tests.rounding import assert_rows_close
 
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32}
 
@@ -63,6 +64,7 @@ def test_joint_transform_equals_separate_transforms_from_one_pass(images):
         assert np.array_equal(X_joint, X_alone)
 
 
+@pytest.mark.slow
 def test_joint_transform_in_parallel_equals_serial(images):
     first = IntermediateFeatureTransformer(
         backbone=small_convnet(), image_size=32, target_size=64, batch_size=3
@@ -82,15 +84,20 @@ def test_joint_transform_fills_and_reads_every_cache(images, tmp_path):
         clone(t).set_params(cache=None).fit(images).transform(images) for t in (first, second)
     ]
     half = transform_jointly([first], images[:5])  # the first setup has 5 images cached
-    assert np.array_equal(half[0], expected[0][:5])
+    # Other batches than the fresh extraction's (5 and 5, not 10): oneDNN may pick another
+    # convolution algorithm, so the features agree to rounding, not bit for bit.
+    assert_rows_close(half[0], expected[0][:5])
     counter = ForwardCounter(first.backbone_)
     joint = transform_jointly([first, second], images)
     assert counter.rows == len(images)  # the second setup missed all: all images go through
     for a, b in zip(joint, expected, strict=True):
-        assert np.array_equal(a, b)
+        assert_rows_close(a, b)
     fresh = [clone(t).fit(images) for t in (first, second)]
     counter = ForwardCounter(fresh[0].backbone_)
-    assert all(np.array_equal(t.transform(images), e) for t, e in zip(fresh, expected, strict=True))
+    # Read back from the caches, bit for bit: the floats that were written to them, the first
+    # five rows of the first setup by the half transform, every other row by the joint one.
+    written = [np.concatenate([half[0], joint[0][5:]]), joint[1]]
+    assert all(np.array_equal(t.transform(images), w) for t, w in zip(fresh, written, strict=True))
     assert counter.rows == 0  # both setups are served from their caches
 
 

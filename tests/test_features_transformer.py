@@ -104,6 +104,7 @@ def test_output_is_deterministic(transformer):
     np.testing.assert_array_equal(transformer.transform(IMAGES), first)
 
 
+@pytest.mark.slow
 def test_batch_size_changes_nothing_but_rounding(transformer):
     reference = transformer.transform(IMAGES)
     other = clone(transformer).set_params(batch_size=2).fit(IMAGES)

@@ -28,6 +28,7 @@ def digits():
     return X[:600] / 16.0, y[:600]
 
 
+@pytest.mark.slow
 def test_warm_path_scores_equal_grid_search_over_cold_fits(digits):
     X, y = digits
     folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
@@ -49,6 +50,7 @@ def test_warm_path_scores_equal_grid_search_over_cold_fits(digits):
     np.testing.assert_allclose(cv.best_score_, grid.best_score_)
 
 
+@pytest.mark.slow
 def test_scores_match_grid_search_at_the_default_tolerance(digits):
     """Warm and cold solves differ within tol: the scores may differ by a sample or two."""
     X, y = digits
@@ -65,6 +67,7 @@ def test_scores_match_grid_search_at_the_default_tolerance(digits):
     )
 
 
+@pytest.mark.slow
 def test_refit_is_the_classifier_at_the_chosen_pair(digits):
     X, y = digits
     tight = {"tol": 1e-7, "max_iter": 20_000}
@@ -89,6 +92,7 @@ def _path_solutions(X, y, alphas):
     return solved
 
 
+@pytest.mark.slow
 def test_predicted_start_is_closer_to_the_solution_than_the_last_one(digits):
     X, y = digits
     alphas = GroupLassoClassifier().alpha_max(X, y) * np.geomspace(0.5, 0.05, 4)

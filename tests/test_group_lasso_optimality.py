@@ -116,6 +116,7 @@ def test_alpha_zero_matches_unpenalised_logistic_regression():
     np.testing.assert_allclose(ours.predict_proba(X), reference.predict_proba(X), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_objective_matches_the_group_lasso_package():
     group_lasso = pytest.importorskip("group_lasso")
     X, y = make_problem(n_samples=200, n_features=20, n_classes=3)
@@ -145,6 +146,7 @@ def test_objective_matches_the_group_lasso_package():
     )
 
 
+@pytest.mark.slow
 def test_objective_matches_a_high_precision_proximal_gradient_solve():
     """Plain (unaccelerated) proximal gradient with the global Lipschitz step, run long."""
     X, y = make_problem(n_samples=80, n_features=12, n_classes=3)
@@ -236,6 +238,7 @@ def test_float32_data_is_certified_in_float64():
     np.testing.assert_allclose(clf.objective_, reference.objective_, rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_warm_path_on_wide_float32_features_converges_quickly():
     """Head2Toe's regime: wide, L2-normalised float32 features, a warm path to small alphas.
 

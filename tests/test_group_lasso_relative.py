@@ -83,6 +83,7 @@ def test_grid_search_over_alpha_fraction_is_relative_per_fold(digits):
             assert grid.cv_results_[f"split{k}_test_score"][i] == clf.score(X[valid], y[valid])
 
 
+@pytest.mark.slow
 def test_cv_with_alpha_fractions_scores_cold_fits_at_each_folds_fraction(digits):
     X, y = digits
     folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _image_data import images_and_labels
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
@@ -26,6 +25,7 @@ from skh2t.features.pooling import l2_normalize, plan_pooling, pool_activation
 from skh2t.finetune import FineTuneClassifier
 from skh2t.finetune import classifier as finetune_module
 from skh2t.finetune.training import Stepper, grad_scaler
+from tests.image_data import images_and_labels
 
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 128}
 X, Y = images_and_labels(12)
@@ -360,6 +360,7 @@ def fine_tuner(**params) -> FineTuneClassifier:
     return FineTuneClassifier(**{**defaults, **params})
 
 
+@pytest.mark.slow
 def test_fine_tuning_in_bfloat16_keeps_float32_weights_and_results():
     exact = fine_tuner().fit(X, Y)
     reduced = fine_tuner(precision="bfloat16").fit(X, Y)
@@ -376,6 +377,7 @@ def test_fine_tuning_in_bfloat16_keeps_float32_weights_and_results():
     assert relative < 0.1  # one epoch at lr 1e-3 from the same start
 
 
+@pytest.mark.slow
 def test_fine_tuning_frozen_features_in_bfloat16_are_close_to_float32():
     exact = fine_tuner(epochs=0).fit(X, Y)
     reduced = fine_tuner(epochs=0, precision="bfloat16").fit(X, Y)

@@ -125,6 +125,7 @@ def test_last_layer_tap_is_the_classifier_input(backbone, expected):
     assert np.array_equal(probes.last_layer_columns(transformer), np.arange(tap.start, tap.stop))
 
 
+@pytest.mark.slow
 def test_l2_probe_cv_in_parallel_equals_serial(wide):
     X, y = wide
     folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))

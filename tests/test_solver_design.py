@@ -6,6 +6,7 @@ import pytest
 from skh2t._solver.datafits import MultinomialLogistic
 from skh2t._solver.design import Design, thin_left_product
 from skh2t._solver.working_set import full_gradient
+from tests.rounding import assert_product_close
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -14,15 +15,26 @@ def test_design_products_match_numpy(dtype):
     X = rng.standard_normal((30, 50)).astype(dtype)[:, ::2]  # not contiguous
     design = Design(X, dtype=None)
     coef, residual = rng.standard_normal((25, 4)), rng.standard_normal((30, 4))
-    rtol = 1e-12 if dtype == np.float64 else 1e-5
     assert design.dot(coef).dtype == dtype
     assert design.dot(coef).flags.c_contiguous
-    np.testing.assert_allclose(design.dot(coef), X @ coef.astype(dtype), rtol=rtol, atol=rtol)
-    np.testing.assert_allclose(design.tdot(residual), X.T @ residual.astype(dtype), rtol=rtol)
-    np.testing.assert_allclose(design.dot(coef[:, 0]), X @ coef[:, 0].astype(dtype), rtol=rtol)
-    np.testing.assert_allclose(
-        design.tdot(residual[:, 0]), X.T @ residual[:, 0].astype(dtype), rtol=rtol
-    )
+    # Another operand order than numpy's, so another BLAS kernel: equal up to rounding.
+    coef, residual = coef.astype(dtype), residual.astype(dtype)
+    assert_product_close(design.dot(coef), X @ coef, X, coef)
+    assert_product_close(design.tdot(residual), X.T @ residual, X.T, residual)
+    assert_product_close(design.dot(coef[:, 0]), X @ coef[:, 0], X, coef[:, 0])
+    assert_product_close(design.tdot(residual[:, 0]), X.T @ residual[:, 0], X.T, residual[:, 0])
+
+
+def test_the_rounding_bound_of_a_product_catches_a_wrong_entry():
+    rng = np.random.default_rng(5)
+    X, coef = rng.standard_normal((30, 25)).astype(np.float32), rng.standard_normal(25)
+    coef = coef.astype(np.float32)
+    product = Design(X, dtype=None).dot(coef)
+    assert_product_close(product, X @ coef, X, coef)
+    with pytest.raises(AssertionError, match="rounding bound"):
+        assert_product_close(product, X[:, 1:] @ coef[1:], X, coef)  # one term left out
+    with pytest.raises(AssertionError, match="rounding bound"):
+        assert_product_close(product, X[::-1] @ coef, X, coef)  # the rows of another order
 
 
 def test_a_design_of_the_transposed_matrix_keeps_it_and_multiplies_the_same():

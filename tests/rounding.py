@@ -1,0 +1,61 @@
+"""Tolerances for floats that are equal up to rounding, derived from the dtype and the computation.
+
+Two BLAS kernels (or two batch sizes, thread counts, oneDNN convolution algorithms) sum
+in different orders, so their results agree to rounding, not bit for bit: an Intel CPU
+and an AMD one pick different kernels for the same call. The bounds here are the
+textbook ones (Higham, *Accuracy and Stability of Numerical Algorithms*, 3.1): a
+computed dot product of length ``n`` is within ``gamma_n * sum |a_i| |b_i|`` of the
+exact one, ``gamma_n = n u / (1 - n u)`` with ``u`` the unit roundoff; two computed
+products are therefore within twice that of each other, whatever their order.
+"""
+
+import numpy as np
+
+
+def product_rounding_bound(a: np.ndarray, b: np.ndarray, dtype=None) -> np.ndarray:
+    """Elementwise bound on the difference of two computations of ``a @ b`` in ``dtype``.
+
+    ``dtype`` defaults to the product's; ``a @ b`` is a matrix or vector product.
+    """
+    dtype = np.result_type(a, b) if dtype is None else dtype
+    n = np.shape(a)[-1]
+    unit_roundoff = np.finfo(dtype).eps / 2
+    gamma = n * unit_roundoff / (1 - n * unit_roundoff)
+    magnitude = np.abs(np.asarray(a, dtype=np.float64)) @ np.abs(np.asarray(b, dtype=np.float64))
+    return 2 * gamma * magnitude
+
+
+def assert_product_close(actual, expected, a, b, dtype=None, err_msg: str = "") -> None:
+    """``actual`` and ``expected`` are two computations of ``a @ b`` (in ``dtype``), up to
+    the rounding of a dot product of their length."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, err_msg
+    bound = product_rounding_bound(a, b, dtype)
+    excess = np.abs(actual.astype(np.float64) - expected) - bound
+    assert (excess <= 0).all(), (
+        f"{err_msg} differ by more than the rounding bound at {np.argwhere(excess > 0)[:5]}: "
+        f"excess up to {excess.max():.3g}"
+    )
+
+
+def assert_rows_close(actual, expected, ulps: float = 64) -> None:
+    """Every row of ``actual`` is within ``ulps`` machine epsilons of its row of ``expected``,
+    relative to that row's norm.
+
+    For features computed through a network by other kernels or batch sizes: the
+    rounding of a forward pass grows with its depth and is not bounded elementwise
+    (the pooled and normalised activations cancel), but relative to the row norm
+    it stays within a few epsilons on the suite's small backbones; the default
+    leaves a wide margin while a wrong row, another image or a stale cache entry
+    is off by a sizeable fraction of the norm.
+    """
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
+    eps = np.finfo(expected.dtype).eps
+    difference = np.linalg.norm(actual.astype(np.float64) - expected, axis=-1)
+    scale = np.linalg.norm(expected.astype(np.float64), axis=-1)
+    assert (difference <= ulps * eps * scale).all(), (
+        f"rows differ by up to {(difference / np.maximum(scale, 1e-300)).max() / eps:.3g} "
+        f"epsilons of their norm (allowed: {ulps})"
+    )
