@@ -5,11 +5,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from _image_data import images_and_labels
 
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.fitted import FittedExtraction
 from skh2t.features.lazy import LazyModule
+from tests.image_data import images_and_labels
 
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 128}
 X, _ = images_and_labels(6)

@@ -6,11 +6,11 @@ import pickle
 import joblib
 import numpy as np
 import pytest
-from _image_data import images_and_labels
 from torch import nn
 
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.features.backbones import structure_fingerprint
+from tests.image_data import images_and_labels
 
 TINY = {"backbone": "test_resnet", "weights": None, "image_size": 32, "target_size": 128}
 X, _ = images_and_labels(12)
