@@ -79,7 +79,7 @@ def test_joint_transform_in_parallel_equals_serial(images):
 
 def test_joint_transform_fills_and_reads_every_cache(images, tmp_path):
     first = IntermediateFeatureTransformer(**TINY, target_size=64, cache=tmp_path).fit(images)
-    second = repool(first, target_size=512)
+    second = first.repool(target_size=512)
     expected = [
         clone(t).set_params(cache=None).fit(images).transform(images) for t in (first, second)
     ]
@@ -90,6 +90,7 @@ def test_joint_transform_fills_and_reads_every_cache(images, tmp_path):
     counter = ForwardCounter(first.backbone_)
     joint = transform_jointly([first, second], images)
     assert counter.rows == len(images)  # the second setup missed all: all images go through
+    np.testing.assert_array_equal(joint[0][:5], half[0])  # cached rows as the cache holds them
     for a, b in zip(joint, expected, strict=True):
         assert_rows_close(a, b)
     fresh = [clone(t).fit(images) for t in (first, second)]

@@ -176,9 +176,10 @@ def extract_jointly(
     ]
     todo = np.unique(np.concatenate(missing))
     schedule = _Schedule(lead.device, lead.precision, lead.batch_size, lead.n_jobs, lead.verbose)
-    if todo.size == n_images:
+    if all(rows_missing.size == n_images for rows_missing in missing):
         _compute(extractions, images, outs, runtime, schedule)
     elif todo.size:
+        # Into fresh rows: a cached row is returned as the cache holds it, not recomputed.
         rows = [np.empty((todo.size, out.shape[1]), dtype=np.float32) for out in outs]
         _compute(extractions, images.take(todo), rows, runtime, schedule)
         position = np.searchsorted(todo, np.arange(n_images))
