@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from skh2t._compact import CompactStateMixin
+from skh2t._constraints import N_JOBS
 from skh2t._prediction import LinearSoftmaxMixin
 from skh2t.group_lasso import GroupLassoClassifier, _groups_from_feature_names
 from skh2t.threads import single_blas_thread
@@ -144,7 +145,7 @@ max_iter
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "tol": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "n_jobs": [Integral, None],
+        "n_jobs": N_JOBS,
         "verbose": ["verbose"],
     }
 

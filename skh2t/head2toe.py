@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
+from skh2t._constraints import N_JOBS
 from skh2t._precisions import DEFAULT_PRECISION, PRECISIONS
 from skh2t.group_lasso import GroupLassoClassifier, _check_weighted_classes
 from skh2t.group_lasso_cv import _best_grid_point, _fraction_grid, _score_path
@@ -176,8 +177,8 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "cache": [str, os.PathLike, Memory, None],
-        "n_jobs": [Integral, None],
-        "extraction_n_jobs": [Integral, None],
+        "n_jobs": N_JOBS,
+        "extraction_n_jobs": N_JOBS,
         "device": [object],  # a string or a torch.device: checked by the transformer
         "precision": [StrOptions(set(PRECISIONS))],
         "random_state": ["random_state"],

@@ -275,6 +275,16 @@ def test_bad_labels_or_weights_are_refused_before_any_forward_pass(labels, weigh
     assert rows == []
 
 
+@pytest.mark.parametrize("parameter", ["n_jobs", "extraction_n_jobs"])
+def test_n_jobs_zero_is_refused_before_any_forward_pass(parameter):
+    model = small_convnet()
+    rows = []
+    model.register_forward_pre_hook(lambda module, args: rows.append(1))
+    with pytest.raises(ValueError, match=f"'{parameter}' parameter"):
+        head2toe(backbone=model, **{parameter: 0}).fit(IMAGES, LABELS)
+    assert rows == []
+
+
 def test_bad_labels_and_unfitted_use_are_clear():
     with pytest.raises(ValueError, match="one label per image"):
         head2toe().fit(IMAGES, LABELS[:-1])

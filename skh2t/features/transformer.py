@@ -16,6 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from skh2t._constraints import N_JOBS
 from skh2t.features.backbones import load_backbone, on_cpu, parameter_dtype
 from skh2t.features.cache import cached_observations, identity_of, resolve_cache_directory
 from skh2t.features.devices import DEFAULT_PRECISION, PRECISIONS, resolve_runtime
@@ -226,7 +227,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         "backbone_kwargs": [dict, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "cache": [str, os.PathLike, Memory, None],
-        "n_jobs": [Integral, None],
+        "n_jobs": N_JOBS,
         "device": [str, torch.device],
         "precision": [StrOptions(set(PRECISIONS))],
         "verbose": ["verbose"],
