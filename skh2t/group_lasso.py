@@ -341,6 +341,8 @@ default=None
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
+        # Before the class weights too: compute_class_weight divides by each class's weight.
+        _check_weighted_classes(self.classes_, y_encoded, sample_weight, "GroupLassoClassifier")
         if self.class_weight is not None:
             _check_class_weight(self.class_weight)
             class_weight = compute_class_weight(
