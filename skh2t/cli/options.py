@@ -243,9 +243,10 @@ def add_runtime_options(group: argparse._ActionsContainer) -> None:
         type=non_negative_int,
         metavar="N",
         default=1,
-        help="BLAS threads of the L2 probes; 0 for the library default (default: 1, robust "
-        "when other programs share the cores; the group-lasso solver always runs BLAS on "
-        "one thread, the backbone keeps its own threads)",
+        help="NumPy's BLAS threads for the probes' Gram matrices, the final fits and "
+        "prediction; 0 for the library default (default: 1, robust when other programs "
+        "share the cores; cross-validation folds and the group-lasso solver always run BLAS "
+        "on one thread, so CV scores do not depend on it; the backbone keeps its own threads)",
     )
 
 
