@@ -18,7 +18,7 @@ from skh2t._compact import CompactStateMixin
 from skh2t._constraints import N_JOBS
 from skh2t._prediction import LinearSoftmaxMixin
 from skh2t.group_lasso import GroupLassoClassifier, _groups_from_feature_names
-from skh2t.threads import single_blas_thread
+from skh2t.threads import on_one_blas_thread
 
 # Fitted attributes of the refitted GroupLassoClassifier exposed by the CV estimator.
 _COPIED_ATTRIBUTES = (
@@ -343,6 +343,7 @@ def _best_grid_point(mean_scores: np.ndarray, keep_fractions: list) -> tuple[int
     return (*(int(i) for i in leading), int(alpha), int(order[fraction]))
 
 
+@on_one_blas_thread
 def _score_path(
     base: GroupLassoClassifier,
     X: np.ndarray,
@@ -374,38 +375,6 @@ def _score_path(
     in this process or in a joblib worker depending on ``n_jobs``. On one
     thread, a fold gives the same floats wherever it runs.
     """
-    with single_blas_thread():
-        return _single_threaded_score_path(
-            base,
-            X,
-            y,
-            sample_weight,
-            train,
-            test,
-            alphas,
-            keep_fractions,
-            scorer,
-            relative_alphas=relative_alphas,
-            weighted_scores=weighted_scores,
-            on_alpha=on_alpha,
-        )
-
-
-def _single_threaded_score_path(
-    base,
-    X,
-    y,
-    sample_weight,
-    train,
-    test,
-    alphas,
-    keep_fractions,
-    scorer,
-    *,
-    relative_alphas,
-    weighted_scores,
-    on_alpha,
-) -> np.ndarray:
     clf = clone(base)
     X_train, datafit = clf._prepare(X[train], y[train], sample_weight[train])
     if relative_alphas:

@@ -31,7 +31,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from skh2t.threads import single_blas_thread
+from skh2t.threads import on_one_blas_thread
 
 __all__ = [
     "LinearHead",
@@ -145,6 +145,7 @@ def _logistic(C: float, max_iter: int) -> LogisticRegression:
     return LogisticRegression(C=C, max_iter=max_iter)
 
 
+@on_one_blas_thread
 def _fold_scores(
     gram: np.ndarray,
     y: np.ndarray,
@@ -158,11 +159,6 @@ def _fold_scores(
     BLAS (the eigen-decomposition, L-BFGS) runs on one thread, so that the fold
     gives the same floats in this process and in a joblib worker.
     """
-    with single_blas_thread():
-        return _single_threaded_fold_scores(gram, y, train, valid, Cs, max_iter)
-
-
-def _single_threaded_fold_scores(gram, y, train, valid, Cs, max_iter) -> tuple[np.ndarray, int]:
     space = _RowSpace.from_gram(gram[np.ix_(train, train)])
     Z_valid = space.coordinates(gram[np.ix_(valid, train)])
     scores = np.zeros(len(Cs))

@@ -24,12 +24,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
-__all__ = ["blas_threads", "single_blas_thread", "single_threaded_foreign_blas"]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+__all__ = [
+    "blas_threads",
+    "on_one_blas_thread",
+    "single_blas_thread",
+    "single_threaded_foreign_blas",
+]
 
 
 def _numpy_blas_paths(controller: ThreadpoolController) -> set[str]:
@@ -99,3 +108,18 @@ def single_blas_thread():
     Use it as ``with single_blas_thread(): ...``: the limit applies when it is called.
     """
     return _controller().limit(limits=1, user_api="blas")
+
+
+def on_one_blas_thread(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorate ``func`` to run inside :func:`single_blas_thread` at every call.
+
+    For work that may run in this process or in a joblib worker: on one
+    thread, BLAS gives the same floats wherever it runs.
+    """
+
+    @functools.wraps(func)
+    def on_one_thread(*args: P.args, **kwargs: P.kwargs) -> R:
+        with single_blas_thread():
+            return func(*args, **kwargs)
+
+    return on_one_thread
