@@ -96,6 +96,20 @@ def test_no_command_is_a_usage_error(capsys):
     assert "required: COMMAND" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["run", "--batch-size", "0"], ["fit", "--no-such-option"], ["predict"], ["nonsense"]],
+)
+def test_argument_errors_are_one_line_pointing_to_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("skh2t")
+    assert ": error: " in line
+    assert line.endswith("--help')")
+
+
 @pytest.mark.slow
 def test_python_m_skh2t_help():
     result = subprocess.run(
@@ -339,7 +353,7 @@ def test_a_bad_random_state_names_random_state(value, folder, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert "Traceback" not in err
-        line = err.strip().splitlines()[-1]  # after the usage lines
+        (line,) = err.strip().splitlines()
         assert line.startswith(f"skh2t {command}: error: argument --random-state: expected a seed")
         assert "--n-train" not in line
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from skh2t import __version__
 from skh2t.cli import export, extract, fit, predict, run
@@ -25,9 +26,16 @@ examples:
   skh2t export model.joblib -o model.onnx"""
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit 2), as every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``skh2t`` argument parser."""
-    parser = argparse.ArgumentParser(
+    """The ``skh2t`` argument parser (its subcommands' parsers are of the same class)."""
+    parser = OneLineErrorParser(
         prog=PROG,
         description=DESCRIPTION,
         epilog=EPILOG,
