@@ -18,6 +18,7 @@ SLOW_DOCTESTS = (
     "skh2t.export.files.export_model",
     "skh2t.export.files.read_metadata",
     "skh2t.export.build.compact_module",
+    "skh2t.export.files.load_exported",
 )
 
 

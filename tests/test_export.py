@@ -331,6 +331,7 @@ def relative_error(got, expected):
     return np.abs(got - expected).max() / np.abs(expected).max()
 
 
+@pytest.mark.slow
 def test_prepare_images_resizes_as_a_bilinear_model_by_default(tmp_path):
     model = fitted_pipeline(y=np.arange(40) % 4)
     assert model[0].data_config_["interpolation"] == "bilinear"
@@ -388,6 +389,7 @@ def binary_model():
     return fitted_pipeline()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".onnx", ".pt", ".pt2"])
 def test_exported_files_take_torch_tensors_and_numpy_batches(suffix, binary_model, tmp_path):
     path = export_model(binary_model, tmp_path / f"model{suffix}")
@@ -412,6 +414,7 @@ def test_exported_files_take_torch_tensors_and_numpy_batches(suffix, binary_mode
         np.testing.assert_allclose(run(layout), from_tensor, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
 def test_exported_files_refuse_other_inputs_before_the_runtime(suffix, binary_model, tmp_path):
     run = load_exported(export_model(binary_model, tmp_path / f"model{suffix}"))
@@ -453,6 +456,7 @@ def test_an_opset_the_exporter_does_not_write_is_refused_before_any_work(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_the_opsets_the_exporter_writes_are_honoured(small_module, tmp_path):
     import onnx
 
@@ -464,6 +468,7 @@ def test_the_opsets_the_exporter_writes_are_honoured(small_module, tmp_path):
         assert versions[""] == opset
 
 
+@pytest.mark.slow
 def test_a_file_of_another_opset_than_asked_is_an_error_and_removed(
     small_module, tmp_path, monkeypatch
 ):

@@ -62,6 +62,7 @@ def test_a_pickle_keeps_module_settings_changed_after_fit(edit, tmp_path):
     np.testing.assert_array_equal(again.transform(X), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit", sorted(EDITS))
 def test_parallel_workers_use_module_settings_changed_after_fit(edit):
     transformer = edited(edit, batch_size=4)

@@ -118,6 +118,7 @@ def test_worker_processes_run_pytorch_with_the_callers_share_of_threads(
     assert log.read_text().split() == [str(per_task)] * 5
 
 
+@pytest.mark.slow
 def test_parallel_extraction_is_serial_extraction_with_the_workers_thread_count():
     transformer = IntermediateFeatureTransformer(
         backbone="test_efficientnet", weights=None, image_size=64, target_size=256, batch_size=8
