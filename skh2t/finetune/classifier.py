@@ -243,7 +243,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     Pickling stores the fine-tuned weights as a CPU state dict with the
     architecture's name (a module ``backbone`` is stored whole, on the CPU); the
     network is rebuilt on the CPU on first use after loading, with identical
-    predictions.
+    predictions. A fitted network whose structure was edited after fit (a
+    setting such as a normalisation's ``eps``, or a replaced activation; see
+    :func:`skh2t.features.backbones.structure_fingerprint`) is stored whole
+    instead, so that the edit survives the round trip.
 
     Examples
     --------
