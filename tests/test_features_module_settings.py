@@ -43,7 +43,8 @@ def test_the_cache_misses_after_a_module_setting_changes(edit, tmp_path):
     before = transformer.transform(X)  # cached under the original module
     EDITS[edit](transformer.backbone_)
     after = transformer.transform(X)
-    np.testing.assert_array_equal(after, edited(edit).transform(X))  # not the cached rows
+    # Computed, not the cached rows: the same batches of the same module in this process.
+    np.testing.assert_array_equal(after, edited(edit).transform(X))
     assert np.abs(after - before).max() > 1e-3
     fresh = IntermediateFeatureTransformer(**TINY, cache=tmp_path).fit(X[:1])
     np.testing.assert_array_equal(fresh.transform(X), before)  # the original entries remain

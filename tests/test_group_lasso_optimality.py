@@ -261,6 +261,19 @@ def test_warm_path_on_wide_float32_features_converges_quickly():
         assert clf.kkt_violation_ <= clf.tol
 
 
+def assert_same_support_away_from_the_boundary(support, reference, margin=1e-3):
+    """``support`` is ``reference.support_`` (a fit without selection) on every feature
+    whose membership another rounding of the same problem cannot flip: in it with a
+    coefficient norm above ``margin`` of the largest, or out of it with a dual score
+    below ``1 - margin``; and those are more than 90 %."""
+    norms = np.sqrt(reference.feature_scores_)
+    inside = reference.support_ & (norms > margin * norms.max())
+    outside = ~reference.support_ & (reference.dual_scores_ < 1 - margin)
+    clear = inside | outside
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(support[clear], reference.support_[clear])
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("scale", [1e-12, 1e12])
 def test_scaling_X_changes_neither_the_support_nor_the_convergence(scale, dtype):
@@ -273,7 +286,7 @@ def test_scaling_X_changes_neither_the_support_nor_the_convergence(scale, dtype)
         warnings.simplefilter("error", ConvergenceWarning)
         scaled = GroupLassoClassifier(**params).fit((X * scale).astype(dtype), y)
     assert scaled.kkt_violation_ <= 1e-6
-    np.testing.assert_array_equal(scaled.support_, reference.support_)
+    assert_same_support_away_from_the_boundary(scaled.support_, reference)  # other floats
     assert 0 < scaled.support_.sum() < X.shape[1]
     np.testing.assert_allclose(scaled.alpha_max_, reference.alpha_max_ * scale, rtol=1e-5)
     np.testing.assert_allclose(
@@ -307,7 +320,7 @@ def test_constant_columns_next_to_informative_ones_stay_out_of_the_model(dtype):
         mixed = GroupLassoClassifier(**params).fit(np.hstack([X, constants]).astype(dtype), y)
     alone = GroupLassoClassifier(**params).fit(X.astype(dtype), y)
     assert not np.any(mixed.group_lasso_coef_[:, -3:])
-    np.testing.assert_array_equal(mixed.support_[:-3], alone.support_)
+    assert_same_support_away_from_the_boundary(mixed.support_[:-3], alone)  # other products
     np.testing.assert_allclose(mixed.alpha_max_, alone.alpha_max_, rtol=1e-6)
     np.testing.assert_allclose(mixed.coef_[:, :-3], alone.coef_, atol=1e-5)
 
