@@ -528,11 +528,11 @@ class CacheKeeper:
             return None
         device = runtime.device
         entries = self.feature_cache
+        state = _backbone_state(model)
         if entries is None or entries.root != location:  # checked and created only when it changed
             identity = identity_of(model, reference, device)
             entries = self._cache(resolve_cache_directory(cache), identity, runtime.precision)
-            self._seen = _backbone_state(model)
-        state = _backbone_state(model)
+            self._seen = state
         moved = entries.setup["backbone"]["device"] != device.type
         if state is None or state != self._seen or moved:
             identity = identity_of(model, reference, device)
