@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["check_output_file", "written_whole"]
+__all__ = ["check_output_file", "open_new_file", "written_whole"]
 
 
 def check_output_file(path: str | os.PathLike) -> Path:
@@ -60,7 +60,8 @@ def check_output_file(path: str | os.PathLike) -> Path:
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"Cannot write {str(path)!r}: permission denied.")
     try:
-        probe = _create_beside(path)
+        descriptor, probe = open_new_file(path.parent, prefix=f".{path.name}.", suffix=".part")
+        os.close(descriptor)
     except OSError as error:
         raise ValueError(f"Cannot write {str(path)!r}: {error.strerror or error}.") from None
     probe.unlink()
@@ -106,8 +107,31 @@ def written_whole(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _create_beside(path: Path) -> Path:
-    """Create a new empty file next to ``path`` (mode 0o666 less the umask)."""
-    part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part{path.suffix}")
-    os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    return part
+def open_new_file(directory: str | os.PathLike, *, prefix: str, suffix: str) -> tuple[int, Path]:
+    """Create a new, empty file with a fresh name in ``directory``, open for writing.
+
+    Created as ``open()`` creates files (mode ``0o666`` less the umask), not
+    private to its owner as :func:`tempfile.mkstemp` makes them, so that what
+    is renamed into place from it (a shared cache's entries) stays readable by
+    the users the umask lets read it.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Where to create the file.
+    prefix, suffix : str
+        Around a random part of the name.
+
+    Returns
+    -------
+    (int, pathlib.Path)
+        The open file descriptor (the caller closes it) and the file's path.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = Path(directory) / f"{prefix}{secrets.token_hex(8)}{suffix}"
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"No free file name in {os.fspath(directory)!r}.")

@@ -37,7 +37,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import secrets
 import struct
 import tempfile
 import warnings
@@ -63,6 +62,7 @@ from skh2t.features.devices import Runtime
 from skh2t.features.discovery import TapObservation
 from skh2t.features.preprocessing import Preprocessor
 from skh2t.features.taps import TapInfo, TapRef
+from skh2t.output_files import open_new_file
 
 #: Bump when what an entry holds, or how features are computed, changes without a version bump.
 CACHE_FORMAT = 1
@@ -374,7 +374,7 @@ def _warn_not_written(directory: Path, error: OSError, consequence: str, stackle
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    descriptor, temporary = _create_temporary(path.parent)
+    descriptor, temporary = open_new_file(path.parent, prefix=".", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
@@ -382,23 +382,6 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-def _create_temporary(directory: Path) -> tuple[int, Path]:
-    """A new, empty file in ``directory``, open for writing, with a fresh hidden name.
-
-    Created as ``open()`` creates files (mode ``0o666`` less the umask), not
-    private to its owner as :func:`tempfile.mkstemp` makes them: a cache
-    filled by one user stays readable by the others the umask lets read it.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        temporary = directory / f".{secrets.token_hex(8)}.tmp"
-        try:
-            return os.open(temporary, flags, 0o666), temporary
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"No free temporary file name in {str(directory)!r}.")
 
 
 def cached_observations(
