@@ -27,80 +27,46 @@ DEFAULT_BATCH_SIZE = 64
 FASHION_MNIST = "fashion-mnist"
 
 
-def positive_int(text: str) -> int:
-    """An ``int >= 1`` (argparse type).
-
-    Examples
-    --------
-    >>> positive_int("5")
-    5
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An ``int >= 0`` (argparse type).
-
-    Examples
-    --------
-    >>> non_negative_int("0")
-    0
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def n_jobs_value(text: str) -> int:
-    """``--n-jobs``: a non-zero ``int`` (joblib's meaning: ``-1`` all cores, ``-2`` all but
-    one, ...; argparse type).
-
-    Examples
-    --------
-    >>> n_jobs_value("-1")
-    -1
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value == 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a non-zero integer (N processes; -1: all cores), got {text!r}"
-        )
-    return value
-
-
 MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's integer seeds
 
 
-def seed(text: str) -> int:
-    """``--random-state``: an ``int`` from 0 to ``2**32 - 1`` (argparse type).
+def int_type(expected: str, accepts: Callable[[int], bool], name: str) -> Callable[[str], int]:
+    """An argparse type: an ``int`` for which ``accepts`` holds, else an error that says
+    ``expected {expected}, got '<text>'``.
 
     Examples
     --------
-    >>> seed("42")
-    42
+    >>> even = int_type("an even integer", lambda value: value % 2 == 0, "even")
+    >>> even("4")
+    4
+    >>> even("5")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected an even integer, got '5'
     """
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(
-            f"expected a seed from 0 to 2**32 - 1 = {MAX_SEED}, got {text!r}"
-        )
-    return value
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = name
+    parse.__doc__ = f"{expected[0].upper()}{expected[1:]} (argparse type)."
+    return parse
+
+
+positive_int = int_type("a positive integer", lambda value: value >= 1, "positive_int")
+non_negative_int = int_type("a non-negative integer", lambda value: value >= 0, "non_negative_int")
+n_jobs_value = int_type(  # joblib's meaning: -1 all cores, -2 all but one, ...
+    "a non-zero integer (N processes; -1: all cores)", lambda value: value != 0, "n_jobs_value"
+)
+seed = int_type(
+    f"a seed from 0 to 2**32 - 1 = {MAX_SEED}", lambda value: 0 <= value <= MAX_SEED, "seed"
+)
 
 
 def fraction(text: str) -> float:
