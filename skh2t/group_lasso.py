@@ -349,7 +349,7 @@ default=None
                 self.class_weight, classes=self.classes_, y=y, sample_weight=sample_weight
             )
             sample_weight = sample_weight * class_weight[y_encoded]
-        _check_weighted_classes(self.classes_, y_encoded, sample_weight, "GroupLassoClassifier")
+            _check_weighted_classes(self.classes_, y_encoded, sample_weight, "GroupLassoClassifier")
         return MultinomialLogistic(y_encoded, self.classes_.shape[0], sample_weight)
 
     def _make_penalty(self, n_features: int, alpha: float) -> GroupLasso:
@@ -597,7 +597,7 @@ def _encode_groups(
 def _labels_of_one_kind(labels: list, name: str) -> np.ndarray:
     """The labels as an array of strings or of numbers; a ValueError for anything else."""
     is_string = [isinstance(label, str) for label in labels]
-    is_number = [isinstance(label, Real) and not isinstance(label, str) for label in labels]
+    is_number = [isinstance(label, Real) for label in labels]
     neither = [i for i, (a, b) in enumerate(zip(is_string, is_number, strict=True)) if not a | b]
     if neither:
         raise ValueError(
