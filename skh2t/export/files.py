@@ -327,9 +327,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
     Every file written by :func:`export_model` carries this record (ONNX:
     metadata property ``"skh2t.json"``; TorchScript and ``torch.export``: an
-    extra file of that name), so that a server needs nothing else. Only the
-    record is read: not the ONNX weights, nor the program of a ``.pt`` or
-    ``.pt2`` archive.
+    extra file of that name), so that a server needs nothing else. Of a
+    ``.pt`` or ``.pt2`` archive only the record is read, not the program; an
+    ``.onnx`` file is parsed whole (its weights are inside it), but no
+    runtime session is made.
 
     Parameters
     ----------
