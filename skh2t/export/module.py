@@ -278,9 +278,8 @@ def _recorded_settings(source) -> tuple[tuple[int, int], str | None]:
         return _metadata_settings(source)
     if _is_image_size(source):
         return _image_size(source), None
-    config = _data_config(source)
-    _, height, width = config["input_size"]
-    return (int(height), int(width)), config.get("interpolation", "bicubic")
+    preprocess = Preprocessor.from_data_config(_data_config(source))
+    return preprocess.size, preprocess.interpolation
 
 
 def _metadata_settings(record: Mapping) -> tuple[tuple[int, int], str | None]:
