@@ -209,7 +209,7 @@ max_iter
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         base = self._base_estimator()
         checked = clone(base)  # labels, weights and groups, before any fold
-        checked._make_datafit(X, y, sample_weight)
+        datafit = checked._make_datafit(X, y, sample_weight)
         checked._make_penalty(X.shape[1], 1.0)
         if self.keep_fractions is not None:
             checked.set_params(keep_fraction=1.0)._renormalize_index(X.shape[1])
@@ -219,7 +219,7 @@ max_iter
             path_alphas = self.alpha_fractions_
         else:
             self.alpha_fractions_ = None
-            path_alphas = self.alphas_ = self._alpha_grid(base, X, y, sample_weight)
+            path_alphas = self.alphas_ = self._alpha_grid(checked, X, datafit)
         self.keep_fractions_ = self._keep_fraction_grid()
         folds = list(check_cv(self.cv, y, classifier=True).split(X, y))
         scorer = check_scoring(base, scoring=self.scoring)
@@ -282,9 +282,10 @@ max_iter
             verbose=max(0, self.verbose - 1),
         )
 
-    def _alpha_grid(self, base, X, y, sample_weight) -> np.ndarray:
+    def _alpha_grid(self, checked: GroupLassoClassifier, X, datafit) -> np.ndarray:
+        """The alphas; an int of them spaced from ``alpha_max`` of the checked data."""
         if isinstance(self.alphas, Integral):
-            alpha_max = base.alpha_max(X, y, sample_weight=sample_weight)
+            alpha_max = checked._alpha_max_of(X, datafit)
             return alpha_max * np.geomspace(1.0, self.eps, self.alphas)
         alphas = np.asarray(self.alphas, dtype=np.float64)
         if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas) & (alphas >= 0)):
