@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _synthetic import make_sparse_multinomial, make_strong_signal_multinomial
 
 from skh2t import GroupLassoClassifier
-from skh2t._solver.design import Design
+from skh2t.linear_model._solver.design import Design
 from skh2t.threads import single_blas_thread
 
 TARGET_GAP = 1e-4

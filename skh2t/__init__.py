@@ -16,8 +16,7 @@
 from importlib import import_module
 from typing import Any
 
-from skh2t.group_lasso import GroupLassoClassifier
-from skh2t.group_lasso_cv import GroupLassoClassifierCV
+from skh2t.linear_model import GroupLassoClassifier, GroupLassoClassifierCV
 from skh2t.head2toe import Head2ToeClassifier
 
 __version__ = "0.1.0.dev0"

@@ -23,8 +23,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from skh2t._constraints import N_JOBS
 from skh2t._precisions import DEFAULT_PRECISION, PRECISIONS
-from skh2t.group_lasso import GroupLassoClassifier, _check_weighted_classes
-from skh2t.group_lasso_cv import _best_grid_point, _fraction_grid, _score_path
+from skh2t.linear_model._group_lasso import GroupLassoClassifier, _check_weighted_classes
+from skh2t.linear_model._group_lasso_cv import _best_grid_point, _fraction_grid, _score_path
 from skh2t.progress import progress_bar
 
 __all__ = ["Head2ToeClassifier"]

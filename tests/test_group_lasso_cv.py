@@ -9,7 +9,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
-from skh2t.group_lasso_cv import _predicted_start
+from skh2t.linear_model._group_lasso_cv import _predicted_start
 
 
 @parametrize_with_checks(

@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from skh2t import GroupLassoClassifier
-from skh2t._solver.working_set import constant_columns
+from skh2t.linear_model._solver.working_set import constant_columns
 
 
 def make_problem(n_samples=120, n_features=30, n_classes=3, n_informative=5, seed=0):
@@ -216,7 +216,7 @@ def test_too_few_iterations_warns():
 
 
 def test_the_working_set_round_limit_is_its_own_warning(monkeypatch):
-    import skh2t._solver.working_set as working_set
+    import skh2t.linear_model._solver.working_set as working_set
 
     monkeypatch.setattr(working_set, "_MAX_OUTER", 1)
     X, y = make_problem(n_features=3000)

@@ -9,7 +9,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
 from skh2t._prediction import renormalize_columns
-from skh2t.group_lasso_cv import _best_grid_point, _score_path
+from skh2t.linear_model._group_lasso_cv import _best_grid_point, _score_path
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from skh2t._solver.datafits import MultinomialLogistic
-from skh2t._solver.lbfgs import fit_ridge_multinomial
+from skh2t.linear_model._solver.datafits import MultinomialLogistic
+from skh2t.linear_model._solver.lbfgs import fit_ridge_multinomial
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from skh2t._solver.datafits import MultinomialLogistic
-from skh2t._solver.design import Design, thin_left_product
-from skh2t._solver.working_set import full_gradient
+from skh2t.linear_model._solver.datafits import MultinomialLogistic
+from skh2t.linear_model._solver.design import Design, thin_left_product
+from skh2t.linear_model._solver.working_set import full_gradient
 from tests.rounding import assert_product_close
 
 

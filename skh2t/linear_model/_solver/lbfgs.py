@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from skh2t._solver.datafits import MultinomialLogistic
-from skh2t._solver.design import Design
+from skh2t.linear_model._solver.datafits import MultinomialLogistic
+from skh2t.linear_model._solver.design import Design
 from skh2t.threads import single_blas_thread
 
 

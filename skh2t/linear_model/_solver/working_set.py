@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skh2t._solver.datafits import MultinomialLogistic
-from skh2t._solver.design import Design, thin_left_product
-from skh2t._solver.fista import fista
-from skh2t._solver.penalties import GroupLasso
+from skh2t.linear_model._solver.datafits import MultinomialLogistic
+from skh2t.linear_model._solver.design import Design, thin_left_product
+from skh2t.linear_model._solver.fista import fista
+from skh2t.linear_model._solver.penalties import GroupLasso
 from skh2t.threads import single_blas_thread
 
 _MIN_WORKING_SET = 100  # groups in the first working set

@@ -6,11 +6,11 @@ talk to those two through small interfaces, so that another backend (torch on
 a GPU, say) can be added by replacing one piece.
 """
 
-from skh2t._solver.datafits import MultinomialLogistic
-from skh2t._solver.fista import FistaResult, fista
-from skh2t._solver.lbfgs import fit_ridge_multinomial
-from skh2t._solver.penalties import GroupLasso
-from skh2t._solver.working_set import WorkingSetResult, solve_group_lasso
+from skh2t.linear_model._solver.datafits import MultinomialLogistic
+from skh2t.linear_model._solver.fista import FistaResult, fista
+from skh2t.linear_model._solver.lbfgs import fit_ridge_multinomial
+from skh2t.linear_model._solver.penalties import GroupLasso
+from skh2t.linear_model._solver.working_set import WorkingSetResult, solve_group_lasso
 
 __all__ = [
     "FistaResult",

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skh2t._solver.anderson import AndersonExtrapolator
-from skh2t._solver.datafits import MultinomialLogistic
-from skh2t._solver.design import Design
-from skh2t._solver.penalties import GroupLasso
+from skh2t.linear_model._solver.anderson import AndersonExtrapolator
+from skh2t.linear_model._solver.datafits import MultinomialLogistic
+from skh2t.linear_model._solver.design import Design
+from skh2t.linear_model._solver.penalties import GroupLasso
 
 _STEP_GROWTH = 0.9  # after an accepted step, try a 10% larger one
 _MAX_BACKTRACKS = 60  # 2**60: beyond that the step is lost in rounding

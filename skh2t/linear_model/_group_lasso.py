@@ -1,0 +1,630 @@
+"""GroupLassoClassifier: multinomial logistic regression with a group-lasso penalty."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, validate_data
+
+from skh2t._compact import CompactStateMixin
+from skh2t._prediction import LinearSoftmaxMixin, renormalize_columns
+from skh2t.linear_model._solver import GroupLasso, MultinomialLogistic, fit_ridge_multinomial, solve_group_lasso
+from skh2t.linear_model._solver.working_set import constant_columns, full_gradient
+
+
+class GroupLassoClassifier(CompactStateMixin, LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
+    """Softmax classifier with a group-lasso penalty and Head2Toe's select-and-refit.
+
+    Minimises, over coefficients ``W`` (one row per feature, one column per
+    class) and an unpenalised intercept ``b``::
+
+        mean_i s_i * CE(softmax(x_i W + b), y_i) + alpha * sum_g w_g * ||W_g||_2
+
+    where ``s_i`` are the sample weights normalised to mean one, ``W_g`` is the
+    block of rows of the features in group ``g`` (by default one row: one
+    feature across all classes, the Head2Toe penalty) and ``w_g`` defaults to
+    ``sqrt(group size)``. The problem is solved by accelerated proximal
+    gradient (FISTA, adaptive step, restart) inside a working-set loop, to a
+    KKT tolerance relative to ``alpha``.
+
+    With ``keep_fraction`` or ``n_features_to_select`` set, the features are
+    then scored by the sum of squares of their row of ``W``, the best ones are
+    kept, and a fresh softmax head with a small ridge penalty ``refit_l2`` is
+    fitted on them (Head2Toe, Evci et al. 2022). The proximal solver gives
+    exact zeros, so features with zero weight are ranked after the others by
+    their dual score (how close they are to entering the model); Head2Toe's
+    dense Adam solution ranks every feature too. ``coef_`` is always expressed
+    in the full input space, with zeros for dropped features.
+
+    Parameters
+    ----------
+    alpha : float, default=1e-3
+        Group-lasso strength, absolute. ``alpha >= alpha_max(X, y)`` gives
+        all-zero coefficients. Ignored when ``alpha_fraction`` is set.
+    alpha_fraction : float in (0, 1], default=None
+        Group-lasso strength relative to the data being fitted: ``fit(X, y)``
+        uses ``alpha_fraction * alpha_max(X, y)`` (reported as ``alpha_``).
+        Inside ``GridSearchCV`` or a pipeline whose features change (e.g. the
+        target size), the strength is then relative per fold and per feature
+        matrix, as Head2Toe's protocol asks. When set, ``alpha`` is ignored.
+    groups : array-like of shape (n_features,), "feature_name_prefix" or None, default=None
+        Group label of every feature (e.g. the layer it comes from): all
+        strings or all finite numbers, never a mix. ``None`` puts every
+        feature in a group of its own. ``"feature_name_prefix"``
+        groups the columns of a DataFrame by their name up to the last
+        ``"__"``: with ``IntermediateFeatureTransformer(...).set_output(
+        transform="pandas")`` before it in a pipeline, one group per tap,
+        whatever the pooling (so it survives a grid search over target sizes).
+    group_weights : array-like of shape (n_groups,), default=None
+        Weight of every group, in the order of ``np.unique(groups)``.
+        ``None`` uses the square root of each group's size.
+    keep_fraction : float in (0, 1], default=None
+        Fraction of features kept by Head2Toe selection, ``floor(n_features *
+        keep_fraction)`` (at least one). ``None`` with ``n_features_to_select``
+        also ``None`` disables selection: the penalised fit is the model.
+    n_features_to_select : int, default=None
+        Number of features kept by selection, as an alternative to
+        ``keep_fraction``.
+    refit_l2 : float, default=1e-4
+        Ridge strength of the refitted head, ``refit_l2 / 2 * ||W||^2`` added
+        to the mean loss; keeps the refit finite on separable data.
+    renormalize_groups : array-like of shape (n_features,), "feature_name_prefix" or None, \
+default=None
+        The official Head2Toe refit: after selection, the kept columns of every
+        group (e.g. every tap; ``"feature_name_prefix"`` as for ``groups``) are
+        divided by their own L2 norm, per sample, before the refit and before
+        every prediction; groups with no kept column drop out. ``None``: the
+        refit reads the kept columns as they are. Only used with selection.
+        See :ref:`official-refit` in the user guide.
+    fit_intercept : bool, default=True
+        Whether to fit an (unpenalised) intercept.
+    class_weight : dict or "balanced", default=None
+        Weights of the classes, multiplied into the sample weights: finite,
+        ``>= 0``, and at least two classes must keep a positive weight. As in
+        scikit-learn, a class missing from the dict has weight 1, and a key
+        that is not a class is an error when a class is missing.
+    tol : float, default=1e-4
+        The penalised fit stops when every group's KKT violation is below
+        ``tol * alpha * w_g`` and every entry of the intercept gradient below
+        ``tol * alpha / s``, with ``s`` the root mean square of the weighted
+        norms of the centred columns (the natural scale of a coefficient's
+        gradient): violations relative to the penalty, which do not change
+        when ``X`` is multiplied by a constant. With ``alpha=0``, ``s``
+        takes the place of ``alpha``. The refit of the kept features (a
+        smooth problem) stops when no entry of the gradient of its mean loss
+        exceeds ``tol``, as scikit-learn's ``LogisticRegression(tol=...)``
+        with L-BFGS does.
+    max_iter : int, default=5000
+        Maximum number of FISTA iterations (and of L-BFGS iterations for the
+        refit). Iterations are cheap (products with the working set only);
+        on wide Head2Toe features at small ``alpha_fraction`` a solve can take
+        thousands of them.
+    warm_start : bool, default=False
+        Start from the previous penalised solution when refitting.
+    verbose : int, default=0
+        Print solver progress when positive.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    alpha_ : float
+        The absolute group-lasso strength used: ``alpha``, or
+        ``alpha_fraction * alpha_max_``.
+    alpha_max_ : float
+        ``alpha_max`` of the training data; only set when ``alpha_fraction`` is.
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        Coefficients of the final model in the full input space. Binary
+        problems have one row, for ``classes_[1]``. With
+        ``renormalize_groups``, they apply to the re-normalised kept columns.
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+        Intercept of the final model.
+    group_lasso_coef_ : ndarray of the shape of ``coef_``
+        Coefficients of the penalised fit (before selection and refit).
+    group_lasso_intercept_ : ndarray of the shape of ``intercept_``
+        Intercept of the penalised fit.
+    feature_scores_ : ndarray of shape (n_features,)
+        Head2Toe relevance of every feature: the sum of squares of its row of
+        the penalised coefficients.
+    dual_scores_ : ndarray of shape (n_features,)
+        ``||grad_g|| / (alpha * w_g)`` of every feature's group at the
+        solution: 1 for groups in the model, below 1 for the others, and the
+        closer to 1 the sooner the group would enter as ``alpha`` decreases.
+    support_ : ndarray of shape (n_features,)
+        Mask of the features used by the final model: the top
+        ``feature_scores_``; when more features are asked for than have a
+        non-zero weight, the zero-weight ones with the highest
+        ``dual_scores_`` complete the selection.
+    group_labels_ : ndarray of shape (n_groups,)
+        The distinct group labels.
+    group_weights_ : ndarray of shape (n_groups,)
+        The group weights used.
+    renormalize_index_ : ndarray of shape (n_features,) or None
+        With ``renormalize_groups``: the re-normalisation group of every
+        feature (an index); else ``None``.
+    kkt_violation_ : float
+        Largest KKT violation of the penalised fit, relative to ``alpha * w_g``
+        (``alpha / s`` for the intercept; see ``tol``).
+    objective_ : float
+        Value of the penalised objective at the solution.
+    n_iter_ : ndarray of shape (1,)
+        FISTA iterations of the penalised fit.
+    refit_n_iter_ : int
+        L-BFGS iterations of the refit (0 without selection).
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features, when ``X`` has string column names.
+
+    See Also
+    --------
+    sklearn.linear_model.LogisticRegression : Multinomial logistic regression with L1/L2 penalties.
+
+    Notes
+    -----
+    With an intercept, a column whose values span at most the rounding unit
+    of its dtype (``eps * max|x_j|``) is constant to the arithmetic: its
+    gradient is exactly zero (rather than rounding), so it never enters the
+    model and all-constant data has ``alpha_max`` exactly 0.
+
+    The solver and the refit run BLAS on one thread, whatever the thread
+    settings around them: their products are thin (one column per class)
+    and, on a machine whose cores are shared, a multi-threaded BLAS made them
+    several times slower. Parallelise over fits instead, e.g. the folds of
+    :class:`~skh2t.GroupLassoClassifierCV` or ``GridSearchCV`` with ``n_jobs``.
+    For ``float32`` data the full-gradient products that rank the groups run
+    in single precision (half the memory traffic) and the subproblems in
+    ``float64``; when the two disagree near the solution, the optimality check
+    is redone in ``float64``, so even tight tolerances are certified.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skh2t import GroupLassoClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16.0
+    >>> clf = GroupLassoClassifier(alpha=0.002, keep_fraction=0.25).fit(X, y)
+    >>> int(clf.get_support().sum())
+    16
+    >>> clf.coef_.shape
+    (10, 64)
+    >>> bool(clf.score(X, y) > 0.9)
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "alpha_fraction": [Interval(Real, 0, 1, closed="right"), None],
+        "groups": ["array-like", StrOptions({"feature_name_prefix"}), None],
+        "group_weights": ["array-like", None],
+        "keep_fraction": [Interval(Real, 0, 1, closed="right"), None],
+        "n_features_to_select": [Interval(Integral, 1, None, closed="left"), None],
+        "refit_l2": [Interval(Real, 0, None, closed="left")],
+        "renormalize_groups": ["array-like", StrOptions({"feature_name_prefix"}), None],
+        "fit_intercept": ["boolean"],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1e-3,
+        alpha_fraction: float | None = None,
+        groups: ArrayLike | str | None = None,
+        group_weights: ArrayLike | None = None,
+        keep_fraction: float | None = None,
+        n_features_to_select: int | None = None,
+        refit_l2: float = 1e-4,
+        renormalize_groups: ArrayLike | str | None = None,
+        fit_intercept: bool = True,
+        class_weight: dict | str | None = None,
+        tol: float = 1e-4,
+        max_iter: int = 5000,
+        warm_start: bool = False,
+        verbose: int = 0,
+    ):
+        self.alpha = alpha
+        self.alpha_fraction = alpha_fraction
+        self.groups = groups
+        self.group_weights = group_weights
+        self.keep_fraction = keep_fraction
+        self.n_features_to_select = n_features_to_select
+        self.refit_l2 = refit_l2
+        self.renormalize_groups = renormalize_groups
+        self.fit_intercept = fit_intercept
+        self.class_weight = class_weight
+        self.tol = tol
+        self.max_iter = max_iter
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None):
+        """Fit the penalised model, then (optionally) select features and refit.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; float32 data stays float32 for the large products.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; an integer weight is equivalent to repeating
+            the sample.
+
+        Returns
+        -------
+        self : GroupLassoClassifier
+            The fitted classifier.
+        """
+        X, datafit = self._prepare(X, y, sample_weight)
+        alpha = self.alpha
+        self.__dict__.pop("alpha_max_", None)  # not left over from an earlier relative fit
+        if self.alpha_fraction is not None:
+            self.alpha_max_ = self._alpha_max_of(X, datafit)
+            alpha = self.alpha_fraction * self.alpha_max_
+        result = self._fit_penalised(X, datafit, alpha)
+        self._select_and_refit(X, datafit, result)
+        return self
+
+    # fit in three steps, so that GroupLassoClassifierCV can solve once per alpha
+    # and select and refit once per keep fraction.
+
+    def _prepare(self, X, y, sample_weight) -> tuple[np.ndarray, MultinomialLogistic]:
+        """Validated data and the datafit; sets the input attributes and ``classes_``."""
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
+        datafit = self._make_datafit(X, y, sample_weight)
+        self._check_selection_size(X.shape[1])
+        self._renormalize_index(X.shape[1])  # checked before the penalised fit
+        return X, datafit
+
+    def _fit_penalised(self, X: np.ndarray, datafit: MultinomialLogistic, alpha: float, start=None):
+        """Solve the group-lasso problem at the absolute ``alpha``; sets the attributes of the
+        penalised fit.
+
+        ``start``: ``(coef, intercept)`` in the solver's layout to start from,
+        instead of zero or (``warm_start``) the previous solution.
+        """
+        penalty = self._make_penalty(X.shape[1], alpha)
+        self.alpha_ = float(alpha)
+        if start is None:
+            start = self._initial_solution(X.shape[1], datafit)
+        coef, intercept = start
+        result = solve_group_lasso(
+            X,
+            datafit,
+            penalty,
+            coef,
+            intercept,
+            fit_intercept=self.fit_intercept,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            verbose=self.verbose,
+        )
+        if not result.converged:
+            _warn_not_converged(result, self.tol, self.max_iter)
+        self.n_iter_ = np.array([result.n_iter])
+        self.kkt_violation_ = result.kkt_violation
+        self.objective_ = result.objective
+        self.group_lasso_coef_, self.group_lasso_intercept_ = self._to_public(
+            result.coef, result.intercept
+        )
+        self.feature_scores_ = np.einsum("ij,ij->i", result.coef, result.coef)
+        self.dual_scores_ = result.dual_scores[penalty.group_index]
+        return result
+
+    def _select_and_refit(self, X: np.ndarray, datafit: MultinomialLogistic, result) -> None:
+        """Head2Toe selection from the penalised fit, and the refit on the kept features."""
+        self.support_ = self._select(self.feature_scores_, self.dual_scores_)
+        self.renormalize_index_ = self._renormalize_index(X.shape[1])
+        self.coef_, self.intercept_ = self._refit(X, datafit, result)
+
+    def _make_datafit(self, X, y, sample_weight) -> MultinomialLogistic:
+        check_classification_targets(y)
+        encoder = LabelEncoder().fit(y)
+        self.classes_ = encoder.classes_
+        y_encoded = encoder.transform(y)
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        # Before the class weights too: compute_class_weight divides by each class's weight.
+        _check_weighted_classes(self.classes_, y_encoded, sample_weight, "GroupLassoClassifier")
+        if self.class_weight is not None:
+            _check_class_weight(self.class_weight)
+            class_weight = compute_class_weight(
+                self.class_weight, classes=self.classes_, y=y, sample_weight=sample_weight
+            )
+            sample_weight = sample_weight * class_weight[y_encoded]
+            _check_weighted_classes(self.classes_, y_encoded, sample_weight, "GroupLassoClassifier")
+        return MultinomialLogistic(y_encoded, self.classes_.shape[0], sample_weight)
+
+    def _make_penalty(self, n_features: int, alpha: float) -> GroupLasso:
+        groups = self.groups
+        if isinstance(groups, str):
+            groups = _groups_from_feature_names(getattr(self, "feature_names_in_", None))
+        labels, group_index = _encode_groups(groups, n_features)
+        weights = _check_group_weights(self.group_weights, group_index, labels.shape[0])
+        self.group_labels_, self.group_weights_ = labels, weights
+        return GroupLasso(alpha, group_index, weights)
+
+    def _renormalize_index(self, n_features: int) -> np.ndarray | None:
+        groups = self.renormalize_groups
+        if groups is None or not self._selects():
+            return None
+        if isinstance(groups, str):
+            groups = _groups_from_feature_names(
+                getattr(self, "feature_names_in_", None), name="renormalize_groups"
+            )
+        return _encode_groups(groups, n_features, name="renormalize_groups")[1]
+
+    def _selects(self) -> bool:
+        return self.keep_fraction is not None or self.n_features_to_select is not None
+
+    def _check_selection_size(self, n_features: int) -> None:
+        if self.keep_fraction is not None and self.n_features_to_select is not None:
+            raise ValueError(
+                "Set only one of keep_fraction and n_features_to_select, not both "
+                f"(got {self.keep_fraction} and {self.n_features_to_select})."
+            )
+        if self.n_features_to_select is not None and self.n_features_to_select > n_features:
+            raise ValueError(
+                f"n_features_to_select={self.n_features_to_select} is larger than the "
+                f"number of features ({n_features}); use at most {n_features}."
+            )
+
+    def _initial_solution(self, n_features: int, datafit: MultinomialLogistic):
+        n_classes = datafit.n_classes
+        previous = getattr(self, "group_lasso_coef_", None) if self.warm_start else None
+        expected_shape = (1 if n_classes == 2 else n_classes, n_features)
+        if previous is not None and previous.shape == expected_shape:
+            return self._from_public(previous, self.group_lasso_intercept_)
+        intercept = (
+            datafit.optimal_intercept_at_zero() if self.fit_intercept else np.zeros(n_classes)
+        )
+        return np.zeros((n_features, n_classes)), intercept
+
+    def _select(self, scores: np.ndarray, dual_scores: np.ndarray) -> np.ndarray:
+        n_features = scores.shape[0]
+        if self.n_features_to_select is not None:
+            n_keep = self.n_features_to_select
+        elif self.keep_fraction is not None:
+            n_keep = max(1, math.floor(n_features * self.keep_fraction))
+        else:
+            return scores > 0
+        # Rank by weight; features with zero weight by how close they are to entering.
+        ranking = np.lexsort((np.arange(n_features), -dual_scores, -scores))
+        support = np.zeros(n_features, dtype=bool)
+        support[ranking[:n_keep]] = True
+        return support
+
+    def _refit(self, X, datafit: MultinomialLogistic, result):
+        if not self._selects():
+            self.refit_n_iter_ = 0
+            return self.group_lasso_coef_.copy(), self.group_lasso_intercept_.copy()
+        kept = np.flatnonzero(self.support_)
+        X_kept = X[:, kept]
+        if self.renormalize_index_ is not None:
+            renormalize_columns(X_kept, self.renormalize_index_[kept])
+        refit = fit_ridge_multinomial(
+            X_kept,
+            datafit,
+            self.refit_l2,
+            fit_intercept=self.fit_intercept,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            intercept_init=result.intercept,
+        )
+        if not refit.converged:
+            warnings.warn(
+                f"The refit of the selected features did not converge in "
+                f"max_iter={self.max_iter} L-BFGS iterations. Increase max_iter or refit_l2.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self.refit_n_iter_ = refit.n_iter
+        coef = np.zeros((X.shape[1], datafit.n_classes))
+        coef[kept] = refit.coef
+        return self._to_public(coef, refit.intercept)
+
+    def _to_public(self, coef: np.ndarray, intercept: np.ndarray):
+        """(n_features, n_classes) solver layout to scikit-learn's (n_classes, n_features)."""
+        if coef.shape[1] == 2:
+            return (coef[:, 1] - coef[:, 0])[None, :], np.array([intercept[1] - intercept[0]])
+        return coef.T.copy(), intercept.copy()
+
+    def _from_public(self, coef: np.ndarray, intercept: np.ndarray):
+        if coef.shape[0] == 1:
+            half, half_intercept = coef[0] / 2.0, intercept[0] / 2.0
+            return np.column_stack([-half, half]), np.array([-half_intercept, half_intercept])
+        return coef.T.copy(), intercept.copy()
+
+    def alpha_max(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> float:
+        """Smallest ``alpha`` for which the penalised solution is all zero.
+
+        Uses this estimator's ``groups``, ``group_weights``, ``fit_intercept``
+        and ``class_weight``; does not fit or change the estimator.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        alpha_max : float
+            ``max_g ||grad_g|| / w_g`` at zero coefficients and the optimal
+            intercept; with an intercept, numerically constant columns (see
+            Notes) have a zero gradient, so constant data gives exactly 0.
+        """
+        probe = self.__class__(**self.get_params())
+        X, y = validate_data(probe, X, y, dtype=[np.float64, np.float32], order="C")
+        return probe._alpha_max_of(X, probe._make_datafit(X, y, sample_weight))
+
+    def _alpha_max_of(self, X: np.ndarray, datafit: MultinomialLogistic) -> float:
+        """``alpha_max`` of validated data and its datafit (sets the group attributes)."""
+        penalty = self._make_penalty(X.shape[1], 1.0)
+        coef, intercept = np.zeros((X.shape[1], datafit.n_classes)), np.zeros(datafit.n_classes)
+        if self.fit_intercept:
+            intercept = datafit.optimal_intercept_at_zero()
+        _, gradient, _ = full_gradient(X, datafit, coef, intercept)
+        if self.fit_intercept:  # their gradient is rounding: exactly zero once centred
+            gradient[constant_columns(X)] = 0.0
+        return float(np.max(penalty.group_norms(gradient) / penalty.group_weights))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.classifier_tags.multi_class = True
+        return tags
+
+
+def _warn_not_converged(result, tol: float, max_iter: int) -> None:
+    violation = f"the relative KKT violation is {result.kkt_violation:.2e} > tol={tol:g}"
+    if result.stalled:
+        message = (
+            f"GroupLassoClassifier stopped at the limit of numerical precision: {violation} "
+            "(checked in float64). Use a larger tol."
+        )
+    elif result.outer_limit:
+        message = (
+            f"GroupLassoClassifier stopped after {result.n_outer} working-set rounds (their "
+            f"limit), with {result.n_iter} of max_iter={max_iter} iterations used: "
+            f"{violation}. Use a larger tol or alpha."
+        )
+    else:
+        message = (
+            f"GroupLassoClassifier did not converge in max_iter={max_iter} iterations: "
+            f"{violation}. Increase max_iter or tol."
+        )
+    warnings.warn(message, ConvergenceWarning, stacklevel=3)
+
+
+def _check_weighted_classes(
+    classes: np.ndarray, y_encoded: np.ndarray, sample_weight: np.ndarray, estimator: str
+) -> None:
+    """Raise unless the samples with positive weight cover at least two classes."""
+    if classes.shape[0] < 2:
+        raise ValueError(
+            f"{estimator} needs samples of at least 2 classes in the data, "
+            f"but the data contains only one class: {classes[0]!r}."
+        )
+    weighted_classes = classes[np.unique(y_encoded[sample_weight > 0])]
+    if weighted_classes.shape[0] < 2:
+        which = (
+            f"only one class has any weight: {weighted_classes[0]!r}"
+            if weighted_classes.size
+            else "no class has any weight"
+        )
+        raise ValueError(
+            f"{estimator} needs samples of at least 2 classes with positive weight "
+            f"(sample_weight, times class_weight if set), but {which}."
+        )
+
+
+def _check_class_weight(class_weight: dict | str) -> None:
+    """Raise unless a ``class_weight`` dict maps to finite, non-negative numbers.
+
+    Keys that are not classes are left to scikit-learn's ``compute_class_weight``.
+    """
+    if not isinstance(class_weight, dict):
+        return
+    try:
+        weights = np.array(list(class_weight.values()), dtype=np.float64)
+    except (TypeError, ValueError):
+        weights = np.array([np.nan])
+    if weights.ndim != 1 or not np.all(np.isfinite(weights) & (weights >= 0)):
+        raise ValueError(
+            "Negative, infinite or NaN values in `class_weight`: weights must be finite "
+            f"numbers >= 0; got {class_weight!r}."
+        )
+
+
+def _groups_from_feature_names(
+    feature_names: np.ndarray | None, *, name: str = "groups"
+) -> np.ndarray:
+    if feature_names is None:
+        raise ValueError(
+            f"{name}='feature_name_prefix' needs feature names, but X has none: fit on a "
+            "pandas DataFrame, e.g. put IntermediateFeatureTransformer(...).set_output("
+            "transform='pandas') before this classifier in the pipeline."
+        )
+    return np.array([str(name).rpartition("__")[0] or str(name) for name in feature_names])
+
+
+def _encode_groups(
+    groups: ArrayLike | None, n_features: int, *, name: str = "groups"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct group labels and the group index of every feature."""
+    if groups is None:
+        return np.arange(n_features), np.arange(n_features)
+    labels = np.asarray(groups)
+    if labels.ndim != 1 or labels.shape[0] != n_features:
+        raise ValueError(
+            f"{name} must hold one group label per feature: got shape {labels.shape} "
+            f"for X with {n_features} features. Pass an array of length {n_features}."
+        )
+    if labels.dtype.kind not in "biuUS" or not isinstance(groups, np.ndarray):
+        # Lists and object arrays: NumPy would turn [1, "a"] into ["1", "a"].
+        labels = _labels_of_one_kind(list(groups), name)
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise ValueError(
+            f"{name} contains NaN or infinity: give every feature a finite number or a "
+            "string as its group label."
+        )
+    return np.unique(labels, return_inverse=True)
+
+
+def _labels_of_one_kind(labels: list, name: str) -> np.ndarray:
+    """The labels as an array of strings or of numbers; a ValueError for anything else."""
+    is_string = [isinstance(label, str) for label in labels]
+    is_number = [isinstance(label, Real) for label in labels]
+    neither = [i for i, (a, b) in enumerate(zip(is_string, is_number, strict=True)) if not a | b]
+    if neither:
+        raise ValueError(
+            f"{name} must hold a string or a number as the label of every feature; "
+            f"feature {neither[0]} has {labels[neither[0]]!r}."
+        )
+    if any(is_string) and any(is_number):
+        first_string, first_number = is_string.index(True), is_number.index(True)
+        raise ValueError(
+            f"{name} mixes strings and numbers (e.g. {labels[first_number]!r} and "
+            f"{labels[first_string]!r}), which would be compared as strings: use labels of "
+            "one kind."
+        )
+    return np.array(labels, dtype=str if any(is_string) else None)
+
+
+def _check_group_weights(
+    group_weights: ArrayLike | None, group_index: np.ndarray, n_groups: int
+) -> np.ndarray:
+    if group_weights is None:
+        return np.sqrt(np.bincount(group_index, minlength=n_groups).astype(np.float64))
+    weights = np.asarray(group_weights, dtype=np.float64)
+    if weights.shape != (n_groups,):
+        raise ValueError(
+            f"group_weights must have one weight per group ({n_groups} groups, in the "
+            f"order of np.unique(groups)); got shape {weights.shape}."
+        )
+    if not np.all(np.isfinite(weights)) or np.any(weights <= 0):
+        raise ValueError("group_weights must be finite and strictly positive.")
+    return weights
