@@ -16,8 +16,8 @@
 from importlib import import_module
 from typing import Any
 
-from skh2t.linear_model import GroupLassoClassifier, GroupLassoClassifierCV
 from skh2t.head2toe import Head2ToeClassifier
+from skh2t.linear_model import GroupLassoClassifier, GroupLassoClassifierCV
 
 __version__ = "0.1.0.dev0"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -13,7 +12,6 @@ import numpy as np
 from joblib import Memory, Parallel, delayed, effective_n_jobs
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import StratifiedKFold, check_cv
 from sklearn.pipeline import Pipeline
@@ -23,8 +21,16 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from skh2t._constraints import N_JOBS
 from skh2t._precisions import DEFAULT_PRECISION, PRECISIONS
-from skh2t.linear_model._group_lasso import GroupLassoClassifier, _check_weighted_classes
-from skh2t.linear_model._group_lasso_cv import _best_grid_point, _fraction_grid, _score_path
+from skh2t.linear_model import GroupLassoClassifier
+from skh2t.linear_model._fold_path import FoldPath, PathGrid, path_cv_results, score_path_on_fold
+from skh2t.linear_model._group_lasso import _check_weighted_classes
+from skh2t.linear_model._search import (
+    first_best,
+    fraction_grid,
+    integer_grid,
+    simplicity_order,
+    warn_not_converged,
+)
 from skh2t.progress import progress_bar
 
 __all__ = ["Head2ToeClassifier"]
@@ -270,10 +276,10 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         folds = self._folds(y)
         transformers = self._fit_transformers(images, grid)
         features = self._training_features(transformers, images)
-        scores = self._cross_validate(
+        paths = self._cross_validate(
             features, transformers, y, sample_weight, folds, grid, weighted_scores
         )
-        chosen = self._record_search(scores, grid, len(folds))
+        chosen = self._record_search(paths, grid, len(folds))
         self._refit(transformers[chosen], features[chosen], y, sample_weight)
         return self
 
@@ -352,11 +358,11 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         folds: list,
         grid: _Grid,
         weighted_scores: bool,
-    ) -> np.ndarray:
-        """Scores of shape (n_poolings, n_folds, n_alphas, n_keep_fractions)."""
-        heads = [self._head(t) for t in transformers]
-        scorer = check_scoring(heads[0], scoring=self.scoring)
-        alphas = np.array(grid.alpha_fractions)
+    ) -> list[FoldPath]:
+        """Every (pooling, fold) path, pooling by pooling, folds in order."""
+        heads = [self._head(t).get_params() for t in transformers]
+        scorer = check_scoring(self._head(transformers[0]), scoring=self.scoring)
+        path_grid = PathGrid(np.array(grid.alpha_fractions), grid.keep_fractions, relative=True)
         tasks = [(p, f) for p in range(len(features)) for f in range(len(folds))]
         n_jobs = min(effective_n_jobs(self.n_jobs), len(tasks))
         with progress_bar(
@@ -366,51 +372,52 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             disable=not self.verbose,
         ) as bar:
             results = Parallel(n_jobs=n_jobs, return_as="generator")(
-                delayed(_fold_path)(
+                delayed(score_path_on_fold)(
                     heads[p],
                     features[p],
                     y,
                     sample_weight,
                     *folds[f],
-                    alphas,
-                    grid.keep_fractions,
+                    path_grid,
                     scorer,
                     weighted_scores,
                 )
                 for p, f in tasks
             )
-            scores = np.empty((len(features), len(folds), len(alphas), len(grid.keep_fractions)))
-            n_not_converged = 0
-            for (p, f), (fold_scores, not_converged) in zip(tasks, results, strict=True):
-                scores[p, f] = fold_scores
-                n_not_converged += not_converged
+            paths = []
+            for path in results:
+                paths.append(path)
                 bar.update()
-        self.n_cv_not_converged_ = n_not_converged
-        if n_not_converged:
-            warnings.warn(
-                f"{n_not_converged} penalised fit(s) or refit(s) of the cross-validation stopped "
-                f"at max_iter={self.max_iter}; increase max_iter or tol.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        return scores
+        self.n_cv_not_converged_ = sum(path.n_not_converged for path in paths)
+        warn_not_converged(
+            self.n_cv_not_converged_,
+            "penalised fit(s) or refit(s) of the cross-validation",
+            f"increase max_iter (now {self.max_iter}) or tol",
+        )
+        return paths
 
-    def _record_search(self, scores: np.ndarray, grid: _Grid, n_splits: int) -> int:
+    def _record_search(self, paths: list[FoldPath], grid: _Grid, n_splits: int) -> int:
         """Set the search's attributes; return the chosen pooling's index."""
-        mean = scores.mean(axis=1)  # (poolings, alphas, keep fractions)
-        pooling, alpha, keep = _best_grid_point(mean, grid.keep_fractions)
+        shape = (len(grid.poolings), len(grid.alpha_fractions), len(grid.keep_fractions))
         points = [
-            (p, a, k)
-            for p in range(len(grid.poolings))
-            for a in range(len(grid.alpha_fractions))
-            for k in range(len(grid.keep_fractions))
+            {
+                grid.pooling_name: pooling,
+                "alpha_fraction": alpha,
+                "keep_fraction": keep,
+            }
+            for pooling in grid.poolings
+            for alpha in grid.alpha_fractions
+            for keep in grid.keep_fractions
         ]
         self.n_splits_ = n_splits
-        self.cv_results_ = _cv_results(scores, points, grid)
-        self.best_index_ = points.index((pooling, alpha, keep))
+        self.cv_results_ = path_cv_results(points, paths, leading=len(grid.poolings))
+        # Simplest first: the smaller keep fraction, the larger alpha (alphas decrease),
+        # the smaller pooling.
+        order = simplicity_order(shape, [(2, True), (1, True), (0, True)])
+        self.best_index_ = first_best(self.cv_results_["mean_test_score"], order)
         self.best_params_ = dict(self.cv_results_["params"][self.best_index_])
-        self.best_score_ = float(mean[pooling, alpha, keep])
-        return pooling
+        self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
+        return int(np.unravel_index(self.best_index_, shape)[0])
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Class scores of the images, computed in chunks.
@@ -538,85 +545,13 @@ class _Grid:
             name, values = "pool_stride", estimator.pool_strides
         else:
             name, values = "target_size", estimator.target_sizes
-        poolings = _int_grid(values, name + "s")
-        alphas = _fraction_grid(estimator.alpha_fractions, "alpha_fractions")[::-1]
-        keeps = _fraction_grid(estimator.keep_fractions, "keep_fractions")
-        return cls(name, poolings, [float(a) for a in alphas], [float(k) for k in keeps])
+        poolings = integer_grid(values, name + "s")
+        alphas = fraction_grid(estimator.alpha_fractions, "alpha_fractions")[::-1]
+        keeps = fraction_grid(estimator.keep_fractions, "keep_fractions")
+        return cls(name, poolings, alphas, keeps)
 
     def pooling_params(self, value: int) -> dict[str, int]:
         """The transformer parameters of one pooling of the grid."""
         if self.pooling_name == "pool_stride":
             return {"pool_stride": value}
         return {"target_size": value, "pool_stride": None}
-
-
-def _int_grid(values: Any, name: str) -> list[int]:
-    array = np.asarray(values)
-    if (
-        array.ndim != 1
-        or array.size == 0
-        or array.dtype.kind not in "iu"
-        or np.any(array < 1)
-        or np.unique(array).size != array.size
-    ):
-        raise ValueError(
-            f"{name} must be a non-empty 1-D list of distinct positive integers; got {values!r}."
-        )
-    return sorted(int(v) for v in array)
-
-
-def _fold_path(
-    head: GroupLassoClassifier,
-    X: np.ndarray,
-    y: np.ndarray,
-    sample_weight: np.ndarray,
-    train: np.ndarray,
-    valid: np.ndarray,
-    alpha_fractions: np.ndarray,
-    keep_fractions: list[float],
-    scorer,
-    weighted_scores: bool,
-) -> tuple[np.ndarray, int]:
-    """One fold's path on one pooling's features, and its number of unconverged fits."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        scores = _score_path(
-            head,
-            X,
-            y,
-            sample_weight,
-            train,
-            valid,
-            alpha_fractions,
-            keep_fractions,
-            scorer,
-            relative_alphas=True,
-            weighted_scores=weighted_scores,
-        )
-    return scores, sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-
-
-def _cv_results(scores: np.ndarray, points: list[tuple[int, int, int]], grid: _Grid) -> dict:
-    """``GridSearchCV``-style results: one entry per (pooling, alpha fraction, keep fraction)."""
-    split = np.array([scores[p, :, a, k] for p, a, k in points])  # (n_points, n_folds)
-    params = [
-        {
-            grid.pooling_name: grid.poolings[p],
-            "alpha_fraction": grid.alpha_fractions[a],
-            "keep_fraction": grid.keep_fractions[k],
-        }
-        for p, a, k in points
-    ]
-    results: dict[str, Any] = {
-        f"param_{name}": np.ma.MaskedArray([row[name] for row in params], mask=False)
-        for name in params[0]
-    }
-    results["params"] = params
-    for fold in range(split.shape[1]):
-        results[f"split{fold}_test_score"] = split[:, fold]
-    mean = split.mean(axis=1)
-    results["mean_test_score"] = mean
-    results["std_test_score"] = split.std(axis=1)
-    # As GridSearchCV: rank 1 is the best mean, equal means share the smallest rank.
-    results["rank_test_score"] = (np.searchsorted(np.sort(-mean), -mean) + 1).astype(np.int32)
-    return results

@@ -21,13 +21,18 @@ def fitted_attributes(estimator):
 
 
 def assert_same_state(loaded, original):
-    before, after = fitted_attributes(original), fitted_attributes(loaded)
+    assert_same_values(fitted_attributes(loaded), fitted_attributes(original))
+
+
+def assert_same_values(after: dict, before: dict):
     assert before.keys() == after.keys()
     for name, value in before.items():
         if isinstance(value, np.ndarray):
             assert after[name].dtype == value.dtype, name
             assert after[name].shape == value.shape, name
             np.testing.assert_array_equal(after[name], value, err_msg=name)
+        elif isinstance(value, dict):  # cv_results_
+            assert_same_values(after[name], value)
         else:
             assert after[name] == value, name
 

@@ -169,7 +169,7 @@ def test_bad_class_weights_are_refused_before_any_fit(class_weight, message, mon
     def no_fit(*args, **kwargs):
         raise AssertionError("a fold was fitted")
 
-    monkeypatch.setattr(skh2t.linear_model._group_lasso_cv, "_score_path", no_fit)
+    monkeypatch.setattr(skh2t.linear_model._group_lasso_cv, "score_path_on_fold", no_fit)
     X, y = load_iris(return_X_y=True)
     with pytest.raises(ValueError, match=message):
         GroupLassoClassifier(class_weight=class_weight).fit(X, y)
@@ -195,14 +195,14 @@ def test_bad_class_weights_are_refused_before_any_fit(class_weight, message, mon
     ],
 )
 def test_bad_groups_are_refused_clearly_before_any_fit(groups, message, monkeypatch):
-    import skh2t.linear_model._group_lasso
     import skh2t.linear_model._group_lasso_cv
+    import skh2t.linear_model._path
 
     def no_fit(*args, **kwargs):
         raise AssertionError("a fold was fitted")
 
-    monkeypatch.setattr(skh2t.linear_model._group_lasso_cv, "_score_path", no_fit)
-    monkeypatch.setattr(skh2t.linear_model._group_lasso, "solve_group_lasso", no_fit)
+    monkeypatch.setattr(skh2t.linear_model._group_lasso_cv, "score_path_on_fold", no_fit)
+    monkeypatch.setattr(skh2t.linear_model._path, "solve_group_lasso", no_fit)
     X, y = load_iris(return_X_y=True)
     with pytest.raises(ValueError, match=message):
         GroupLassoClassifier(groups=groups).fit(X, y)

@@ -9,7 +9,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
-from skh2t.linear_model._group_lasso_cv import _predicted_start
+from skh2t.linear_model._group_lasso import Problem
+from skh2t.linear_model._path import PenalisedFit, SolverSettings, group_lasso_path, predicted_start
 
 
 @parametrize_with_checks(
@@ -82,14 +83,13 @@ def test_refit_is_the_classifier_at_the_chosen_pair(digits):
 
 
 def _path_solutions(X, y, alphas):
-    """Tight solutions at decreasing alphas, in the solver's layout: (alpha, coef, intercept)."""
-    clf = GroupLassoClassifier(tol=1e-9, max_iter=50_000)
-    X, datafit = clf._prepare(X, y, None)
-    solved = []
-    for alpha in alphas:
-        result = clf._fit_penalised(X, datafit, alpha)
-        solved.append((alpha, result.coef, result.intercept))
-    return solved
+    """Tight solutions at decreasing alphas, each solved from zero."""
+    problem = Problem.of(GroupLassoClassifier().get_params(), X.shape[1], y, None)
+    settings = SolverSettings(tol=1e-9, max_iter=50_000)
+    return [
+        next(group_lasso_path(X, problem.datafit, problem.groups, [alpha], settings))
+        for alpha in alphas
+    ]
 
 
 @pytest.mark.slow
@@ -98,23 +98,28 @@ def test_predicted_start_is_closer_to_the_solution_than_the_last_one(digits):
     alphas = GroupLassoClassifier().alpha_max(X, y) * np.geomspace(0.5, 0.05, 4)
     solved = _path_solutions(X, y, alphas)
     for k in (2, 3):
-        predicted, _ = _predicted_start(solved[k - 2 : k], alphas[k])
-        solution, last = solved[k][1], solved[k - 1][1]
+        predicted, _ = predicted_start(solved[k - 2 : k], alphas[k])
+        solution, last = solved[k].coef, solved[k - 1].coef
         assert np.linalg.norm(predicted - solution) < 0.8 * np.linalg.norm(last - solution)
+
+
+def _solution(alpha, coef, intercept):
+    return PenalisedFit(
+        alpha, coef, intercept, np.zeros(len(coef)), 0, 0, True, False, False, 0.0, 0.0, 0.0
+    )
 
 
 def test_predicted_start_extrapolates_in_log_alpha_only_rows_nonzero_twice():
     older = np.array([[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]])
     last = np.array([[2.0, 3.0], [1.0, 1.0], [0.0, 0.0]])
-    solved = [(0.4, older, np.zeros(2)), (0.2, last, np.ones(2))]
-    coef, intercept = _predicted_start(solved, 0.05)  # two log-steps ahead
+    solved = [_solution(0.4, older, np.zeros(2)), _solution(0.2, last, np.ones(2))]
+    coef, intercept = predicted_start(solved, 0.05)  # two log-steps ahead
     np.testing.assert_allclose(coef, [[4.0, 5.0], [1.0, 1.0], [0.0, 0.0]])
     np.testing.assert_allclose(intercept, [3.0, 3.0])
-    assert _predicted_start([], 0.1) is None
-    for degenerate in ([solved[1]], [(0.0, older, np.zeros(2)), solved[1]]):
-        coef, intercept = _predicted_start(degenerate, 0.1)  # the last solution itself
+    for degenerate in ([solved[1]], [_solution(0.0, older, np.zeros(2)), solved[1]]):
+        coef, intercept = predicted_start(degenerate, 0.1)  # the last solution itself
         np.testing.assert_array_equal(coef, last)
-    coef, _ = _predicted_start(solved, 0.0)
+    coef, _ = predicted_start(solved, 0.0)
     np.testing.assert_array_equal(coef, last)
 
 

@@ -9,7 +9,8 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
 from skh2t._prediction import renormalize_columns
-from skh2t.linear_model._group_lasso_cv import _best_grid_point, _score_path
+from skh2t.linear_model._fold_path import PathGrid, score_path_on_fold
+from skh2t.linear_model._search import first_best, simplicity_order
 
 
 @pytest.fixture(scope="module")
@@ -183,11 +184,11 @@ def test_cv_path_with_the_official_refit_scores_cold_fits(taps):
     base = GroupLassoClassifier(**tight)
     scorer = check_scoring(base)
     weights = np.ones(len(y))
+    grid = PathGrid(np.array([0.2, 0.05]), [0.1, 0.3], relative=True)
     for train, valid in folds:
-        scores = _score_path(
-            base, X, y, weights, train, valid, np.array([0.2, 0.05]), [0.1, 0.3], scorer,
-            relative_alphas=True,
-        )  # fmt: skip
+        scores = score_path_on_fold(
+            base.get_params(), X, y, weights, train, valid, grid, scorer
+        ).scores
         for i, fraction in enumerate([0.2, 0.05]):
             for j, keep in enumerate([0.1, 0.3]):
                 cold = GroupLassoClassifier(alpha_fraction=fraction, keep_fraction=keep, **tight)
@@ -198,12 +199,17 @@ def test_cv_path_with_the_official_refit_scores_cold_fits(taps):
 # --- one tie-break rule ----------------------------------------------------------------------
 
 
+def _head2toe_choice(scores):
+    """The grid point skh2t's tie rule picks, in Head2ToeClassifier's simplicity order."""
+    order = simplicity_order(scores.shape, [(2, True), (1, True), (0, True)])
+    return np.unravel_index(first_best(scores.ravel(), order), scores.shape)
+
+
 def test_ties_go_to_the_smaller_keep_fraction_then_the_larger_alpha_then_the_first_pooling():
     scores = np.full((2, 3, 2), 0.5)  # (target sizes, alphas decreasing, keep fractions)
     scores[1, 2, 1] = scores[1, 1, 0] = scores[0, 2, 0] = 0.9
-    assert _best_grid_point(scores, [0.1, 0.2]) == (1, 1, 0)  # keep 0.1, then alpha index 1
+    assert _head2toe_choice(scores) == (1, 1, 0)  # keep 0.1, then alpha index 1
     scores[0, 1, 0] = 0.9
-    assert _best_grid_point(scores, [0.1, 0.2]) == (0, 1, 0)  # same keep and alpha: pooling 0
-    # Keep fractions given in any order: the smaller one still wins the tie.
-    assert _best_grid_point(scores[..., ::-1], [0.2, 0.1]) == (0, 1, 1)
-    assert _best_grid_point(np.array([[0.7], [0.7]]), [None]) == (0, 0)
+    assert _head2toe_choice(scores) == (0, 1, 0)  # same keep and alpha: pooling 0
+    scores[1, 0, 1] = 0.95
+    assert _head2toe_choice(scores) == (1, 0, 1)  # a better score beats any tie rule

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -17,9 +17,19 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from skh2t._compact import CompactStateMixin
-from skh2t._prediction import LinearSoftmaxMixin, renormalize_columns
-from skh2t.linear_model._solver import GroupLasso, MultinomialLogistic, fit_ridge_multinomial, solve_group_lasso
-from skh2t.linear_model._solver.working_set import constant_columns, full_gradient
+from skh2t._prediction import LinearSoftmaxMixin
+from skh2t.linear_model._path import (
+    GroupStructure,
+    PenalisedFit,
+    Refit,
+    SolverSettings,
+    alpha_max,
+    group_lasso_path,
+    n_to_keep,
+    refit_kept,
+    select_features,
+)
+from skh2t.linear_model._solver import MultinomialLogistic
 
 
 class GroupLassoClassifier(CompactStateMixin, LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
@@ -271,186 +281,55 @@ default=None
         self : GroupLassoClassifier
             The fitted classifier.
         """
-        X, datafit = self._prepare(X, y, sample_weight)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
+        problem = self._problem(X, y, sample_weight)
         alpha = self.alpha
         self.__dict__.pop("alpha_max_", None)  # not left over from an earlier relative fit
         if self.alpha_fraction is not None:
-            self.alpha_max_ = self._alpha_max_of(X, datafit)
+            self.alpha_max_ = alpha_max(X, problem.datafit, problem.groups, self.fit_intercept)
             alpha = self.alpha_fraction * self.alpha_max_
-        result = self._fit_penalised(X, datafit, alpha)
-        self._select_and_refit(X, datafit, result)
+        settings = self._solver_settings()
+        start = self._warm_start(X.shape[1], problem.datafit)
+        fit = next(group_lasso_path(X, problem.datafit, problem.groups, [alpha], settings, start))
+        if not fit.converged:
+            _warn_not_converged(fit, self.tol, self.max_iter)
+        refit = None
+        support = select_features(fit, problem.n_keep)
+        if problem.n_keep is not None:
+            refit = refit_kept(
+                X,
+                problem.datafit,
+                support,
+                self.refit_l2,
+                settings,
+                renormalize_index=problem.renormalize_index,
+                intercept_init=fit.intercept,
+            )
+            if not refit.converged:
+                warnings.warn(
+                    f"The refit of the selected features did not converge in "
+                    f"max_iter={self.max_iter} L-BFGS iterations. Increase max_iter or refit_l2.",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
+        record_fit(self, problem, fit, support, refit)
         return self
 
-    # fit in three steps, so that GroupLassoClassifierCV can solve once per alpha
-    # and select and refit once per keep fraction.
+    def _problem(self, X: np.ndarray, y: np.ndarray, sample_weight) -> Problem:
+        """The checked problem of validated data: labels, weights, groups and selection size."""
+        names = getattr(self, "feature_names_in_", None)
+        return Problem.of(self.get_params(), X.shape[1], y, sample_weight, names)
 
-    def _prepare(self, X, y, sample_weight) -> tuple[np.ndarray, MultinomialLogistic]:
-        """Validated data and the datafit; sets the input attributes and ``classes_``."""
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
-        datafit = self._make_datafit(X, y, sample_weight)
-        self._check_selection_size(X.shape[1])
-        self._renormalize_index(X.shape[1])  # checked before the penalised fit
-        return X, datafit
+    def _solver_settings(self) -> SolverSettings:
+        return SolverSettings(self.fit_intercept, self.tol, self.max_iter, self.verbose)
 
-    def _fit_penalised(self, X: np.ndarray, datafit: MultinomialLogistic, alpha: float, start=None):
-        """Solve the group-lasso problem at the absolute ``alpha``; sets the attributes of the
-        penalised fit.
-
-        ``start``: ``(coef, intercept)`` in the solver's layout to start from,
-        instead of zero or (``warm_start``) the previous solution.
-        """
-        penalty = self._make_penalty(X.shape[1], alpha)
-        self.alpha_ = float(alpha)
-        if start is None:
-            start = self._initial_solution(X.shape[1], datafit)
-        coef, intercept = start
-        result = solve_group_lasso(
-            X,
-            datafit,
-            penalty,
-            coef,
-            intercept,
-            fit_intercept=self.fit_intercept,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            verbose=self.verbose,
-        )
-        if not result.converged:
-            _warn_not_converged(result, self.tol, self.max_iter)
-        self.n_iter_ = np.array([result.n_iter])
-        self.kkt_violation_ = result.kkt_violation
-        self.objective_ = result.objective
-        self.group_lasso_coef_, self.group_lasso_intercept_ = self._to_public(
-            result.coef, result.intercept
-        )
-        self.feature_scores_ = np.einsum("ij,ij->i", result.coef, result.coef)
-        self.dual_scores_ = result.dual_scores[penalty.group_index]
-        return result
-
-    def _select_and_refit(self, X: np.ndarray, datafit: MultinomialLogistic, result) -> None:
-        """Head2Toe selection from the penalised fit, and the refit on the kept features."""
-        self.support_ = self._select(self.feature_scores_, self.dual_scores_)
-        self.renormalize_index_ = self._renormalize_index(X.shape[1])
-        self.coef_, self.intercept_ = self._refit(X, datafit, result)
-
-    def _make_datafit(self, X, y, sample_weight) -> MultinomialLogistic:
-        check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
-        self.classes_ = encoder.classes_
-        y_encoded = encoder.transform(y)
-        sample_weight = _check_sample_weight(
-            sample_weight, X, dtype=np.float64, ensure_non_negative=True
-        )
-        # Before the class weights too: compute_class_weight divides by each class's weight.
-        _check_weighted_classes(self.classes_, y_encoded, sample_weight, "GroupLassoClassifier")
-        if self.class_weight is not None:
-            _check_class_weight(self.class_weight)
-            class_weight = compute_class_weight(
-                self.class_weight, classes=self.classes_, y=y, sample_weight=sample_weight
-            )
-            sample_weight = sample_weight * class_weight[y_encoded]
-            _check_weighted_classes(self.classes_, y_encoded, sample_weight, "GroupLassoClassifier")
-        return MultinomialLogistic(y_encoded, self.classes_.shape[0], sample_weight)
-
-    def _make_penalty(self, n_features: int, alpha: float) -> GroupLasso:
-        groups = self.groups
-        if isinstance(groups, str):
-            groups = _groups_from_feature_names(getattr(self, "feature_names_in_", None))
-        labels, group_index = _encode_groups(groups, n_features)
-        weights = _check_group_weights(self.group_weights, group_index, labels.shape[0])
-        self.group_labels_, self.group_weights_ = labels, weights
-        return GroupLasso(alpha, group_index, weights)
-
-    def _renormalize_index(self, n_features: int) -> np.ndarray | None:
-        groups = self.renormalize_groups
-        if groups is None or not self._selects():
-            return None
-        if isinstance(groups, str):
-            groups = _groups_from_feature_names(
-                getattr(self, "feature_names_in_", None), name="renormalize_groups"
-            )
-        return _encode_groups(groups, n_features, name="renormalize_groups")[1]
-
-    def _selects(self) -> bool:
-        return self.keep_fraction is not None or self.n_features_to_select is not None
-
-    def _check_selection_size(self, n_features: int) -> None:
-        if self.keep_fraction is not None and self.n_features_to_select is not None:
-            raise ValueError(
-                "Set only one of keep_fraction and n_features_to_select, not both "
-                f"(got {self.keep_fraction} and {self.n_features_to_select})."
-            )
-        if self.n_features_to_select is not None and self.n_features_to_select > n_features:
-            raise ValueError(
-                f"n_features_to_select={self.n_features_to_select} is larger than the "
-                f"number of features ({n_features}); use at most {n_features}."
-            )
-
-    def _initial_solution(self, n_features: int, datafit: MultinomialLogistic):
-        n_classes = datafit.n_classes
+    def _warm_start(self, n_features: int, datafit: MultinomialLogistic):
+        """With ``warm_start``, the previous penalised solution if its shape fits; else ``None``."""
         previous = getattr(self, "group_lasso_coef_", None) if self.warm_start else None
-        expected_shape = (1 if n_classes == 2 else n_classes, n_features)
+        expected_shape = (1 if datafit.n_classes == 2 else datafit.n_classes, n_features)
         if previous is not None and previous.shape == expected_shape:
-            return self._from_public(previous, self.group_lasso_intercept_)
-        intercept = (
-            datafit.optimal_intercept_at_zero() if self.fit_intercept else np.zeros(n_classes)
-        )
-        return np.zeros((n_features, n_classes)), intercept
-
-    def _select(self, scores: np.ndarray, dual_scores: np.ndarray) -> np.ndarray:
-        n_features = scores.shape[0]
-        if self.n_features_to_select is not None:
-            n_keep = self.n_features_to_select
-        elif self.keep_fraction is not None:
-            n_keep = max(1, math.floor(n_features * self.keep_fraction))
-        else:
-            return scores > 0
-        # Rank by weight; features with zero weight by how close they are to entering.
-        ranking = np.lexsort((np.arange(n_features), -dual_scores, -scores))
-        support = np.zeros(n_features, dtype=bool)
-        support[ranking[:n_keep]] = True
-        return support
-
-    def _refit(self, X, datafit: MultinomialLogistic, result):
-        if not self._selects():
-            self.refit_n_iter_ = 0
-            return self.group_lasso_coef_.copy(), self.group_lasso_intercept_.copy()
-        kept = np.flatnonzero(self.support_)
-        X_kept = X[:, kept]
-        if self.renormalize_index_ is not None:
-            renormalize_columns(X_kept, self.renormalize_index_[kept])
-        refit = fit_ridge_multinomial(
-            X_kept,
-            datafit,
-            self.refit_l2,
-            fit_intercept=self.fit_intercept,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            intercept_init=result.intercept,
-        )
-        if not refit.converged:
-            warnings.warn(
-                f"The refit of the selected features did not converge in "
-                f"max_iter={self.max_iter} L-BFGS iterations. Increase max_iter or refit_l2.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        self.refit_n_iter_ = refit.n_iter
-        coef = np.zeros((X.shape[1], datafit.n_classes))
-        coef[kept] = refit.coef
-        return self._to_public(coef, refit.intercept)
-
-    def _to_public(self, coef: np.ndarray, intercept: np.ndarray):
-        """(n_features, n_classes) solver layout to scikit-learn's (n_classes, n_features)."""
-        if coef.shape[1] == 2:
-            return (coef[:, 1] - coef[:, 0])[None, :], np.array([intercept[1] - intercept[0]])
-        return coef.T.copy(), intercept.copy()
-
-    def _from_public(self, coef: np.ndarray, intercept: np.ndarray):
-        if coef.shape[0] == 1:
-            half, half_intercept = coef[0] / 2.0, intercept[0] / 2.0
-            return np.column_stack([-half, half]), np.array([-half_intercept, half_intercept])
-        return coef.T.copy(), intercept.copy()
+            return from_public(previous, self.group_lasso_intercept_)
+        return None
 
     def alpha_max(
         self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
@@ -478,24 +357,160 @@ default=None
         """
         probe = self.__class__(**self.get_params())
         X, y = validate_data(probe, X, y, dtype=[np.float64, np.float32], order="C")
-        return probe._alpha_max_of(X, probe._make_datafit(X, y, sample_weight))
-
-    def _alpha_max_of(self, X: np.ndarray, datafit: MultinomialLogistic) -> float:
-        """``alpha_max`` of validated data and its datafit (sets the group attributes)."""
-        penalty = self._make_penalty(X.shape[1], 1.0)
-        coef, intercept = np.zeros((X.shape[1], datafit.n_classes)), np.zeros(datafit.n_classes)
-        if self.fit_intercept:
-            intercept = datafit.optimal_intercept_at_zero()
-        _, gradient, _ = full_gradient(X, datafit, coef, intercept)
-        if self.fit_intercept:  # their gradient is rounding: exactly zero once centred
-            gradient[constant_columns(X)] = 0.0
-        return float(np.max(penalty.group_norms(gradient) / penalty.group_weights))
+        problem = probe._problem(X, y, sample_weight)
+        return alpha_max(X, problem.datafit, problem.groups, self.fit_intercept)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False
         tags.classifier_tags.multi_class = True
         return tags
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A checked group-lasso problem: what every fit of one estimator on one data set shares.
+
+    Built from an estimator's parameters (``get_params()``), so that a
+    cross-validation can build one per fold without fitting, or changing, an
+    estimator.
+    """
+
+    classes: np.ndarray
+    datafit: MultinomialLogistic
+    groups: GroupStructure
+    group_labels: np.ndarray
+    renormalize_index: np.ndarray | None  # only with selection
+    n_keep: int | None  # features kept by selection; None without selection
+
+    @classmethod
+    def of(
+        cls,
+        params: dict,
+        n_features: int,
+        y: np.ndarray,
+        sample_weight: ArrayLike | None,
+        feature_names: np.ndarray | None = None,
+    ) -> Problem:
+        """Check the labels, weights, groups and selection size of the data ``(n_features, y)``."""
+        classes, datafit = make_datafit(y, sample_weight, params["class_weight"])
+        labels, groups = _group_structure(params, n_features, feature_names)
+        n_keep = _selection_size(params, n_features)
+        renormalize_index = None
+        if n_keep is not None and params["renormalize_groups"] is not None:
+            renormalize_index = _renormalize_index(params, n_features, feature_names)
+        return cls(classes, datafit, groups, labels, renormalize_index, n_keep)
+
+
+def make_datafit(
+    y: np.ndarray, sample_weight: ArrayLike | None, class_weight: dict | str | None
+) -> tuple[np.ndarray, MultinomialLogistic]:
+    """The classes and the weighted multinomial datafit of labels ``y``; checks the weights."""
+    check_classification_targets(y)
+    encoder = LabelEncoder().fit(y)
+    classes = encoder.classes_
+    y_encoded = encoder.transform(y)
+    sample_weight = _check_sample_weight(
+        sample_weight, np.empty((len(y), 0)), dtype=np.float64, ensure_non_negative=True
+    )
+    # Before the class weights too: compute_class_weight divides by each class's weight.
+    _check_weighted_classes(classes, y_encoded, sample_weight, "GroupLassoClassifier")
+    if class_weight is not None:
+        _check_class_weight(class_weight)
+        weights = compute_class_weight(
+            class_weight, classes=classes, y=y, sample_weight=sample_weight
+        )
+        sample_weight = sample_weight * weights[y_encoded]
+        _check_weighted_classes(classes, y_encoded, sample_weight, "GroupLassoClassifier")
+    return classes, MultinomialLogistic(y_encoded, classes.shape[0], sample_weight)
+
+
+def _group_structure(
+    params: dict, n_features: int, feature_names: np.ndarray | None
+) -> tuple[np.ndarray, GroupStructure]:
+    groups = params["groups"]
+    if isinstance(groups, str):
+        groups = _groups_from_feature_names(feature_names)
+    labels, group_index = _encode_groups(groups, n_features)
+    weights = _check_group_weights(params["group_weights"], group_index, labels.shape[0])
+    return labels, GroupStructure(group_index, weights)
+
+
+def _renormalize_index(
+    params: dict, n_features: int, feature_names: np.ndarray | None
+) -> np.ndarray:
+    groups = params["renormalize_groups"]
+    if isinstance(groups, str):
+        groups = _groups_from_feature_names(feature_names, name="renormalize_groups")
+    return _encode_groups(groups, n_features, name="renormalize_groups")[1]
+
+
+def _selection_size(params: dict, n_features: int) -> int | None:
+    keep_fraction, n_select = params["keep_fraction"], params["n_features_to_select"]
+    if keep_fraction is not None and n_select is not None:
+        raise ValueError(
+            "Set only one of keep_fraction and n_features_to_select, not both "
+            f"(got {keep_fraction} and {n_select})."
+        )
+    if n_select is not None and n_select > n_features:
+        raise ValueError(
+            f"n_features_to_select={n_select} is larger than the "
+            f"number of features ({n_features}); use at most {n_features}."
+        )
+    return n_to_keep(n_features, keep_fraction, n_select)
+
+
+def record_fit(
+    estimator: GroupLassoClassifier,
+    problem: Problem,
+    fit: PenalisedFit,
+    support: np.ndarray,
+    refit: Refit | None,
+) -> GroupLassoClassifier:
+    """Set the fitted attributes of ``estimator`` from a solution and its refit; return it.
+
+    The one writer of a GroupLassoClassifier's fitted state: ``fit`` calls it
+    on itself, the cross-validations on a fresh estimator per grid point.
+    """
+    estimator.classes_ = problem.classes
+    estimator.group_labels_ = problem.group_labels
+    estimator.group_weights_ = problem.groups.group_weights
+    estimator.alpha_ = float(fit.alpha)
+    estimator.n_iter_ = np.array([fit.n_iter])
+    estimator.kkt_violation_ = fit.kkt_violation
+    estimator.objective_ = fit.objective
+    estimator.group_lasso_coef_, estimator.group_lasso_intercept_ = to_public(
+        fit.coef, fit.intercept
+    )
+    estimator.feature_scores_ = fit.feature_scores
+    estimator.dual_scores_ = fit.dual_scores
+    estimator.support_ = support
+    estimator.renormalize_index_ = problem.renormalize_index
+    if refit is None:
+        estimator.refit_n_iter_ = 0
+        estimator.coef_ = estimator.group_lasso_coef_.copy()
+        estimator.intercept_ = estimator.group_lasso_intercept_.copy()
+    else:
+        estimator.refit_n_iter_ = refit.n_iter
+        coef = np.zeros((support.shape[0], problem.datafit.n_classes))
+        coef[refit.kept] = refit.coef
+        estimator.coef_, estimator.intercept_ = to_public(coef, refit.intercept)
+    return estimator
+
+
+def to_public(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n_features, n_classes) solver layout to scikit-learn's (n_classes, n_features)."""
+    if coef.shape[1] == 2:
+        return (coef[:, 1] - coef[:, 0])[None, :], np.array([intercept[1] - intercept[0]])
+    return coef.T.copy(), intercept.copy()
+
+
+def from_public(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's layout back to the solver's (binary: the symmetric split)."""
+    if coef.shape[0] == 1:
+        half, half_intercept = coef[0] / 2.0, intercept[0] / 2.0
+        return np.column_stack([-half, half]), np.array([-half_intercept, half_intercept])
+    return coef.T.copy(), intercept.copy()
 
 
 def _warn_not_converged(result, tol: float, max_iter: int) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from numbers import Integral, Real
 
 import numpy as np
 from joblib import Parallel, delayed
 from numpy.typing import ArrayLike
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -17,8 +16,19 @@ from sklearn.utils.validation import _check_sample_weight, validate_data
 from skh2t._compact import CompactStateMixin
 from skh2t._constraints import N_JOBS
 from skh2t._prediction import LinearSoftmaxMixin
-from skh2t.linear_model._group_lasso import GroupLassoClassifier, _groups_from_feature_names
-from skh2t.threads import on_one_blas_thread
+from skh2t.linear_model._fold_path import FoldPath, PathGrid, path_cv_results, score_path_on_fold
+from skh2t.linear_model._group_lasso import (
+    GroupLassoClassifier,
+    Problem,
+    _groups_from_feature_names,
+)
+from skh2t.linear_model._path import alpha_max
+from skh2t.linear_model._search import (
+    first_best,
+    fraction_grid,
+    simplicity_order,
+    warn_not_converged,
+)
 
 # Fitted attributes of the refitted GroupLassoClassifier exposed by the CV estimator.
 _COPIED_ATTRIBUTES = (
@@ -207,50 +217,36 @@ max_iter
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
         weighted_scores = sample_weight is not None
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        base = self._base_estimator()
-        checked = clone(base)  # labels, weights and groups, before any fold
-        datafit = checked._make_datafit(X, y, sample_weight)
-        checked._make_penalty(X.shape[1], 1.0)
-        if self.keep_fractions is not None:
-            checked.set_params(keep_fraction=1.0)._renormalize_index(X.shape[1])
+        params = self._head_params()
+        keep_fractions = self._keep_fraction_grid()
+        checked = Problem.of(  # labels, weights, groups and refit groups, before any fold
+            {**params, "keep_fraction": keep_fractions[-1]}, X.shape[1], y, sample_weight
+        )
         relative = self.alpha_fractions is not None
         if relative:
-            self.alpha_fractions_ = _fraction_grid(self.alpha_fractions, "alpha_fractions")[::-1]
-            path_alphas = self.alpha_fractions_
+            self.alpha_fractions_ = np.array(
+                fraction_grid(self.alpha_fractions, "alpha_fractions")[::-1]
+            )
+            grid = PathGrid(self.alpha_fractions_, keep_fractions, relative=True)
         else:
             self.alpha_fractions_ = None
-            path_alphas = self.alphas_ = self._alpha_grid(checked, X, datafit)
-        self.keep_fractions_ = self._keep_fraction_grid()
+            self.alphas_ = self._alpha_grid(X, checked)
+            grid = PathGrid(self.alphas_, keep_fractions, relative=False)
+        self.keep_fractions_ = keep_fractions
         folds = list(check_cv(self.cv, y, classifier=True).split(X, y))
-        scorer = check_scoring(base, scoring=self.scoring)
-        scores = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
-            delayed(_score_path)(
-                base,
-                X,
-                y,
-                sample_weight,
-                train,
-                test,
-                path_alphas,
-                self.keep_fractions_,
-                scorer,
-                relative_alphas=relative,
-                weighted_scores=weighted_scores,
+        scorer = check_scoring(GroupLassoClassifier(**params), scoring=self.scoring)
+        paths = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
+            delayed(score_path_on_fold)(
+                params, X, y, sample_weight, train, test, grid, scorer, weighted_scores
             )
             for train, test in folds
         )
-        self.scores_ = np.stack(scores)
-        self.mean_scores_ = self.scores_.mean(axis=0)
-        best_alpha, best_fraction = _best_grid_point(self.mean_scores_, self.keep_fractions_)
-        self.keep_fraction_ = self.keep_fractions_[best_fraction]
-        self.best_score_ = float(self.mean_scores_[best_alpha, best_fraction])
-        refit = base.set_params(keep_fraction=self.keep_fraction_)
+        self._record_search(paths, grid)
+        refit = GroupLassoClassifier(**{**params, "keep_fraction": self.keep_fraction_})
         if relative:
-            self.alpha_fraction_ = float(self.alpha_fractions_[best_alpha])
             refit.set_params(alpha_fraction=self.alpha_fraction_)
         else:
-            self.alpha_fraction_ = None
-            refit.set_params(alpha=float(self.alphas_[best_alpha]))
+            refit.set_params(alpha=float(self.alphas_[self._best_alpha_index]))
         refit.fit(X, y, sample_weight=sample_weight)
         if relative:
             self.alphas_ = self.alpha_fractions_ * refit.alpha_max_
@@ -262,7 +258,35 @@ max_iter
                 self.__dict__.pop(name, None)
         return self
 
-    def _base_estimator(self) -> GroupLassoClassifier:
+    def _record_search(self, paths: list[FoldPath], grid: PathGrid) -> None:
+        """Set the search's attributes from the folds' paths."""
+        self.scores_ = np.stack([path.scores for path in paths])
+        self.mean_scores_ = self.scores_.mean(axis=0)
+        name = "alpha_fraction" if grid.relative else "alpha"
+        points = [
+            {name: float(alpha), "keep_fraction": keep}
+            for alpha in grid.alphas
+            for keep in grid.keep_fractions
+        ]
+        self.cv_results_ = path_cv_results(points, paths)
+        # Simplest first: the smaller keep fraction, then the larger alpha (alphas decrease).
+        order = simplicity_order(self.mean_scores_.shape, [(1, True), (0, True)])
+        best = first_best(self.mean_scores_.ravel(), order)
+        best_alpha, best_fraction = np.unravel_index(best, self.mean_scores_.shape)
+        self.best_index_ = int(best)
+        self._best_alpha_index = int(best_alpha)
+        self.keep_fraction_ = grid.keep_fractions[best_fraction]
+        self.best_score_ = float(self.mean_scores_[best_alpha, best_fraction])
+        self.alpha_fraction_ = float(grid.alphas[best_alpha]) if grid.relative else None
+        self.n_cv_not_converged_ = sum(path.n_not_converged for path in paths)
+        warn_not_converged(
+            self.n_cv_not_converged_,
+            "penalised fit(s) or refit(s) of the cross-validation",
+            f"increase max_iter (now {self.max_iter}) or tol",
+        )
+
+    def _head_params(self) -> dict:
+        """The parameters of the fold's GroupLassoClassifier, groups resolved to arrays."""
         # Folds see arrays: resolve the names once, here.
         names = getattr(self, "feature_names_in_", None)
         groups, renormalize_groups = self.groups, self.renormalize_groups
@@ -280,13 +304,13 @@ max_iter
             tol=self.tol,
             max_iter=self.max_iter,
             verbose=max(0, self.verbose - 1),
-        )
+        ).get_params()
 
-    def _alpha_grid(self, checked: GroupLassoClassifier, X, datafit) -> np.ndarray:
+    def _alpha_grid(self, X: np.ndarray, checked: Problem) -> np.ndarray:
         """The alphas; an int of them spaced from ``alpha_max`` of the checked data."""
         if isinstance(self.alphas, Integral):
-            alpha_max = checked._alpha_max_of(X, datafit)
-            return alpha_max * np.geomspace(1.0, self.eps, self.alphas)
+            top = alpha_max(X, checked.datafit, checked.groups, self.fit_intercept)
+            return top * np.geomspace(1.0, self.eps, self.alphas)
         alphas = np.asarray(self.alphas, dtype=np.float64)
         if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas) & (alphas >= 0)):
             raise ValueError(
@@ -298,124 +322,10 @@ max_iter
     def _keep_fraction_grid(self) -> list:
         if self.keep_fractions is None:
             return [None]
-        return [float(f) for f in _fraction_grid(self.keep_fractions, "keep_fractions")]
+        return fraction_grid(self.keep_fractions, "keep_fractions")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False
         tags.classifier_tags.multi_class = True
         return tags
-
-
-def _fraction_grid(values: ArrayLike, name: str) -> np.ndarray:
-    """A validated grid of fractions in (0, 1], sorted increasingly, without duplicates."""
-    fractions = np.asarray(values, dtype=np.float64)
-    if (
-        fractions.ndim != 1
-        or fractions.size == 0
-        or np.any(~((fractions > 0) & (fractions <= 1)))
-        or np.unique(fractions).size != fractions.size
-    ):
-        raise ValueError(
-            f"{name} must be a non-empty 1-D list of distinct fractions in (0, 1]; got {values!r}."
-        )
-    return np.sort(fractions)
-
-
-def _best_grid_point(mean_scores: np.ndarray, keep_fractions: list) -> tuple[int, ...]:
-    """Index of the best mean score on a grid of shape ``(..., n_alphas, n_keep_fractions)``.
-
-    The one tie-break rule of skh2t's model selection: among equal means, the
-    smaller keep fraction, then the larger alpha (alphas are in decreasing
-    order), then the earlier index of the leading axes (e.g. the smaller
-    target size): the sparser, cheaper model.
-
-    Examples
-    --------
-    >>> scores = np.array([[0.8, 0.9], [0.9, 0.7]])  # 2 alphas x 2 keep fractions
-    >>> _best_grid_point(scores, [0.1, 0.2])
-    (1, 0)
-    """
-    fractions = np.array([np.inf if f is None else f for f in keep_fractions])
-    order = np.argsort(fractions, kind="stable")
-    # Axes (fraction, alpha, leading...): argmax returns the first maximum in that order.
-    ranked = np.moveaxis(mean_scores[..., order], (-1, -2), (0, 1))
-    fraction, alpha, *leading = np.unravel_index(int(np.argmax(ranked)), ranked.shape)
-    return (*(int(i) for i in leading), int(alpha), int(order[fraction]))
-
-
-@on_one_blas_thread
-def _score_path(
-    base: GroupLassoClassifier,
-    X: np.ndarray,
-    y: np.ndarray,
-    sample_weight: np.ndarray,
-    train: np.ndarray,
-    test: np.ndarray,
-    alphas: np.ndarray,
-    keep_fractions: list,
-    scorer,
-    *,
-    relative_alphas: bool = False,
-    weighted_scores: bool = True,
-    on_alpha: Callable[[], None] | None = None,
-) -> np.ndarray:
-    """Scores of one fold along the warm-started alpha path, every keep fraction per alpha.
-
-    The penalised fit does not depend on the keep fraction: it is solved once
-    per alpha, and only the selection and the refit run once per fraction.
-    ``relative_alphas``: the alphas are fractions of ``alpha_max`` of the
-    fold's training rows (computed here, on the fold's one copy of them).
-    ``weighted_scores``: call ``scorer`` with the validation rows'
-    ``sample_weight`` (else as ``scorer(estimator, X, y)``, the signature of
-    any scikit-learn scoring callable). ``on_alpha`` is called after every
-    alpha (progress bars).
-
-    BLAS runs on one thread throughout (not only in the solvers): the number
-    of threads changes the last bits of its products, and this function runs
-    in this process or in a joblib worker depending on ``n_jobs``. On one
-    thread, a fold gives the same floats wherever it runs.
-    """
-    clf = clone(base)
-    X_train, datafit = clf._prepare(X[train], y[train], sample_weight[train])
-    if relative_alphas:
-        alphas = alphas * clf.alpha_max(X_train, y[train], sample_weight[train])
-    X_test, y_test = X[test], y[test]
-    score_params = {"sample_weight": sample_weight[test]} if weighted_scores else {}
-    scores = np.empty((len(alphas), len(keep_fractions)))
-    solved: list[tuple[float, np.ndarray, np.ndarray]] = []
-    for i, alpha in enumerate(alphas):
-        start = _predicted_start(solved, alpha)
-        result = clf._fit_penalised(X_train, datafit, alpha, start)
-        solved = [*solved[-1:], (alpha, result.coef, result.intercept)]
-        for j, fraction in enumerate(keep_fractions):
-            clf.set_params(keep_fraction=fraction)._select_and_refit(X_train, datafit, result)
-            scores[i, j] = scorer(clf, X_test, y_test, **score_params)
-        if on_alpha is not None:
-            on_alpha()
-    return scores
-
-
-def _predicted_start(solved: list, alpha: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """Start of the solve at ``alpha`` from the solutions at the previous alphas.
-
-    The solution path is piecewise smooth in ``log(alpha)``: rows that are
-    non-zero at the last two alphas are extrapolated linearly (a secant
-    predictor, which leaves less for the solver to correct than the last
-    solution alone); rows that just entered, whose kink lies between them, and
-    the zero rows keep their last value. ``None`` (start from zero) on the
-    first alpha.
-    """
-    if not solved:
-        return None
-    previous_alpha, coef, intercept = solved[-1]
-    if len(solved) < 2 or min(alpha, previous_alpha, solved[-2][0]) <= 0:
-        return coef, intercept
-    older_alpha, older_coef, older_intercept = solved[-2]
-    if previous_alpha == older_alpha:
-        return coef, intercept
-    step = np.log(alpha / previous_alpha) / np.log(previous_alpha / older_alpha)
-    both = np.any(coef != 0, axis=1) & np.any(older_coef != 0, axis=1)
-    coef = coef.copy()
-    coef[both] += step * (coef[both] - older_coef[both])
-    return coef, intercept + step * (intercept - older_intercept)

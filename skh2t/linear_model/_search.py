@@ -115,7 +115,9 @@ def positive_grid(values: Any, name: str) -> list[float]:
     """
     numbers = _floats(values)
     if numbers.size == 0 or not np.all(np.isfinite(numbers) & (numbers > 0)):
-        raise ValueError(f"{name} must be a non-empty 1-D list of finite numbers > 0; got {values!r}.")
+        raise ValueError(
+            f"{name} must be a non-empty 1-D list of finite numbers > 0; got {values!r}."
+        )
     return sorted(float(v) for v in numbers)
 
 
@@ -185,7 +187,9 @@ def simplicity_order(shape: Sequence[int], axes: Sequence[tuple[int, bool]]) -> 
     [2, 0, 3, 1]
     """
     grids = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
-    keys = [grids[axis].ravel() if increasing else -grids[axis].ravel() for axis, increasing in axes]
+    keys = [
+        grids[axis].ravel() if increasing else -grids[axis].ravel() for axis, increasing in axes
+    ]
     return np.lexsort(keys[::-1])
 
 

@@ -1,0 +1,185 @@
+"""One cross-validation fold of a group-lasso grid: the warm path, every keep fraction, scored.
+
+Shared by :class:`~skh2t.GroupLassoClassifierCV` and
+:class:`~skh2t.Head2ToeClassifier`. The penalised fit does not depend on the
+keep fraction: it is solved once per alpha (:func:`group_lasso_path`), and
+only the selection and the refit run once per keep fraction. Every grid point
+is scored on a fresh ``GroupLassoClassifier`` holding that point's model
+(what ``GridSearchCV`` would score); no estimator is refitted or changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from skh2t.linear_model._group_lasso import GroupLassoClassifier, Problem, record_fit
+from skh2t.linear_model._path import (
+    SolverSettings,
+    alpha_max,
+    group_lasso_path,
+    n_to_keep,
+    refit_kept,
+    select_features,
+)
+from skh2t.linear_model._search import cv_results
+from skh2t.threads import on_one_blas_thread
+
+
+@dataclass(frozen=True)
+class PathGrid:
+    """The grid of one path: alphas (decreasing) and keep fractions (increasing).
+
+    ``relative``: the alphas are fractions of each fold's own ``alpha_max``.
+    ``keep_fractions`` is ``[None]`` without selection.
+    """
+
+    alphas: np.ndarray
+    keep_fractions: list
+    relative: bool = False
+
+
+@dataclass(frozen=True)
+class FoldPath:
+    """A fold's results on a :class:`PathGrid`, each of shape (n_alphas, n_keep_fractions).
+
+    ``fit_times``: a point's share of the path, its alpha's penalised solve
+    divided evenly among the keep fractions, plus its own refit.
+    """
+
+    scores: np.ndarray
+    fit_times: np.ndarray
+    score_times: np.ndarray
+    n_not_converged: int  # penalised solves and refits that stopped short of tol
+
+
+@on_one_blas_thread
+def score_path_on_fold(
+    params: dict,
+    X: np.ndarray,
+    y: np.ndarray,
+    sample_weight: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    grid: PathGrid,
+    scorer: Callable,
+    weighted_scores: bool = True,
+    on_alpha: Callable[[], None] | None = None,
+) -> FoldPath:
+    """Scores of one fold along the warm-started alpha path, every keep fraction per alpha.
+
+    Parameters
+    ----------
+    params : dict
+        ``GroupLassoClassifier.get_params()`` of the model of every point (its
+        ``alpha``, ``alpha_fraction`` and ``keep_fraction`` are the grid's);
+        groups as arrays, not ``"feature_name_prefix"``.
+    X, y, sample_weight : ndarray
+        All rows; ``train`` and ``test`` index them.
+    grid : PathGrid
+    scorer : callable
+        ``scorer(estimator, X_test, y_test)``, with ``sample_weight=`` the
+        test rows' weights when ``weighted_scores``.
+    on_alpha : callable, default=None
+        Called after every alpha (progress bars).
+
+    Returns
+    -------
+    FoldPath
+
+    Notes
+    -----
+    BLAS runs on one thread throughout (not only in the solvers): the number
+    of threads changes the last bits of its products, and this function runs
+    in this process or in a joblib worker depending on ``n_jobs``. On one
+    thread, a fold gives the same floats wherever it runs.
+    """
+    X_train, y_train = np.ascontiguousarray(X[train]), y[train]
+    selecting = grid.keep_fractions != [None]
+    problem = Problem.of(
+        {**params, "keep_fraction": grid.keep_fractions[-1] if selecting else None},
+        X.shape[1],
+        y_train,
+        sample_weight[train],
+    )
+    settings = SolverSettings(
+        params["fit_intercept"], params["tol"], params["max_iter"], params["verbose"]
+    )
+    alphas = grid.alphas
+    if grid.relative:
+        alphas = alphas * alpha_max(
+            X_train, problem.datafit, problem.groups, settings.fit_intercept
+        )
+    X_test, y_test = X[test], y[test]
+    score_params = {"sample_weight": sample_weight[test]} if weighted_scores else {}
+    shape = (len(alphas), len(grid.keep_fractions))
+    scores, fit_times, score_times = np.empty(shape), np.empty(shape), np.empty(shape)
+    n_not_converged = 0
+    path = group_lasso_path(X_train, problem.datafit, problem.groups, alphas, settings)
+    for i, fit in enumerate(path):
+        n_not_converged += not fit.converged
+        for j, fraction in enumerate(grid.keep_fractions):
+            point = dataclasses.replace(problem, n_keep=n_to_keep(X.shape[1], fraction, None))
+            support = select_features(fit, point.n_keep)
+            refit = None
+            if selecting:
+                refit = refit_kept(
+                    X_train,
+                    point.datafit,
+                    support,
+                    params["refit_l2"],
+                    settings,
+                    renormalize_index=point.renormalize_index,
+                    intercept_init=fit.intercept,
+                )
+                n_not_converged += not refit.converged
+            head = _head(params, grid, i, fraction, point, fit, support, refit, X.shape[1])
+            fit_times[i, j] = fit.seconds / len(grid.keep_fractions) + (
+                refit.seconds if refit is not None else 0.0
+            )
+            started = time.perf_counter()
+            scores[i, j] = scorer(head, X_test, y_test, **score_params)
+            score_times[i, j] = time.perf_counter() - started
+        if on_alpha is not None:
+            on_alpha()
+    return FoldPath(scores, fit_times, score_times, n_not_converged)
+
+
+def _head(params, grid, alpha_index, fraction, problem, fit, support, refit, n_features):
+    """A fitted GroupLassoClassifier holding one grid point's model."""
+    point_params = {**params, "keep_fraction": fraction}
+    if grid.relative:
+        point_params["alpha_fraction"] = float(grid.alphas[alpha_index])
+    else:
+        point_params["alpha"] = float(fit.alpha)
+    head = GroupLassoClassifier(**point_params)
+    head.n_features_in_ = n_features
+    return record_fit(head, problem, fit, support, refit)
+
+
+def path_cv_results(points: list[dict], paths: list[FoldPath], leading: int = 0) -> dict:
+    """``cv_results_`` of a path search, one point per (alpha, keep fraction) in C order.
+
+    ``paths`` are the folds' results, in fold order; with ``leading`` > 0 the
+    paths come in blocks of ``len(paths) // leading`` folds, one block per
+    leading grid value (e.g. per target size), and ``points`` list the leading
+    value first.
+    """
+    blocks = [paths] if leading == 0 else _blocks(paths, leading)
+
+    def split(field: str) -> np.ndarray:
+        per_block = [
+            np.stack([getattr(path, field).ravel() for path in block], axis=1) for block in blocks
+        ]
+        return np.concatenate(per_block, axis=0)  # (n_points, n_folds)
+
+    return cv_results(points, split("scores"), split("fit_times"), split("score_times"))
+
+
+def _blocks(paths: list[FoldPath], n_blocks: int) -> list[list[FoldPath]]:
+    size = len(paths) // n_blocks
+    return [paths[b * size : (b + 1) * size] for b in range(n_blocks)]
