@@ -60,3 +60,64 @@ def test_float32_refit_without_intercept_matches_the_float64_refit(wide_problem)
     np.testing.assert_allclose(
         single.coef, double.coef, rtol=0, atol=1e-5 * np.abs(double.coef).max()
     )
+
+
+# --- the refit in the row space of the kept columns --------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_row_space_refit_equals_scikit_learn_logistic_regression(dtype, renormalize):
+    """Fewer rows than kept columns: solved through the Gram matrix, the same minimiser as
+    scikit-learn's LogisticRegression on the kept (re-normalised) columns."""
+    from sklearn.linear_model import LogisticRegression
+
+    from skh2t._prediction import renormalize_columns
+    from skh2t.linear_model._path import SolverSettings, refit_kept
+    from skh2t.linear_model._solver import MultinomialLogistic
+
+    rng = np.random.default_rng(0)
+    n, d, l2 = 60, 400, 1e-2
+    y = np.arange(n) % 3
+    X = (rng.normal(size=(3, d))[y] * 0.3 + rng.normal(size=(n, d))).astype(dtype)
+    weights = rng.uniform(0.5, 2.0, n)
+    support = np.zeros(d, dtype=bool)
+    support[rng.choice(d, 150, replace=False)] = True
+    index = np.repeat(np.arange(8), d // 8) if renormalize else None
+    datafit = MultinomialLogistic(y, 3, weights)
+    refit = refit_kept(
+        X, datafit, support, l2, SolverSettings(tol=1e-10, max_iter=10_000),
+        renormalize_index=index,
+    )  # fmt: skip
+    assert refit.in_row_space and refit.converged
+    X_kept = np.array(X[:, support], dtype=np.float64)
+    if renormalize:
+        renormalize_columns(X_kept, index[support])
+    # mean_i s_i CE + l2/2 ||W||^2 with s normalised to mean one  <=>  C = 1 / (n * l2)
+    reference = LogisticRegression(C=1.0 / (n * l2), tol=1e-12, max_iter=100_000)
+    reference.fit(X_kept, y, sample_weight=weights / weights.mean())
+    coef = refit.coef - refit.coef.mean(axis=1, keepdims=True)  # softmax: classes centred
+    scale = np.abs(reference.coef_).max()
+    np.testing.assert_allclose(coef.T, reference.coef_, atol=1e-4 * scale)
+    logits = X_kept @ refit.coef + refit.intercept
+    expected = reference.decision_function(X_kept)
+    np.testing.assert_allclose(
+        logits - logits.mean(axis=1, keepdims=True), expected, atol=1e-4 * np.abs(expected).max()
+    )
+
+
+def test_row_space_handles_duplicate_rows_through_the_eigenvectors():
+    """A singular Gram matrix (duplicate rows) has no Cholesky factor: the eigen path gives
+    coordinates that reproduce it."""
+    from skh2t.linear_model._solver.row_space import RowSpace, gram
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(10, 50))
+    X[5] = X[2]
+    K = gram(X)
+    space = RowSpace.of(K)
+    assert space.Z.shape[1] == 9  # one direction fewer
+    np.testing.assert_allclose(space.Z @ space.Z.T, K, atol=1e-10 * np.abs(K).max())
+    B = rng.normal(size=(space.Z.shape[1], 3))
+    W = X.T @ space.row_weights(B)  # the columns' coefficients give the rows' logits
+    np.testing.assert_allclose(X @ W, space.Z @ B, atol=1e-8)

@@ -27,6 +27,7 @@ from skh2t.linear_model._path import (
     select_features,
 )
 from skh2t.linear_model._search import cv_results
+from skh2t.linear_model._solver.working_set import ColumnSummary
 from skh2t.threads import on_one_blas_thread
 
 
@@ -109,17 +110,19 @@ def score_path_on_fold(
     settings = SolverSettings(
         params["fit_intercept"], params["tol"], params["max_iter"], params["verbose"]
     )
+    columns = ColumnSummary.of(X_train, problem.datafit, settings.fit_intercept)
     alphas = grid.alphas
     if grid.relative:
-        alphas = alphas * alpha_max(
-            X_train, problem.datafit, problem.groups, settings.fit_intercept
-        )
+        top = alpha_max(X_train, problem.datafit, problem.groups, settings.fit_intercept, columns)
+        alphas = alphas * top
     X_test, y_test = X[test], y[test]
     score_params = {"sample_weight": sample_weight[test]} if weighted_scores else {}
     shape = (len(alphas), len(grid.keep_fractions))
     scores, fit_times, score_times = np.empty(shape), np.empty(shape), np.empty(shape)
     n_not_converged = 0
-    path = group_lasso_path(X_train, problem.datafit, problem.groups, alphas, settings)
+    path = group_lasso_path(
+        X_train, problem.datafit, problem.groups, alphas, settings, columns=columns
+    )
     for i, fit in enumerate(path):
         n_not_converged += not fit.converged
         for j, fraction in enumerate(grid.keep_fractions):

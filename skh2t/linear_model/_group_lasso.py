@@ -30,6 +30,7 @@ from skh2t.linear_model._path import (
     select_features,
 )
 from skh2t.linear_model._solver import MultinomialLogistic
+from skh2t.linear_model._solver.working_set import ColumnSummary
 
 
 class GroupLassoClassifier(CompactStateMixin, LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
@@ -283,14 +284,20 @@ default=None
         """
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
         problem = self._problem(X, y, sample_weight)
+        columns = ColumnSummary.of(X, problem.datafit, self.fit_intercept)
         alpha = self.alpha
         self.__dict__.pop("alpha_max_", None)  # not left over from an earlier relative fit
         if self.alpha_fraction is not None:
-            self.alpha_max_ = alpha_max(X, problem.datafit, problem.groups, self.fit_intercept)
+            self.alpha_max_ = alpha_max(
+                X, problem.datafit, problem.groups, self.fit_intercept, columns
+            )
             alpha = self.alpha_fraction * self.alpha_max_
         settings = self._solver_settings()
         start = self._warm_start(X.shape[1], problem.datafit)
-        fit = next(group_lasso_path(X, problem.datafit, problem.groups, [alpha], settings, start))
+        path = group_lasso_path(
+            X, problem.datafit, problem.groups, [alpha], settings, start, columns
+        )
+        fit = next(path)
         if not fit.converged:
             _warn_not_converged(fit, self.tol, self.max_iter)
         refit = None

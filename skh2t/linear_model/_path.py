@@ -32,7 +32,7 @@ from skh2t.linear_model._solver import (
     solve_group_lasso,
 )
 from skh2t.linear_model._solver.row_space import fit_ridge_in_row_space
-from skh2t.linear_model._solver.working_set import constant_columns, full_gradient
+from skh2t.linear_model._solver.working_set import ColumnSummary, constant_columns, full_gradient
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,16 @@ class Refit:
 
 
 def alpha_max(
-    X: np.ndarray, datafit: MultinomialLogistic, groups: GroupStructure, fit_intercept: bool
+    X: np.ndarray,
+    datafit: MultinomialLogistic,
+    groups: GroupStructure,
+    fit_intercept: bool,
+    columns: ColumnSummary | None = None,
 ) -> float:
     """Smallest ``alpha`` whose solution is all zero: ``max_g ||grad_g|| / w_g`` at zero.
 
-    With an intercept, numerically constant columns have a zero gradient.
+    With an intercept, numerically constant columns have a zero gradient
+    (``columns``: their summary, when known).
     """
     coef = np.zeros((X.shape[1], datafit.n_classes))
     intercept = np.zeros(datafit.n_classes)
@@ -138,7 +143,7 @@ def alpha_max(
         intercept = datafit.optimal_intercept_at_zero()
     _, gradient, _ = full_gradient(X, datafit, coef, intercept)
     if fit_intercept:  # their gradient is rounding: exactly zero once centred
-        gradient[constant_columns(X)] = 0.0
+        gradient[constant_columns(X) if columns is None else columns.constant] = 0.0
     penalty = groups.penalty(1.0)
     return float(np.max(penalty.group_norms(gradient) / penalty.group_weights, initial=0.0))
 
@@ -158,6 +163,7 @@ def group_lasso_path(
     alphas: Sequence[float],
     settings: SolverSettings,
     start: tuple[np.ndarray, np.ndarray] | None = None,
+    columns: ColumnSummary | None = None,
 ) -> Iterator[PenalisedFit]:
     """Solve the group-lasso problem at every alpha, in the order given; yield each solution.
 
@@ -175,23 +181,28 @@ def group_lasso_path(
         Absolute strengths, ``>= 0``.
     settings : SolverSettings
     start : tuple of ndarray, default=None
+    columns : ColumnSummary, default=None
+        The summary of ``X``'s columns for ``datafit``, when known; else
+        computed here, once for all the alphas.
 
     Yields
     ------
     PenalisedFit
     """
+    if columns is None:
+        columns = ColumnSummary.of(X, datafit, settings.fit_intercept)
     solved: list[PenalisedFit] = []
     for alpha in alphas:
         if solved:
             start = predicted_start(solved, alpha)
         elif start is None:
             start = zero_start(datafit, X.shape[1], settings.fit_intercept)
-        fit = _solve(X, datafit, groups.penalty(float(alpha)), start, settings)
+        fit = _solve(X, datafit, groups.penalty(float(alpha)), start, settings, columns)
         solved = [*solved[-1:], fit]
         yield fit
 
 
-def _solve(X, datafit, penalty: GroupLasso, start, settings: SolverSettings) -> PenalisedFit:
+def _solve(X, datafit, penalty: GroupLasso, start, settings, columns) -> PenalisedFit:
     started = time.perf_counter()
     result = solve_group_lasso(
         X,
@@ -202,6 +213,7 @@ def _solve(X, datafit, penalty: GroupLasso, start, settings: SolverSettings) -> 
         tol=settings.tol,
         max_iter=settings.max_iter,
         verbose=settings.verbose,
+        columns=columns,
     )
     return PenalisedFit(
         alpha=penalty.alpha,

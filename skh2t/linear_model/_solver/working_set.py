@@ -153,38 +153,55 @@ def relative_kkt_violation(
     return worst, violation
 
 
-@dataclass
-class _StartingPoint:
-    """The centre of the columns and, from zero coefficients, the first full gradient.
+@dataclass(frozen=True)
+class ColumnSummary:
+    """What the solver needs of the columns of ``X`` that does not depend on ``alpha``.
 
-    From zero the logits do not depend on the centre, so both come from one
-    pass over ``X``: ``X.T @ [R, s]`` with ``R`` the logits' gradient and ``s``
-    the sample weights.
+    Computed once per data set and datafit (e.g. once for a whole path) and
+    passed to every :func:`solve_group_lasso`.
+
+    Attributes
+    ----------
+    center : ndarray of shape (n_features,) or None
+        Weighted column means (``None`` without an intercept).
+    constant : ndarray of bool, shape (n_features,)
+        The :func:`constant_columns` (none without an intercept): zero once centred.
+    scale : float
+        :func:`rms_column_norm` of the centred columns, the scale of the
+        intercept's stopping criterion (see :class:`Tolerance`).
     """
 
-    center: np.ndarray | None  # weighted column means; None without intercept
-    gradient: tuple[float, np.ndarray, np.ndarray] | None  # (loss, grad_coef, grad_intercept)
-    constant: np.ndarray  # numerically constant columns, zero once centred (none without intercept)
+    center: np.ndarray | None
+    constant: np.ndarray
+    scale: float
 
     @classmethod
-    def of(cls, X, datafit, coef, intercept, fit_intercept: bool) -> _StartingPoint:
-        weight = datafit.weight[:, None]
-        if not fit_intercept:
-            return cls(None, None, np.zeros(X.shape[1], dtype=bool))
-        constant = constant_columns(X)
-        if np.any(coef):  # a warm start: the logits need the centre first
-            center = thin_left_product(X, weight.astype(X.dtype), dtype=np.float64)[:, 0]
-            return cls(center, None, constant)
-        loss, logit_gradient = datafit.value_and_logit_gradient(
-            np.broadcast_to(intercept, (X.shape[0], intercept.shape[0]))
-        )
-        both = np.hstack([logit_gradient, weight]).astype(X.dtype, copy=False)
-        product = thin_left_product(X, both, dtype=np.float64)
-        grad_intercept = logit_gradient.sum(axis=0)
-        center = product[:, -1].copy()
-        grad_coef = product[:, :-1] - np.outer(center, grad_intercept)
-        grad_coef[constant] = 0.0
-        return cls(center, (loss, grad_coef, grad_intercept), constant)
+    def of(cls, X: np.ndarray, datafit: MultinomialLogistic, fit_intercept: bool) -> ColumnSummary:
+        with single_blas_thread():
+            if not fit_intercept:
+                constant = np.zeros(X.shape[1], dtype=bool)
+                return cls(None, constant, rms_column_norm(X, datafit.weight, None, constant))
+            constant = constant_columns(X)
+            weight = datafit.weight[:, None].astype(X.dtype)
+            center = thin_left_product(X, weight, dtype=np.float64)[:, 0]
+            return cls(center, constant, rms_column_norm(X, datafit.weight, center, constant))
+
+
+def _start_gradient(X, datafit, coef, intercept, columns: ColumnSummary):
+    """``(loss, grad_coef, grad_intercept)`` at a cold start (zero coefficients), else ``None``.
+
+    From zero the logits do not depend on the centre: one product ``X.T @ R``.
+    """
+    if columns.center is None or np.any(coef):
+        return None
+    loss, logit_gradient = datafit.value_and_logit_gradient(
+        np.broadcast_to(intercept, (X.shape[0], intercept.shape[0]))
+    )
+    grad_intercept = logit_gradient.sum(axis=0)
+    grad_coef = thin_left_product(X, logit_gradient.astype(X.dtype), dtype=np.float64)
+    grad_coef -= np.outer(columns.center, grad_intercept)
+    grad_coef[columns.constant] = 0.0
+    return loss, grad_coef, grad_intercept
 
 
 class _CentredColumns:
@@ -276,6 +293,7 @@ def solve_group_lasso(
     tol: float = 1e-4,
     max_iter: int = 1000,
     verbose: int = 0,
+    columns: ColumnSummary | None = None,
 ) -> WorkingSetResult:
     """Solve the group-lasso multinomial logistic problem to a relative KKT tolerance.
 
@@ -287,8 +305,12 @@ def solve_group_lasso(
     FISTA, warm-started, to a looser tolerance. With an intercept, the
     :func:`constant_columns` are zero once centred and keep zero coefficients.
     ``max_iter`` bounds the total number of FISTA iterations. BLAS runs on
-    one thread (see :mod:`skh2t.threads`).
+    one thread (see :mod:`skh2t.threads`). ``columns``: the
+    :class:`ColumnSummary` of ``X`` and ``datafit``, when known (a path computes
+    it once for all its alphas).
     """
+    if columns is None:
+        columns = ColumnSummary.of(X, datafit, fit_intercept)
     with single_blas_thread():
         return _solve_group_lasso(
             X,
@@ -300,20 +322,21 @@ def solve_group_lasso(
             tol=tol,
             max_iter=max_iter,
             verbose=verbose,
+            columns=columns,
         )
 
 
 def _solve_group_lasso(
-    X, datafit, penalty, coef, intercept, *, fit_intercept, tol, max_iter, verbose
+    X, datafit, penalty, coef, intercept, *, fit_intercept, tol, max_iter, verbose, columns
 ) -> WorkingSetResult:
     coef = np.array(coef, dtype=np.float64)
     intercept = np.array(intercept, dtype=np.float64)
-    start = _StartingPoint.of(X, datafit, coef, intercept, fit_intercept)
-    center, constant = start.center, start.constant
+    center, constant = columns.center, columns.constant
+    start_gradient = _start_gradient(X, datafit, coef, intercept, columns)
     if center is not None:
         intercept += center @ coef  # to the centred parametrisation
     coef[constant] = 0.0  # columns that are zero once centred: their rows change no logit
-    tolerance = Tolerance.of(penalty.alpha, rms_column_norm(X, datafit.weight, center, constant))
+    tolerance = Tolerance.of(penalty.alpha, columns.scale)
     n_iter, lipschitz, stalled = 0, None, False
     previous_active = int(np.count_nonzero(penalty.group_norms(coef)))
     logits = None
@@ -327,8 +350,8 @@ def _solve_group_lasso(
         return loss, grad_coef, grad_intercept
 
     for outer in range(_MAX_OUTER + 1):
-        if outer == 0 and start.gradient is not None:
-            loss, grad_coef, grad_intercept = start.gradient
+        if outer == 0 and start_gradient is not None:
+            loss, grad_coef, grad_intercept = start_gradient
         else:
             loss, grad_coef, grad_intercept = gradient()
         worst, violation = relative_kkt_violation(
