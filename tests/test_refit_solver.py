@@ -89,7 +89,8 @@ def test_row_space_refit_equals_scikit_learn_logistic_regression(dtype, renormal
         X, datafit, support, l2, SolverSettings(tol=1e-10, max_iter=10_000),
         renormalize_index=index,
     )  # fmt: skip
-    assert refit.in_row_space and refit.converged
+    assert refit.in_row_space
+    assert refit.converged
     X_kept = np.array(X[:, support], dtype=np.float64)
     if renormalize:
         renormalize_columns(X_kept, index[support])
