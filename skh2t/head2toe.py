@@ -101,7 +101,11 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         ``param_target_size`` (or ``param_pool_stride``),
         ``param_alpha_fraction``, ``param_keep_fraction``, ``params``,
         ``split<k>_test_score``, ``mean_test_score``, ``std_test_score``,
-        ``rank_test_score``. ``pandas.DataFrame(cv_results_)`` shows it.
+        ``rank_test_score``, ``mean_fit_time``, ``std_fit_time``,
+        ``mean_score_time``, ``std_score_time`` (a point's fit time is its
+        share of its path: its alpha's solve divided among the keep
+        fractions, plus its own refit). ``pandas.DataFrame(cv_results_)``
+        shows it.
     best_index_ : int
         The chosen row of ``cv_results_``: the best mean score; ties go to
         the smaller keep fraction, then the larger alpha fraction, then the

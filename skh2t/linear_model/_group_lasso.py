@@ -89,6 +89,11 @@ class GroupLassoClassifier(CompactStateMixin, LinearSoftmaxMixin, ClassifierMixi
     refit_l2 : float, default=1e-4
         Ridge strength of the refitted head, ``refit_l2 / 2 * ||W||^2`` added
         to the mean loss; keeps the refit finite on separable data.
+        With fewer training rows than kept features (every VTAB-1k-sized
+        refit) and ``refit_l2 > 0``, the refit is solved in the row space of
+        the kept columns, through their Gram matrix: the same minimiser, at
+        the cost of an ``n_samples x n_samples`` problem (see
+        :ref:`the user guide <group-lasso-cv>`).
     renormalize_groups : array-like of shape (n_features,), "feature_name_prefix" or None, \
 default=None
         The official Head2Toe refit: after selection, the kept columns of every

@@ -110,6 +110,20 @@ max_iter
         ``alpha_fractions``).
     keep_fractions_ : list
         The keep fractions tried (``[None]`` without selection).
+    cv_results_ : dict of ndarray
+        One entry per (alpha, keep fraction), alphas decreasing, in
+        ``GridSearchCV``'s schema (the layout of every search of skh2t):
+        ``param_alpha`` (or ``param_alpha_fraction``), ``param_keep_fraction``,
+        ``params``, ``split<k>_test_score``, ``mean_test_score``,
+        ``std_test_score``, ``rank_test_score``, ``mean_fit_time``,
+        ``std_fit_time``, ``mean_score_time``, ``std_score_time``. A point's fit
+        time is its share of the path: its alpha's penalised solve divided
+        evenly among the keep fractions, plus its own refit.
+    best_index_ : int
+        The chosen row of ``cv_results_``.
+    n_cv_not_converged_ : int
+        Penalised fits and refits of the cross-validation that stopped short
+        of ``tol`` (one ``ConvergenceWarning`` says how many).
     scores_ : ndarray of shape (n_folds, n_alphas, n_keep_fractions)
         Validation score of every fold, alpha and keep fraction.
     mean_scores_ : ndarray of shape (n_alphas, n_keep_fractions)
