@@ -21,16 +21,21 @@ Directions whose singular value is below ``1e-5`` of the largest are dropped.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from skh2t.linear_model._search import (
+    ConvergenceCount,
+    cv_results,
+    first_best,
+    positive_grid,
+    simplicity_order,
+)
 from skh2t.threads import on_one_blas_thread
 
 __all__ = [
@@ -145,6 +150,16 @@ def _logistic(C: float, max_iter: int) -> LogisticRegression:
     return LogisticRegression(C=C, max_iter=max_iter)
 
 
+@dataclass
+class _FoldResult:
+    """Validation accuracy and seconds of every ``C`` on one fold."""
+
+    scores: np.ndarray
+    fit_times: np.ndarray
+    score_times: np.ndarray
+    n_not_converged: int
+
+
 @on_one_blas_thread
 def _fold_scores(
     gram: np.ndarray,
@@ -153,23 +168,44 @@ def _fold_scores(
     valid: np.ndarray,
     Cs: list[float],
     max_iter: int,
-) -> tuple[np.ndarray, int]:
-    """Validation accuracy of every ``C`` on one fold, and the number of unconverged fits.
+) -> _FoldResult:
+    """Validation accuracy of every ``C`` on one fold, its seconds, and the unconverged fits.
 
-    BLAS (the eigen-decomposition, L-BFGS) runs on one thread, so that the fold
-    gives the same floats in this process and in a joblib worker.
+    The fold's eigen-decomposition (shared by its ``Cs``) is split evenly over
+    their fit times, the coordinates of its validation rows over their score
+    times. BLAS (the eigen-decomposition, L-BFGS) runs on one thread, so that
+    the fold gives the same floats in this process and in a joblib worker.
     """
+    started = time.perf_counter()
     space = _RowSpace.from_gram(gram[np.ix_(train, train)])
+    shared_fit = time.perf_counter() - started
+    started = time.perf_counter()
     Z_valid = space.coordinates(gram[np.ix_(valid, train)])
-    scores = np.zeros(len(Cs))
-    n_not_converged = 0
+    shared_score = time.perf_counter() - started
+    result = _FoldResult(
+        np.zeros(len(Cs)),
+        np.full(len(Cs), shared_fit / len(Cs)),
+        np.full(len(Cs), shared_score / len(Cs)),
+        0,
+    )
     for i, C in enumerate(Cs):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            model = _logistic(C, max_iter).fit(space.Z, y[train])
-        n_not_converged += _count_convergence(caught)
-        scores[i] = model.score(Z_valid, y[valid])
-    return scores, n_not_converged
+        started = time.perf_counter()
+        model, not_converged = _fit_logistic(space.Z, y[train], C, max_iter)
+        result.fit_times[i] += time.perf_counter() - started
+        result.n_not_converged += not_converged
+        started = time.perf_counter()
+        result.scores[i] = model.score(Z_valid, y[valid])
+        result.score_times[i] += time.perf_counter() - started
+    return result
+
+
+def _fit_logistic(
+    Z: np.ndarray, y: np.ndarray, C: float, max_iter: int
+) -> tuple[LogisticRegression, int]:
+    """The probe fitted on coordinates ``Z``, and 1 if it stopped at ``max_iter`` (else 0)."""
+    with ConvergenceCount() as count:
+        model = _logistic(C, max_iter).fit(Z, y)
+    return model, int(count.n > 0)
 
 
 def _fit_head(
@@ -194,12 +230,10 @@ def _fit_head(
         1 if the fit stopped at ``max_iter``, else 0.
     """
     space = _RowSpace.from_gram(gram_matrix(X))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        model = _logistic(C, max_iter).fit(space.Z, y)
+    model, not_converged = _fit_logistic(space.Z, y, C, max_iter)
     coef = _to_feature_space(model.coef_ @ space.basis.T, X)
     head = LinearHead(coef, model.intercept_.copy(), model.classes_, columns)
-    return head, _count_convergence(caught)
+    return head, not_converged
 
 
 def _to_feature_space(row_coef: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -209,10 +243,6 @@ def _to_feature_space(row_coef: np.ndarray, X: np.ndarray) -> np.ndarray:
         block = slice(start, start + _GRAM_BLOCK)
         coef[:, block] = row_coef @ np.asarray(X[:, block], dtype=np.float64)
     return coef
-
-
-def _count_convergence(caught: list[warnings.WarningMessage]) -> int:
-    return int(any(issubclass(w.category, ConvergenceWarning) for w in caught))
 
 
 @dataclass
@@ -227,6 +257,19 @@ class ProbeSearch:
         The inverse L2 strengths, increasing (strongest penalty first).
     scores : ndarray of shape (n_keys, n_Cs, n_folds)
         Validation accuracy of every matrix, ``C`` and fold.
+    cv_results : dict
+        The same search in ``GridSearchCV``'s ``cv_results_`` schema, the layout
+        shared by skh2t's other searches (``cv_results_`` of
+        :class:`~skh2t.GroupLassoClassifierCV` and :class:`~skh2t.Head2ToeClassifier`);
+        ``pandas.DataFrame(search.cv_results)`` shows it. One point per
+        (matrix, ``C``), matrices outer and ``Cs`` inner (point
+        ``i * n_Cs + j`` is ``scores[i, j]``), with parameters
+        ``{"features": key, "C": C}``; the splits are the folds. A point's
+        ``fit_time`` on a fold is its ``LogisticRegression`` fit plus an even
+        share of the fold's eigen-decomposition (shared by its ``Cs``), its
+        ``score_time`` its scoring plus an even share of the validation rows'
+        coordinates; the Gram matrices, computed once on all rows before the
+        folds, are in neither.
     best_key : hashable
         The chosen matrix.
     best_C : float
@@ -251,6 +294,7 @@ class ProbeSearch:
     head: LinearHead
     n_not_converged: int
     fit_seconds: float
+    cv_results: dict[str, Any]
 
 
 def l2_probe_cv(
@@ -279,7 +323,8 @@ def l2_probe_cv(
     y : ndarray of shape (n_samples,)
     folds : list of (train, validation) index arrays
     Cs : list of float
-        Inverse L2 strengths: finite and positive.
+        Inverse L2 strengths: finite and positive (a ``ValueError`` otherwise,
+        before any work).
     columns : ndarray of int, default=None
         Only these columns of every matrix (e.g. :func:`last_layer_columns`).
     max_iter : int, default=1000
@@ -304,26 +349,27 @@ def l2_probe_cv(
     >>> search = l2_probe_cv({"pixels": X / 16, "half": X[:, :32] / 16}, y, folds, [0.1, 1.0])
     >>> search.scores.shape, search.best_key
     ((2, 2, 3), 'pixels')
+    >>> search.cv_results["params"][0], search.cv_results["rank_test_score"].shape
+    ({'features': 'pixels', 'C': 0.1}, (4,))
     >>> bool((search.head.predict(X / 16) == y).mean() > 0.95)
     True
     """
-    Cs = _check_Cs(Cs)
+    Cs = positive_grid(Cs, "Cs")
     keys = list(features)
     grams = [gram_matrix(_columns(features[key], columns)) for key in keys]
     tasks = [(i, j) for i in range(len(keys)) for j in range(len(folds))]
-    results = Parallel(n_jobs=min(effective_n_jobs(n_jobs), len(tasks)), return_as="generator")(
+    done = Parallel(n_jobs=min(effective_n_jobs(n_jobs), len(tasks)), return_as="generator")(
         delayed(_fold_scores)(grams[i], y, *folds[j], Cs, max_iter) for i, j in tasks
     )
-    scores = np.zeros((len(keys), len(Cs), len(folds)))
-    n_not_converged = 0
-    for (i, j), (fold_scores, bad) in zip(tasks, results, strict=True):
-        scores[i, :, j] = fold_scores
-        n_not_converged += bad
-        if on_fold is not None:
-            on_fold()
-    mean = scores.mean(axis=2)
-    # Axes (C, key): argmax returns the first maximum, the smaller C then the earlier key.
-    best_C, best_key = np.unravel_index(int(np.argmax(mean.T)), mean.T.shape)
+    shape = (len(keys), len(Cs), len(folds))
+    scores, fit_times, score_times, n_not_converged = _collect(tasks, done, shape, on_fold)
+    flat = (len(keys) * len(Cs), len(folds))
+    params = [{"features": key, "C": C} for key in keys for C in Cs]
+    results = cv_results(
+        params, scores.reshape(flat), fit_times.reshape(flat), score_times.reshape(flat)
+    )
+    best = first_best(results["mean_test_score"], _probe_simplicity(len(keys), len(Cs)))
+    best_key, best_C = np.unravel_index(best, shape[:2])
     X = _columns(features[keys[best_key]], columns)
     started = time.perf_counter()
     head, bad = _fit_head(X, y, Cs[best_C], max_iter=max_iter, columns=columns)
@@ -334,21 +380,35 @@ def l2_probe_cv(
         scores=scores,
         best_key=keys[best_key],
         best_C=Cs[best_C],
-        best_score=float(mean[best_key, best_C]),
+        best_score=float(results["mean_test_score"][best]),
         head=head,
         n_not_converged=n_not_converged + bad,
         fit_seconds=fit_seconds,
+        cv_results=results,
     )
 
 
-def _check_Cs(Cs: Any) -> list[float]:
-    """The ``Cs`` of :func:`l2_probe_cv`, sorted; a ``ValueError`` unless finite and positive."""
-    values = np.asarray(Cs, dtype=np.float64) if np.ndim(Cs) == 1 else np.empty(0)
-    if values.size == 0 or not np.all(np.isfinite(values) & (values > 0)):
-        raise ValueError(
-            f"Cs must be a non-empty 1-D list of finite inverse L2 strengths > 0; got {Cs!r}."
-        )
-    return sorted(float(C) for C in values)
+def _collect(
+    tasks: list[tuple[int, int]],
+    done: Any,
+    shape: tuple[int, int, int],
+    on_fold: Callable[[], None] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Scores, fit and score times of shape (n_keys, n_Cs, n_folds), and the unconverged fits."""
+    scores, fit_times, score_times = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    n_not_converged = 0
+    for (i, j), fold in zip(tasks, done, strict=True):
+        scores[i, :, j] = fold.scores
+        fit_times[i, :, j], score_times[i, :, j] = fold.fit_times, fold.score_times
+        n_not_converged += fold.n_not_converged
+        if on_fold is not None:
+            on_fold()
+    return scores, fit_times, score_times, n_not_converged
+
+
+def _probe_simplicity(n_keys: int, n_Cs: int) -> np.ndarray:
+    """The (matrix, ``C``) points simplest first: the smaller ``C``, then the earlier matrix."""
+    return simplicity_order((n_keys, n_Cs), [(1, True), (0, True)])
 
 
 def _columns(X: np.ndarray, columns: np.ndarray | None) -> np.ndarray:

@@ -192,6 +192,18 @@ def test_run_json_has_config_cv_scores_timings_versions(folder_run):
     assert {"skh2t", "torch", "timm", "scikit-learn"} <= set(results["versions"])
 
 
+@pytest.mark.parametrize(("method", "shown"), [(LAST_LAYER, "tap"), (ALL_L2, "target_size")])
+def test_run_json_rows_of_the_probes_are_their_cv_results(folder_run, method, shown):
+    summary = folder_run["results"]["methods"][method]
+    rows = summary["cv_results"]
+    assert all(set(row) == {"params", "fold_scores", "mean"} for row in rows)
+    assert all(set(row["params"]) == {shown, "C"} for row in rows)
+    assert all(row["mean"] == pytest.approx(np.mean(row["fold_scores"])) for row in rows)
+    chosen = [row for row in rows if row["params"] == summary["params"]]
+    assert len(chosen) == 1
+    assert chosen[0]["mean"] == summary["cv_accuracy"] == max(row["mean"] for row in rows)
+
+
 def test_run_kept_features_per_tap_add_up(folder_run):
     results = folder_run["results"]
     h2t = results["methods"][HEAD2TOE]

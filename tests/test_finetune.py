@@ -13,6 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
+from sklearn.utils.validation import check_is_fitted
 
 from skh2t.finetune import DEFAULT_LR, FineTuneClassifier, feature_drift, plot_feature_drift
 from skh2t.finetune.network import head_from_probe
@@ -20,6 +21,7 @@ from skh2t.finetune.network import head_from_probe
 matplotlib.use("Agg")
 
 N_IMAGES, SIZE, N_CLASSES = 40, 32, 4
+GRID_MESSAGE = r"probe_epochs_grid must be a non-empty 1-D list of distinct integers >= 0"
 
 
 @pytest.fixture(scope="module")
@@ -215,19 +217,119 @@ def test_module_backbone_is_copied_and_pickled_whole(data, tmp_path):
     np.testing.assert_array_equal(joblib.load(path).predict_proba(X), clf.predict_proba(X))
 
 
-def test_auto_picks_probe_epochs_from_the_grid_by_validation_accuracy(data):
-    X, y = data
+@pytest.fixture(scope="module")
+def searched(data):
+    """probe_epochs="auto" over an unsorted grid of three candidates."""
     clf = make(probe_epochs="auto", probe_epochs_grid=(10, 0, 3), validation_fraction=0.3)
-    clf.fit(X, y)
-    assert sorted(clf.probe_search_) == [0, 3, 10]
-    accuracies = {k: v["val_accuracy"] for k, v in clf.probe_search_.items()}
+    return clf.fit(*data)
+
+
+def probe_search(clf: FineTuneClassifier) -> dict:
+    with pytest.warns(FutureWarning, match="probe_search_ is deprecated .* use cv_results_"):
+        return clf.probe_search_
+
+
+def test_auto_picks_probe_epochs_from_the_grid_by_validation_accuracy(searched):
+    clf = searched
+    search = probe_search(clf)
+    assert sorted(search) == [0, 3, 10]
+    accuracies = {k: v["val_accuracy"] for k, v in search.items()}
     best = max(accuracies.values())
     assert clf.probe_epochs_ == min(k for k, a in accuracies.items() if a == best)
-    assert clf.history_ is clf.probe_search_[clf.probe_epochs_]["history"]
-    assert clf.energy_ == clf.probe_search_[clf.probe_epochs_]["energy"]
+    assert clf.history_ is search[clf.probe_epochs_]["history"]
+    assert clf.energy_ == search[clf.probe_epochs_]["energy"]
     assert clf.history_["val_accuracy"][-1] == best
-    energies = [clf.probe_search_[k]["energy"]["loss"] for k in (0, 3, 10)]
+    energies = [search[k]["energy"]["loss"] for k in (0, 3, 10)]
     assert energies == sorted(energies, reverse=True)
+
+
+def test_auto_cv_results_have_the_grid_search_schema(searched):
+    results = searched.cv_results_
+    expected = {
+        "mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time",
+        "param_probe_epochs", "params", "split0_test_score",
+        "mean_test_score", "std_test_score", "rank_test_score",
+    }  # fmt: skip
+    assert set(results) == expected
+    assert all(len(results[key]) == 3 for key in expected)
+    assert results["params"] == [{"probe_epochs": n} for n in (0, 3, 10)]
+    assert results["param_probe_epochs"].tolist() == [0, 3, 10]
+    assert np.all(results["mean_fit_time"] > 0)
+    np.testing.assert_array_equal(results["std_fit_time"], 0.0)  # one split
+    np.testing.assert_array_equal(results["mean_score_time"], 0.0)  # inside the fine-tuning
+
+
+def test_auto_cv_results_scores_are_the_validation_accuracies(searched):
+    results = searched.cv_results_
+    search = probe_search(searched)
+    accuracies = [search[n]["val_accuracy"] for n in (0, 3, 10)]
+    np.testing.assert_array_equal(results["split0_test_score"], accuracies)
+    np.testing.assert_array_equal(results["mean_test_score"], accuracies)
+    np.testing.assert_array_equal(results["std_test_score"], 0.0)
+
+
+def test_auto_cv_results_rank_the_kept_candidate_first(searched):
+    results = searched.cv_results_
+    chosen = results["params"].index({"probe_epochs": searched.probe_epochs_})
+    assert results["rank_test_score"][chosen] == 1
+    assert results["mean_test_score"][chosen] == results["mean_test_score"].max()
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected"), [((0.5, 0.5, 0.5), 0), ((0.25, 0.75, 0.75), 2), ((0.5, 0.5, 1.0), 5)]
+)
+def test_auto_ties_go_to_the_fewest_probe_epochs(data, monkeypatch, scores, expected):
+    import skh2t.finetune.classifier as classifier
+
+    given = iter(scores)
+
+    def scored_fine_tune(*args, **kwargs):
+        run = fine_tune(*args, **kwargs)
+        run.score = next(given)
+        return run
+
+    fine_tune = classifier.fine_tune
+    monkeypatch.setattr(classifier, "fine_tune", scored_fine_tune)
+    clf = make(probe_epochs="auto", probe_epochs_grid=[5, 2, 0], epochs=0, validation_fraction=0.3)
+    clf.fit(*data)
+    assert clf.probe_epochs_ == expected
+    ranks = clf.cv_results_["rank_test_score"]
+    assert ranks[clf.cv_results_["params"].index({"probe_epochs": expected})] == 1
+
+
+def test_a_pickled_auto_search_exposes_cv_results_and_the_deprecated_probe_search(
+    data, searched, tmp_path
+):
+    path = tmp_path / "clf.joblib"
+    joblib.dump(searched, path)
+    loaded = joblib.load(path)
+    check_is_fitted(loaded)
+    for key, value in searched.cv_results_.items():
+        np.testing.assert_array_equal(loaded.cv_results_[key], value)
+    assert probe_search(loaded).keys() == probe_search(searched).keys()
+    assert probe_search(loaded)[0]["val_accuracy"] == probe_search(searched)[0]["val_accuracy"]
+    np.testing.assert_array_equal(loaded.predict(data[0]), searched.predict(data[0]))
+
+
+def test_a_pickle_with_probe_search_in_its_dict_still_loads(searched):
+    state = dict(searched.__getstate__())
+    state["probe_search_"] = state.pop("_probe_search")  # before cv_results_
+    del state["cv_results_"]
+    loaded = FineTuneClassifier.__new__(FineTuneClassifier)
+    loaded.__setstate__(state)
+    assert probe_search(loaded) is state["_probe_search"]
+    np.testing.assert_array_equal(
+        loaded.cv_results_["mean_test_score"], searched.cv_results_["mean_test_score"]
+    )
+    np.testing.assert_array_equal(loaded.cv_results_["mean_fit_time"], 0.0)  # not recorded
+
+
+def test_a_fixed_probe_epochs_refit_drops_the_search(data, searched):
+    clf = clone(searched).set_params(probe_epochs=0, epochs=0)
+    clf.__dict__.update(_probe_search={}, cv_results_={})  # as if fitted with "auto" before
+    clf.fit(*data)
+    assert not hasattr(clf, "cv_results_")
+    assert not hasattr(clf, "probe_search_")
 
 
 def test_early_stopping_keeps_the_best_epoch(data):
@@ -286,6 +388,11 @@ def test_binary_probe_head():
         ({"validation_fraction": 1.0}, "'validation_fraction' parameter"),
         ({"probe_epochs": "auto", "probe_epochs_grid": ()}, "probe_epochs_grid"),
         ({"probe_epochs": "auto", "probe_epochs_grid": (1, -1)}, "probe_epochs_grid"),
+        ({"probe_epochs": "auto", "probe_epochs_grid": (3, 0, 3)}, GRID_MESSAGE + r".*\(3, 0, 3\)"),
+        ({"probe_epochs": "auto", "probe_epochs_grid": [True, 2]}, GRID_MESSAGE + r".*\[True, 2\]"),
+        ({"probe_epochs": "auto", "probe_epochs_grid": [False]}, GRID_MESSAGE),
+        ({"probe_epochs": "auto", "probe_epochs_grid": [1.0, 2]}, GRID_MESSAGE),
+        ({"probe_epochs": "auto", "probe_epochs_grid": ["1"]}, GRID_MESSAGE),
         ({"probe_epochs": "auto", "validation_fraction": 0}, "needs validation_fraction"),
         ({"early_stopping": True, "validation_fraction": None}, "needs validation_fraction"),
         ({"validation_fraction": 0.99}, "too few images"),

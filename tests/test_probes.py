@@ -1,7 +1,11 @@
 """Tests of the linear-probe baselines: the row-space fit, the cross-validation, the last tap."""
 
+import warnings
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -46,7 +50,7 @@ def test_fold_scores_match_fold_by_fold_fits(wide):
     folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
     gram = probes.gram_matrix(X)
     for train, valid in folds:
-        scores, _ = probes._fold_scores(gram, y, train, valid, [0.01, 1.0], 1000)
+        scores = probes._fold_scores(gram, y, train, valid, [0.01, 1.0], 1000).scores
         for i, C in enumerate([0.01, 1.0]):
             model = LogisticRegression(C=C, max_iter=1000).fit(X[train], y[train])
             assert scores[i] == pytest.approx(model.score(X[valid], y[valid]), abs=1 / 20)
@@ -78,7 +82,7 @@ def test_l2_probe_cv_searches_matrices_and_Cs_and_refits_the_best(wide):
     for i, key in enumerate(features):
         gram = probes.gram_matrix(features[key])
         for j, (train, valid) in enumerate(folds):
-            expected, _ = probes._fold_scores(gram, y, train, valid, search.Cs, 1000)
+            expected = probes._fold_scores(gram, y, train, valid, search.Cs, 1000).scores
             assert np.array_equal(search.scores[i, :, j], expected)
     assert search.best_key == "all"
     mean = search.scores.mean(axis=2)
@@ -95,6 +99,111 @@ def test_l2_probe_cv_ties_go_to_the_smaller_C_then_the_earlier_matrix(wide):
     assert search.best_key == "b"
     if search.scores[0, 0].mean() == search.scores[0, 1].mean():
         assert search.best_C == 1e5
+
+
+def test_l2_probe_cv_breaks_a_constructed_tie_by_the_smaller_C_then_the_earlier_matrix(
+    wide, monkeypatch
+):
+    """Every fold scores 0.5 except where forced: the tie is exact, whatever the floats."""
+    winners = {(1, 0.1), (0, 1.0), (1, 1.0)}  # (matrix, C) that score 1.0
+
+    def fold_scores(gram, y, train, valid, Cs, max_iter):
+        key = 0 if gram[0, 0] == first[0, 0] else 1
+        scores = np.array([1.0 if (key, C) in winners else 0.5 for C in Cs])
+        zeros = np.zeros(len(Cs))
+        return probes._FoldResult(scores, zeros, zeros, 0)
+
+    X, y = wide
+    first = probes.gram_matrix(X)
+    monkeypatch.setattr(probes, "_fold_scores", fold_scores)
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    search = probes.l2_probe_cv({"a": X, "b": 2 * X}, y, folds, [1.0, 0.1, 10.0])
+    assert (search.best_key, search.best_C) == ("b", 0.1)  # the smallest C wins first
+    winners = {(0, 1.0), (1, 1.0)}
+    search = probes.l2_probe_cv({"a": X, "b": 2 * X}, y, folds, [1.0, 0.1, 10.0])
+    assert (search.best_key, search.best_C) == ("a", 1.0)  # then the earlier matrix
+    ranks = search.cv_results["rank_test_score"]
+    assert ranks.tolist() == [3, 1, 3, 3, 1, 3]
+
+
+@pytest.fixture(scope="module")
+def searched(wide):
+    X, y = wide
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    features = {64: X, 128: X[:, :50]}
+    return probes.l2_probe_cv(features, y, folds, [10.0, 0.01, 1.0])
+
+
+def test_cv_results_have_the_grid_search_schema(searched):
+    results = searched.cv_results
+    n_points = 2 * 3
+    expected = {
+        "mean_fit_time",
+        "std_fit_time",
+        "mean_score_time",
+        "std_score_time",
+        "param_features",
+        "param_C",
+        "params",
+        "split0_test_score",
+        "split1_test_score",
+        "split2_test_score",
+        "mean_test_score",
+        "std_test_score",
+        "rank_test_score",
+    }
+    assert set(results) == expected
+    assert all(len(results[key]) == n_points for key in expected)
+    assert results["params"] == [{"features": k, "C": C} for k in (64, 128) for C in searched.Cs]
+    assert results["param_C"].tolist() == searched.Cs * 2
+    assert results["param_features"].tolist() == [64] * 3 + [128] * 3
+
+
+def test_cv_results_times_are_positive(searched):
+    results = searched.cv_results
+    assert np.all(results["mean_fit_time"] > 0)
+    assert np.all(results["mean_score_time"] > 0)
+    assert np.all(results["std_fit_time"] >= 0)
+
+
+def test_cv_results_scores_are_the_scores_array(searched):
+    results = searched.cv_results
+    splits = np.stack([results[f"split{k}_test_score"] for k in range(3)], axis=1)
+    np.testing.assert_array_equal(splits, searched.scores.reshape(6, 3))
+    np.testing.assert_array_equal(results["mean_test_score"], splits.mean(axis=1))
+    np.testing.assert_array_equal(results["std_test_score"], splits.std(axis=1))
+    np.testing.assert_array_equal(
+        results["mean_test_score"].reshape(2, 3), searched.scores.mean(axis=2)
+    )
+
+
+def test_cv_results_rank_the_chosen_point_first(searched):
+    results = searched.cv_results
+    chosen = results["params"].index({"features": searched.best_key, "C": searched.best_C})
+    assert results["rank_test_score"][chosen] == 1
+    assert results["mean_test_score"][chosen] == searched.best_score
+    assert searched.best_score == results["mean_test_score"].max()
+
+
+def test_fold_times_share_the_eigen_decomposition_evenly(wide, monkeypatch):
+    ticks = iter(np.arange(100.0))
+    monkeypatch.setattr(probes, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    X, y = wide
+    train, valid = next(iter(StratifiedKFold(3).split(X, y)))
+    fold = probes._fold_scores(probes.gram_matrix(X), y, train, valid, [0.1, 1.0], 1000)
+    # 1 s for the eigen-decomposition, 1 s for the validation coordinates, 1 s a fit or score.
+    np.testing.assert_array_equal(fold.fit_times, [1.5, 1.5])
+    np.testing.assert_array_equal(fold.score_times, [1.5, 1.5])
+
+
+def test_l2_probe_cv_counts_unconverged_fits_and_hides_their_warnings(wide):
+    X, y = wide
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        search = probes.l2_probe_cv({1: X}, y, folds, [1e4, 1e5], max_iter=1)
+    assert search.n_not_converged == 2 * 2 + 1  # every fold fit and the refit
+    assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
 
 
 def test_l2_probe_cv_reads_only_the_given_columns(wide):

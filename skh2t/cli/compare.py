@@ -14,6 +14,7 @@ images (features already extracted).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,11 +128,7 @@ def _probe_outcome(
     def params(key: Any, C: float) -> dict[str, Any]:
         return {**(fixed if fixed is not None else {"target_size": key}), "C": C}
 
-    rows = [
-        _cv_row(params(key, C), search.scores[i, j])
-        for i, key in enumerate(search.keys)
-        for j, C in enumerate(search.Cs)
-    ]
+    rows = _cv_rows(search.cv_results, lambda point: params(point["features"], point["C"]))
     return Outcome(
         method,
         search.best_key,
@@ -149,12 +146,7 @@ def _probe_outcome(
 
 def head2toe(model: Head2ToeClassifier, seconds: float, n_not_converged: int) -> Outcome:
     """The outcome of a fitted :class:`~skh2t.Head2ToeClassifier` (``seconds``: its fit)."""
-    results = model.cv_results_
-    folds = [results[f"split{k}_test_score"] for k in range(model.n_splits_)]
-    rows = [
-        _cv_row(params, np.array([fold[i] for fold in folds]))
-        for i, params in enumerate(results["params"])
-    ]
+    rows = _cv_rows(model.cv_results_, dict)
     return Outcome(
         HEAD2TOE,
         model.best_params_["target_size"],
@@ -170,9 +162,15 @@ def head2toe(model: Head2ToeClassifier, seconds: float, n_not_converged: int) ->
     )
 
 
-def _cv_row(params: dict[str, Any], fold_scores: np.ndarray) -> dict[str, Any]:
-    return {
-        "params": params,
-        "fold_scores": fold_scores.tolist(),
-        "mean": float(fold_scores.mean()),
-    }
+def _cv_rows(
+    results: dict[str, Any], shown: Callable[[dict[str, Any]], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The JSON rows of a ``cv_results_``-schema dict; ``shown`` maps a point's parameters."""
+    n_splits = sum(key.startswith("split") and key.endswith("_test_score") for key in results)
+    folds = np.stack([results[f"split{k}_test_score"] for k in range(n_splits)], axis=1)
+    return [
+        {"params": shown(point), "fold_scores": folds[i].tolist(), "mean": float(mean)}
+        for i, (point, mean) in enumerate(
+            zip(results["params"], results["mean_test_score"], strict=True)
+        )
+    ]

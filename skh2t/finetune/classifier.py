@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -52,6 +53,7 @@ from skh2t.finetune.training import (
     cpu_state,
     fine_tune,
 )
+from skh2t.linear_model._search import cv_results, first_best, integer_grid
 from skh2t.progress import progress_bar
 
 #: The fine-tuning learning rate of ``lr="auto"``, per optimiser (see :doc:`/user_guide/finetune`).
@@ -116,7 +118,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         ``probe_target_accuracy`` or ``probe_target_loss``, the most epochs
         probing may take to reach it.
     probe_epochs_grid : sequence of int, default=(0, 1, 3, 10, 30)
-        Candidates for ``probe_epochs="auto"``.
+        Candidates for ``probe_epochs="auto"``: distinct integers ``>= 0``, in
+        any order (a ``ValueError`` otherwise, booleans included).
     probe_target_accuracy : float in (0, 1], default=None
         Stop head probing at the first step where the head's training accuracy
         on the frozen features reaches this value (the cheap rule of Ren et
@@ -212,8 +215,20 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         ``feature_cosine`` (mean cosine similarity), ``feature_dot`` (mean dot
         product), ``feature_norm`` (mean norm). ``pandas.DataFrame(history_)``
         shows it as a table; :func:`~skh2t.finetune.plot_feature_drift` plots it.
+    cv_results_ : dict
+        With ``probe_epochs="auto"``: the search in ``GridSearchCV``'s
+        ``cv_results_`` schema, the layout shared by skh2t's other searches
+        (``pandas.DataFrame(clf.cv_results_)`` shows it). One point per
+        candidate, by increasing ``probe_epochs``, with parameters
+        ``{"probe_epochs": n}``, and one split: the held-out validation images
+        (``split0_test_score`` is the kept epoch's validation accuracy). A
+        point's ``fit_time`` is its fine-tuning plus an even share of the one
+        head-probing run that prepares every candidate's head; its validation
+        scoring happens inside the fine-tuning (every epoch) and is part of
+        ``fit_time``, so ``score_time`` is 0.
     probe_search_ : dict
-        With ``probe_epochs="auto"``: for every candidate, its final validation
+        Deprecated since 0.2, removed in 0.3: use ``cv_results_``. With
+        ``probe_epochs="auto"``: for every candidate, its final validation
         accuracy, energy and history.
     n_iter_ : int
         Fine-tuning epochs run (fewer than ``epochs`` after early stopping).
@@ -235,7 +250,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     mode and the head is trained on them with Adam, ``batch_size`` examples per
     step, the same seeded data order for every candidate; a sweep costs one
     probe run (snapshots). Each candidate of ``"auto"`` costs a full
-    fine-tuning; ties go to the smallest ``probe_epochs``.
+    fine-tuning; ties go to the smallest ``probe_epochs`` (skh2t's one tie
+    rule: the simplest candidate, here the least probed head, first).
 
     Images are preprocessed once (no augmentation) and kept in memory as float32:
     ``n * 3 * image_size**2 * 4`` bytes.
@@ -399,7 +415,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            best, search = self._fit_candidates(
+            best, search, results = self._fit_candidates(
                 model, inputs, targets_t, train, held_out, classes, candidates, seed, runtime
             )
 
@@ -415,9 +431,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_ = best.n_iter
         self.best_epoch_ = best.best_epoch
         if isinstance(self.probe_epochs, str):
-            self.probe_search_ = search
+            self._probe_search, self.cv_results_ = search, results
         else:
-            self.__dict__.pop("probe_search_", None)
+            self.__dict__.pop("_probe_search", None)
+            self.__dict__.pop("cv_results_", None)
         recipe = None
         if loaded.reference is not None:  # a named architecture: rebuilt from its name
             recipe = FineTunedNet(loaded.reference, self.n_features_, len(classes))
@@ -433,20 +450,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 "probe_target_loss) are two ways to choose how long to probe; set "
                 "probe_epochs to an integer (the most epochs probing may take) or drop the target."
             )
-        grid = list(self.probe_epochs_grid)
-        if not grid or not all(
-            isinstance(v, Integral) and not isinstance(v, bool) and v >= 0 for v in grid
-        ):
-            raise ValueError(
-                "probe_epochs_grid must be a non-empty sequence of non-negative integers; "
-                f"got {self.probe_epochs_grid!r}."
-            )
+        grid = integer_grid(self.probe_epochs_grid, "probe_epochs_grid", minimum=0)
         if not self.validation_fraction:
             raise ValueError(
                 "probe_epochs='auto' chooses on validation accuracy and needs "
                 f"validation_fraction > 0; got validation_fraction={self.validation_fraction!r}."
             )
-        return sorted({int(v) for v in grid})
+        return grid
 
     def _split(
         self, targets: np.ndarray, rng: np.random.RandomState
@@ -482,7 +492,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         candidates: list[int],
         seed: int,
         runtime: Runtime,
-    ) -> tuple[FineTuneRun, dict[int, dict[str, Any]]]:
+    ) -> tuple[FineTuneRun, dict[int, dict[str, Any]], dict[str, Any]]:
         train_inputs, train_targets = inputs[train], targets[train]
         heldout_inputs = inputs[held_out] if held_out is not None else train_inputs
         heldout_targets = targets[held_out] if held_out is not None else None
@@ -500,17 +510,21 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             head = random_head(n_features, len(classes), generator)
         else:
             head = head_from_probe(self.head, classes, n_features)
+        started = time.perf_counter()
         prepared = self._prepare_heads(head, original_train, train_targets, candidates, generator)
+        probing_share = (time.perf_counter() - started) / len(prepared)
 
         held = HeldOut(heldout_inputs, heldout_targets, original_heldout)
         settings = self._training_settings()
         pristine = copy.deepcopy(model) if len(candidates) > 1 else None
         best: FineTuneRun | None = None
         search: dict[int, dict[str, Any]] = {}
+        fit_times = []
         progress = progress_bar(
             prepared, desc="probe_epochs", disable=not self.verbose or len(prepared) == 1
         )
         for position, candidate in enumerate(progress):
+            started = time.perf_counter()
             net_model = model if position == 0 else copy.deepcopy(pristine)
             head.load_state_dict(candidate.state)
             net = HeadedModel(net_model, copy.deepcopy(head))
@@ -527,17 +541,20 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             )
             run.probe_epochs, run.probe_steps = candidate.probe_epochs, candidate.probe_steps
             run.energy = energy
+            fit_times.append(probing_share + time.perf_counter() - started)
             search[candidate.probe_epochs] = {
                 "val_accuracy": run.score,
                 "energy": energy,
                 "history": run.history,
             }
-            if best is None or run.score > best.score:
+            # Candidates come simplest (least probed) first: the running first_best of the
+            # kept run and the new one is first_best of all, without keeping every network.
+            if best is None or first_best(np.array([best.score, run.score]), [0, 1]) == 1:
                 best = run
             else:
                 del run
         assert best is not None
-        return best, search
+        return best, search, _probe_cv_results(search, fit_times)
 
     def _prepare_heads(
         self,
@@ -692,6 +709,22 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 outputs.append(output.double().cpu().numpy())
         return np.concatenate(outputs)
 
+    @property
+    def probe_search_(self) -> dict[int, dict[str, Any]]:
+        """Deprecated: every candidate's validation accuracy, energy and history.
+
+        .. deprecated:: 0.2
+            Removed in 0.3; use ``cv_results_``.
+        """
+        if "_probe_search" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute 'probe_search_'")
+        warnings.warn(
+            "probe_search_ is deprecated and will be removed in 0.3; use cv_results_",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self._probe_search
+
     # ------------------------------------------------------------------ pickling
 
     def _live_net(self) -> HeadedModel:
@@ -705,6 +738,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("precision", "float32")  # pickled before the parameter existed
+        if "probe_search_" in state:  # pickled before cv_results_: no times then
+            state["_probe_search"] = search = state.pop("probe_search_")
+            state.setdefault("cv_results_", _probe_cv_results(search, [0.0] * len(search)))
         if "_net_state" in state or "_backbone_reference" in state:  # before LazyModule
             reference = state.pop("_backbone_reference", None)
             net, net_state = state.pop("_net", None), state.pop("_net_state", None)
@@ -723,6 +759,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         tags.requires_fit = True
         tags.non_deterministic = False
         return tags
+
+
+def _probe_cv_results(search: dict[int, dict[str, Any]], fit_times: list[float]) -> dict[str, Any]:
+    """``cv_results_`` of ``probe_epochs="auto"``: one point per candidate, one split."""
+    params = [{"probe_epochs": n} for n in search]
+    scores = np.array([[entry["val_accuracy"]] for entry in search.values()])
+    return cv_results(params, scores, np.array(fit_times)[:, None])
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def integer_grid(values: Any, name: str, *, minimum: int = 1) -> list[int]:
     Parameters
     ----------
     values : array-like of int
-        The grid as given; floats, even integral ones, are refused.
+        The grid as given; floats, even integral ones, and booleans are refused.
     name : str
         The parameter's name, for the error message.
     minimum : int, default=1
@@ -87,6 +87,7 @@ def integer_grid(values: Any, name: str, *, minimum: int = 1) -> list[int]:
         array.ndim != 1
         or array.size == 0
         or array.dtype.kind not in "iu"
+        or any(isinstance(v, bool | np.bool_) for v in values)
         or np.any(array < minimum)
         or np.unique(array).size != array.size
     ):
