@@ -263,6 +263,7 @@ def test_auto_cv_results_scores_are_the_validation_accuracies(searched):
     results = searched.cv_results_
     search = probe_search(searched)
     accuracies = [search[n]["val_accuracy"] for n in (0, 3, 10)]
+    # Exact: copies of the same floats, and the mean and spread of one split.
     np.testing.assert_array_equal(results["split0_test_score"], accuracies)
     np.testing.assert_array_equal(results["mean_test_score"], accuracies)
     np.testing.assert_array_equal(results["std_test_score"], 0.0)
@@ -304,6 +305,7 @@ def test_a_pickled_auto_search_exposes_cv_results_and_the_deprecated_probe_searc
     joblib.dump(searched, path)
     loaded = joblib.load(path)
     check_is_fitted(loaded)
+    # Exact: pickling keeps the floats, and the same network predicts the same batch here.
     for key, value in searched.cv_results_.items():
         np.testing.assert_array_equal(loaded.cv_results_[key], value)
     assert probe_search(loaded).keys() == probe_search(searched).keys()
