@@ -36,6 +36,7 @@ from skh2t.linear_model._search import (
     positive_grid,
     simplicity_order,
 )
+from skh2t.linear_model._solver.row_space import to_column_coefficients
 from skh2t.threads import on_one_blas_thread
 
 __all__ = [
@@ -231,18 +232,9 @@ def _fit_head(
     """
     space = _RowSpace.from_gram(gram_matrix(X))
     model, not_converged = _fit_logistic(space.Z, y, C, max_iter)
-    coef = _to_feature_space(model.coef_ @ space.basis.T, X)
+    coef = to_column_coefficients(model.coef_ @ space.basis.T, X)  # w = X^T (U / s) b
     head = LinearHead(coef, model.intercept_.copy(), model.classes_, columns)
     return head, not_converged
-
-
-def _to_feature_space(row_coef: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """``w = V b = X^T (U / s) b``: coefficients on the rows to coefficients on the columns."""
-    coef = np.empty((row_coef.shape[0], X.shape[1]))
-    for start in range(0, X.shape[1], _GRAM_BLOCK):
-        block = slice(start, start + _GRAM_BLOCK)
-        coef[:, block] = row_coef @ np.asarray(X[:, block], dtype=np.float64)
-    return coef
 
 
 @dataclass

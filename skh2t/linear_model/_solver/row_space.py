@@ -106,14 +106,16 @@ def fit_ridge_in_row_space(
         max_iter=max_iter,
         intercept_init=intercept_init,
     )
-    coef = columns_times(X, space.row_weights(result.coef))
+    row_coef = np.ascontiguousarray(space.row_weights(result.coef).T)
+    coef = to_column_coefficients(row_coef, X).T
     return RidgeResult(coef, result.intercept, result.n_iter, result.converged)
 
 
-def columns_times(X: np.ndarray, A: np.ndarray) -> np.ndarray:
-    """``X.T @ A`` in float64, ``_GRAM_BLOCK`` columns of ``X`` at a time."""
-    out = np.empty((X.shape[1], A.shape[1]))
+def to_column_coefficients(row_coef: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``row_coef @ X`` in float64, ``_GRAM_BLOCK`` columns of ``X`` at a time: coefficients on
+    the rows (shape (k, n_samples)) to coefficients on the columns (shape (k, n_features))."""
+    coef = np.empty((row_coef.shape[0], X.shape[1]))
     for start in range(0, X.shape[1], _GRAM_BLOCK):
         block = slice(start, start + _GRAM_BLOCK)
-        out[block] = (A.T @ np.asarray(X[:, block], dtype=np.float64)).T
-    return out
+        coef[:, block] = row_coef @ np.asarray(X[:, block], dtype=np.float64)
+    return coef
