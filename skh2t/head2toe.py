@@ -22,7 +22,13 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from skh2t._constraints import N_JOBS
 from skh2t._precisions import DEFAULT_PRECISION, PRECISIONS
 from skh2t.linear_model import GroupLassoClassifier
-from skh2t.linear_model._fold_path import FoldPath, PathGrid, path_cv_results, score_path_on_fold
+from skh2t.linear_model._fold_path import (
+    FoldOrder,
+    FoldPath,
+    PathGrid,
+    path_cv_results,
+    score_path_on_fold,
+)
 from skh2t.linear_model._group_lasso import _check_weighted_classes
 from skh2t.linear_model._search import (
     first_best,
@@ -279,12 +285,29 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         grid = _Grid.of(self)
         folds = self._folds(y)
         transformers = self._fit_transformers(images, grid)
-        features = self._training_features(transformers, images)
-        paths = self._cross_validate(
-            features, transformers, y, sample_weight, folds, grid, weighted_scores
-        )
+        # Features in fold order: each fold's training rows are then two slices, not a copy.
+        by_fold = FoldOrder.of(folds, len(y))
+        if by_fold is None:
+            features = self._training_features(transformers, images)
+            paths = self._cross_validate(
+                features, transformers, y, sample_weight, folds, grid, weighted_scores
+            )
+        else:
+            order = by_fold.order
+            features = self._training_features(transformers, images.take(order))
+            paths = self._cross_validate(
+                features,
+                transformers,
+                y[order],
+                sample_weight[order],
+                by_fold.folds,
+                grid,
+                weighted_scores,
+            )
         chosen = self._record_search(paths, grid, len(folds))
-        self._refit(transformers[chosen], features[chosen], y, sample_weight)
+        X = features[chosen] if by_fold is None else by_fold.restore_in_place(features[chosen])
+        del features  # the other poolings' features are not needed by the refit
+        self._refit(transformers[chosen], X, y, sample_weight)
         return self
 
     def _refit(self, transformer, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray):

@@ -387,3 +387,32 @@ def test_unconverged_cross_validation_fits_are_counted_and_warned_once():
     assert str(summaries[0].message).startswith(f"{model.n_cv_not_converged_} ")
     converged = head2toe(cv=2, random_state=0, target_sizes=[64]).fit(IMAGES, LABELS)
     assert converged.n_cv_not_converged_ == 0
+
+
+def test_folds_train_on_views_of_the_features_and_the_refit_sees_the_images_order(
+    monkeypatch, folds
+):
+    """The features come in fold order, so each fold's training rows are at most two slices
+    of them (no copy); the final refit gets them back in the order of the images."""
+    import skh2t.linear_model._fold_path as fold_path
+
+    blocks, of = [], fold_path.StackedRows.of
+
+    def spy(X, rows=None):
+        stacked = of(X, rows)
+        if rows is not None and len(rows) > len(X) // 2:  # a fold's training rows
+            blocks.append([np.shares_memory(block, X) for block in stacked.blocks])
+        return stacked
+
+    monkeypatch.setattr(fold_path.StackedRows, "of", staticmethod(spy))
+    fitted_rows = []
+    fit = GroupLassoClassifier.fit
+    monkeypatch.setattr(
+        GroupLassoClassifier,
+        "fit",
+        lambda self, X, y, **kw: fitted_rows.append(X.copy()) or fit(self, X, y, **kw),
+    )
+    estimator = head2toe(cv=folds, target_sizes=[16], n_jobs=1, **TIGHT).fit(IMAGES, LABELS)
+    assert len(blocks) == len(folds)
+    assert all(1 <= len(views) <= 2 and all(views) for views in blocks)
+    np.testing.assert_array_equal(fitted_rows[-1], estimator.transformer_.transform(IMAGES))

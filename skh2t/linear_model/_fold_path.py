@@ -11,6 +11,7 @@ is scored on a fresh ``GroupLassoClassifier`` holding that point's model
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from skh2t.linear_model._path import (
     select_features,
 )
 from skh2t.linear_model._search import cv_results
+from skh2t.linear_model._solver.rows import StackedRows
 from skh2t.linear_model._solver.working_set import ColumnSummary
 from skh2t.threads import on_one_blas_thread
 
@@ -99,7 +101,8 @@ def score_path_on_fold(
     in this process or in a joblib worker depending on ``n_jobs``. On one
     thread, a fold gives the same floats wherever it runs.
     """
-    X_train, y_train = np.ascontiguousarray(X[train]), y[train]
+    # Views of X where the fold's rows form a few runs (rows ordered by fold), else a copy.
+    X_train, y_train = StackedRows.of(X, train), y[train]
     selecting = grid.keep_fractions != [None]
     problem = Problem.of(
         {**params, "keep_fraction": grid.keep_fractions[-1] if selecting else None},
@@ -115,7 +118,7 @@ def score_path_on_fold(
     if grid.relative:
         top = alpha_max(X_train, problem.datafit, problem.groups, settings.fit_intercept, columns)
         alphas = alphas * top
-    X_test, y_test = X[test], y[test]
+    X_test, y_test = StackedRows.of(X, test).as_array(), y[test]
     score_params = {"sample_weight": sample_weight[test]} if weighted_scores else {}
     shape = (len(alphas), len(grid.keep_fractions))
     scores, fit_times, score_times = np.empty(shape), np.empty(shape), np.empty(shape)
@@ -186,3 +189,59 @@ def path_cv_results(points: list[dict], paths: list[FoldPath], leading: int = 0)
 def _blocks(paths: list[FoldPath], n_blocks: int) -> list[list[FoldPath]]:
     size = len(paths) // n_blocks
     return [paths[b * size : (b + 1) * size] for b in range(n_blocks)]
+
+
+@dataclass(frozen=True)
+class FoldOrder:
+    """Rows reordered so that every fold's validation rows form one contiguous block.
+
+    ``order``: the permutation (``X[order]`` is the reordered data);
+    ``folds``: the same folds as ``(train, test)`` indices into the reordered
+    rows. A fold's training rows are then two runs at most, which
+    :class:`~skh2t.linear_model._solver.rows.StackedRows` holds as views.
+    """
+
+    order: np.ndarray
+    folds: list[tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def of(cls, folds: list[tuple[np.ndarray, np.ndarray]], n_rows: int) -> FoldOrder | None:
+        """The order of ``folds``; ``None`` unless their validation sets partition the rows
+        and every fold trains on all its other rows (not so for ``ShuffleSplit`` or repeated
+        folds)."""
+        tests = [np.asarray(test, dtype=np.intp) for _, test in folds]
+        if not tests or not _partitions(tests, n_rows):
+            return None
+        if not all(
+            _partitions([np.asarray(train), test], n_rows)
+            for (train, _), test in zip(folds, tests, strict=True)
+        ):
+            return None
+        bounds = np.cumsum([0] + [test.shape[0] for test in tests])
+        rows = np.arange(n_rows)
+        reordered = [
+            (np.concatenate([rows[:start], rows[end:]]), rows[start:end])
+            for start, end in itertools.pairwise(bounds)
+        ]
+        return cls(np.concatenate(tests), reordered)
+
+    def restore_in_place(self, X: np.ndarray) -> np.ndarray:
+        """Put the rows of reordered data ``X`` back in their original order, in place (one
+        row of extra memory, not a copy of ``X``); returns ``X``."""
+        original = np.empty_like(self.order)
+        original[self.order] = np.arange(self.order.shape[0])
+        placed = np.zeros(self.order.shape[0], dtype=bool)
+        for start in range(self.order.shape[0]):  # follow each cycle of the permutation
+            if placed[start] or original[start] == start:
+                continue
+            saved, row = X[start].copy(), start
+            while original[row] != start:
+                X[row], placed[row], row = X[original[row]], True, original[row]
+            X[row], placed[row] = saved, True
+        return X
+
+
+def _partitions(parts: list[np.ndarray], n_rows: int) -> bool:
+    """Whether every row is in exactly one of ``parts``."""
+    rows = np.concatenate(parts).astype(np.intp, copy=False)
+    return rows.shape[0] == n_rows and bool(np.all(np.bincount(rows, minlength=n_rows) == 1))

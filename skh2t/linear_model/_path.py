@@ -32,6 +32,7 @@ from skh2t.linear_model._solver import (
     solve_group_lasso,
 )
 from skh2t.linear_model._solver.row_space import fit_ridge_in_row_space
+from skh2t.linear_model._solver.rows import StackedRows
 from skh2t.linear_model._solver.working_set import ColumnSummary, constant_columns, full_gradient
 
 
@@ -126,7 +127,7 @@ class Refit:
 
 
 def alpha_max(
-    X: np.ndarray,
+    X: np.ndarray | StackedRows,
     datafit: MultinomialLogistic,
     groups: GroupStructure,
     fit_intercept: bool,
@@ -157,7 +158,7 @@ def zero_start(datafit: MultinomialLogistic, n_features: int, fit_intercept: boo
 
 
 def group_lasso_path(
-    X: np.ndarray,
+    X: np.ndarray | StackedRows,
     datafit: MultinomialLogistic,
     groups: GroupStructure,
     alphas: Sequence[float],
@@ -174,7 +175,8 @@ def group_lasso_path(
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features), float32 or float64, C-contiguous
+    X : ndarray of shape (n_samples, n_features), float32 or float64, C-contiguous, or StackedRows
+        The rows to fit (a :class:`StackedRows` holds a fold's rows without a copy).
     datafit : MultinomialLogistic
     groups : GroupStructure
     alphas : sequence of float
@@ -283,7 +285,7 @@ def select_features(fit: PenalisedFit, n_keep: int | None) -> np.ndarray:
 
 
 def refit_kept(
-    X: np.ndarray,
+    X: np.ndarray | StackedRows,
     datafit: MultinomialLogistic,
     support: np.ndarray,
     l2: float,
@@ -303,7 +305,7 @@ def refit_kept(
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
+    X : ndarray of shape (n_samples, n_features) or StackedRows
     datafit : MultinomialLogistic
     support : ndarray of bool, shape (n_features,)
     l2 : float
@@ -320,7 +322,7 @@ def refit_kept(
     """
     started = time.perf_counter()
     kept = np.flatnonzero(support)
-    X_kept = X[:, kept]
+    X_kept = StackedRows.of(X).take(kept)
     if renormalize_index is not None:
         renormalize_columns(X_kept, renormalize_index[kept])
     in_row_space = l2 > 0 and X_kept.shape[0] < X_kept.shape[1]

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from skh2t.linear_model._solver.datafits import MultinomialLogistic
-from skh2t.linear_model._solver.design import Design, thin_left_product
+from skh2t.linear_model._solver.design import Design
 from skh2t.linear_model._solver.fista import fista
 from skh2t.linear_model._solver.penalties import GroupLasso
+from skh2t.linear_model._solver.rows import StackedRows
 from skh2t.threads import single_blas_thread
 
 _MIN_WORKING_SET = 100  # groups in the first working set
@@ -37,7 +38,7 @@ class WorkingSetResult:
 
 
 def full_gradient(
-    X: np.ndarray,
+    X: np.ndarray | StackedRows,
     datafit: MultinomialLogistic,
     coef: np.ndarray,
     intercept: np.ndarray,
@@ -56,10 +57,12 @@ def full_gradient(
     subproblems that set the coefficients run in float64. ``in_float64=True``
     runs it in float64 whatever the data, ``_FLOAT64_BLOCK`` columns at a time.
     ``logits``, when known (from the subproblem), saves recomputing them.
+    ``X`` may be a :class:`StackedRows` (a fold's rows, not copied).
     """
+    X = StackedRows.of(X)
     if logits is None:
         nonzero = np.flatnonzero(np.any(coef != 0.0, axis=1))
-        logits = X[:, nonzero] @ coef[nonzero] + intercept
+        logits = X.take(nonzero) @ coef[nonzero] + intercept
         if center is not None:
             logits -= center[nonzero] @ coef[nonzero]
     loss, logit_gradient = datafit.value_and_logit_gradient(logits)
@@ -68,16 +71,16 @@ def full_gradient(
         grad_coef = np.empty((X.shape[1], logit_gradient.shape[1]))
         for start in range(0, X.shape[1], _FLOAT64_BLOCK):
             block = slice(start, start + _FLOAT64_BLOCK)
-            grad_coef[block] = np.asarray(X[:, block], dtype=np.float64).T @ logit_gradient
+            grad_coef[block] = X.take(block, dtype=np.float64).T @ logit_gradient
     else:
         residual = logit_gradient.astype(X.dtype, copy=False)
-        grad_coef = thin_left_product(X, residual, dtype=np.float64)
+        grad_coef = X.tdot(residual, dtype=np.float64)
     if center is not None:
         grad_coef -= np.outer(center, grad_intercept)
     return loss, grad_coef, grad_intercept
 
 
-def constant_columns(X: np.ndarray) -> np.ndarray:
+def constant_columns(X: np.ndarray | StackedRows) -> np.ndarray:
     """Mask of the columns of ``X`` that are constant to the rounding unit of their dtype.
 
     A column whose values span at most ``eps * max|x_j|`` (``eps`` of X's
@@ -87,13 +90,17 @@ def constant_columns(X: np.ndarray) -> np.ndarray:
     arithmetic gives it is rounding. The solvers treat such columns as zero
     once centred (their exact centred value when all entries are equal).
     """
-    top, bottom = X.max(axis=0, initial=-np.inf), X.min(axis=0, initial=np.inf)
+    X = StackedRows.of(X)
+    top, bottom = X.column_extremes()
     magnitude = np.maximum(np.abs(top), np.abs(bottom)).astype(np.float64)
     return top.astype(np.float64) - bottom <= np.finfo(X.dtype).eps * magnitude
 
 
 def rms_column_norm(
-    X: np.ndarray, weight: np.ndarray, center: np.ndarray | None, constant: np.ndarray
+    X: np.ndarray | StackedRows,
+    weight: np.ndarray,
+    center: np.ndarray | None,
+    constant: np.ndarray,
 ) -> float:
     """Root mean square, over the columns not in ``constant``, of their weighted norms
     ``sqrt(sum_i weight_i (x_ij - center_j)^2)`` (centred when ``center`` is given); 1 if
@@ -105,13 +112,14 @@ def rms_column_norm(
     A scale, not a result: it is computed in the dtype of ``X``, ``_ROW_BLOCK``
     rows at a time.
     """
+    X = StackedRows.of(X)
     shift = np.zeros(X.shape[1], X.dtype) if center is None else center.astype(X.dtype)
     total = 0.0
-    for start in range(0, X.shape[0], _ROW_BLOCK):
-        rows = slice(start, start + _ROW_BLOCK)
-        part = X[rows] - shift
+    for start, chunk in X.chunks(_ROW_BLOCK):
+        part = chunk - shift
         part[:, constant] = 0.0
-        total += float(weight[rows] @ np.einsum("ij,ij->i", part, part))
+        weights = weight[start : start + chunk.shape[0]]
+        total += float(weights @ np.einsum("ij,ij->i", part, part))
     count = int(np.count_nonzero(~constant))
     scale = np.sqrt(total / count) if count else 0.0
     return float(scale) if scale > 0 else 1.0
@@ -176,14 +184,17 @@ class ColumnSummary:
     scale: float
 
     @classmethod
-    def of(cls, X: np.ndarray, datafit: MultinomialLogistic, fit_intercept: bool) -> ColumnSummary:
+    def of(
+        cls, X: np.ndarray | StackedRows, datafit: MultinomialLogistic, fit_intercept: bool
+    ) -> ColumnSummary:
+        X = StackedRows.of(X)
         with single_blas_thread():
             if not fit_intercept:
                 constant = np.zeros(X.shape[1], dtype=bool)
                 return cls(None, constant, rms_column_norm(X, datafit.weight, None, constant))
             constant = constant_columns(X)
             weight = datafit.weight[:, None].astype(X.dtype)
-            center = thin_left_product(X, weight, dtype=np.float64)[:, 0]
+            center = X.tdot(weight, dtype=np.float64)[:, 0]
             return cls(center, constant, rms_column_norm(X, datafit.weight, center, constant))
 
 
@@ -198,7 +209,7 @@ def _start_gradient(X, datafit, coef, intercept, columns: ColumnSummary):
         np.broadcast_to(intercept, (X.shape[0], intercept.shape[0]))
     )
     grad_intercept = logit_gradient.sum(axis=0)
-    grad_coef = thin_left_product(X, logit_gradient.astype(X.dtype), dtype=np.float64)
+    grad_coef = X.tdot(logit_gradient.astype(X.dtype), dtype=np.float64)
     grad_coef -= np.outer(columns.center, grad_intercept)
     grad_coef[columns.constant] = 0.0
     return loss, grad_coef, grad_intercept
@@ -212,7 +223,7 @@ class _CentredColumns:
     touch, which for a scattered working set is most of ``X``.
     """
 
-    def __init__(self, X: np.ndarray, center: np.ndarray | None, constant: np.ndarray):
+    def __init__(self, X: StackedRows, center: np.ndarray | None, constant: np.ndarray):
         self.X, self.center, self.constant = X, center, constant
         self.features = np.empty(0, dtype=np.intp)
         self.transposed = np.empty((0, X.shape[0]))  # one row per feature: cheap to gather
@@ -227,7 +238,7 @@ class _CentredColumns:
         transposed[known] = self.transposed[position[known]]
         new = features[~known]
         if new.size:
-            fresh = np.asarray(self.X[:, new].T, dtype=np.float64)
+            fresh = np.asarray(self.X.take(new).T, dtype=np.float64)
             if self.center is not None:
                 fresh -= self.center[new][:, None]
             fresh[self.constant[new]] = 0.0
@@ -283,7 +294,7 @@ def _first_feature_of_groups(penalty: GroupLasso) -> np.ndarray:
 
 
 def solve_group_lasso(
-    X: np.ndarray,
+    X: np.ndarray | StackedRows,
     datafit: MultinomialLogistic,
     penalty: GroupLasso,
     coef: np.ndarray,
@@ -307,8 +318,9 @@ def solve_group_lasso(
     ``max_iter`` bounds the total number of FISTA iterations. BLAS runs on
     one thread (see :mod:`skh2t.threads`). ``columns``: the
     :class:`ColumnSummary` of ``X`` and ``datafit``, when known (a path computes
-    it once for all its alphas).
+    it once for all its alphas). ``X`` may be a :class:`StackedRows` (a fold's rows).
     """
+    X = StackedRows.of(X)
     if columns is None:
         columns = ColumnSummary.of(X, datafit, fit_intercept)
     with single_blas_thread():
