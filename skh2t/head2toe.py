@@ -391,6 +391,8 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         scorer = check_scoring(self._head(transformers[0]), scoring=self.scoring)
         path_grid = PathGrid(np.array(grid.alpha_fractions), grid.keep_fractions, relative=True)
         tasks = [(p, f) for p in range(len(features)) for f in range(len(folds))]
+        # Widest features first: the longest paths start early and short ones fill the end.
+        schedule = sorted(range(len(tasks)), key=lambda i: -features[tasks[i][0]].shape[1])
         n_jobs = min(effective_n_jobs(self.n_jobs), len(tasks))
         with progress_bar(
             total=len(tasks),
@@ -409,11 +411,11 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
                     scorer,
                     weighted_scores,
                 )
-                for p, f in tasks
+                for p, f in (tasks[i] for i in schedule)
             )
-            paths = []
-            for path in results:
-                paths.append(path)
+            paths = [None] * len(tasks)
+            for i, path in zip(schedule, results, strict=True):
+                paths[i] = path
                 bar.update()
         self.n_cv_not_converged_ = sum(path.n_not_converged for path in paths)
         warn_not_converged(
