@@ -122,3 +122,39 @@ def test_row_space_handles_duplicate_rows_through_the_eigenvectors():
     B = rng.normal(size=(space.Z.shape[1], 3))
     W = X.T @ space.row_weights(B)  # the columns' coefficients give the rows' logits
     np.testing.assert_allclose(X @ W, space.Z @ B, atol=1e-8)
+
+
+def test_triangular_products_equal_dense_ones():
+    from skh2t.linear_model._solver.row_space import LowerTriangular
+    from tests.rounding import assert_product_close
+
+    rng = np.random.default_rng(2)
+    L = np.tril(rng.normal(size=(30, 30)))
+    B, R = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    triangle = LowerTriangular(L)
+    assert triangle.shape == (30, 30)
+    assert_product_close(triangle.dot(B), L @ B, L, B)
+    assert_product_close(triangle.tdot(R), L.T @ R, L.T, R)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_refit_on_an_implicitly_centred_design_is_the_refit_on_the_array(
+    wide_problem, fit_intercept
+):
+    """fit_ridge_on_design (trmm products, centring folded into the logits) and
+    fit_ridge_multinomial (a centred copy) minimise the same objective."""
+    from skh2t.linear_model._solver.lbfgs import fit_ridge_on_design
+    from skh2t.linear_model._solver.row_space import LowerTriangular, RowSpace, gram
+
+    X, datafit = wide_problem
+    L = RowSpace.of(gram(X.T[:150].astype(np.float64))).Z  # a lower-triangular factor
+    assert np.allclose(L, np.tril(L))
+    options = {"fit_intercept": fit_intercept, "tol": 1e-9, "max_iter": 5000}
+    ours = fit_ridge_on_design(LowerTriangular(L), datafit, 1e-3, **options)
+    theirs = fit_ridge_multinomial(L, datafit, 1e-3, **options)
+    assert ours.converged
+    assert theirs.converged
+    np.testing.assert_allclose(ours.coef, theirs.coef, atol=1e-6)
+    np.testing.assert_allclose(ours.intercept, theirs.intercept, atol=1e-6)
+    if not fit_intercept:
+        np.testing.assert_array_equal(ours.intercept, 0.0)

@@ -44,11 +44,7 @@ def fit_ridge_multinomial(
     X, center = _centred(data, datafit, dtype, fit_intercept)
     n_features, n_classes = X.shape[1], datafit.n_classes
     n_coef = n_features * n_classes
-    start = np.zeros(n_coef + (n_classes if fit_intercept else 0))
-    if fit_intercept:
-        start[n_coef:] = (
-            datafit.optimal_intercept_at_zero() if intercept_init is None else intercept_init
-        )
+    start = _start(n_features, datafit, fit_intercept, intercept_init)
     with single_blas_thread():  # L-BFGS-B calls SciPy's BLAS, NumPy's does the products
         solution = _lbfgs(_ridge_objective(X, datafit, l2, fit_intercept), start, tol, max_iter)
         n_iter, params = int(solution.nit), solution.x
@@ -64,9 +60,64 @@ def fit_ridge_multinomial(
             if np.abs(objective(params)[1]).max() > tol and n_iter < max_iter:
                 solution = _lbfgs(objective, params, tol, max_iter - n_iter)
                 n_iter, params = n_iter + int(solution.nit), solution.x
-    coef = params[:n_coef].reshape(n_features, n_classes)
-    intercept = params[n_coef:] - center @ coef if fit_intercept else np.zeros(n_classes)
-    return RidgeResult(coef, intercept, n_iter, bool(solution.success))
+    return _result(params, n_features, center, datafit, fit_intercept, n_iter, solution.success)
+
+
+def fit_ridge_on_design(
+    design,
+    datafit: MultinomialLogistic,
+    l2: float,
+    *,
+    fit_intercept: bool = True,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+    intercept_init: np.ndarray | None = None,
+) -> RidgeResult:
+    """:func:`fit_ridge_multinomial` on a float64 design given by its products.
+
+    ``design`` has :class:`Design`'s ``shape``, ``dot`` and ``tdot`` (e.g. a
+    triangular factor multiplied through BLAS's ``trmm``); it is centred
+    implicitly (the same parametrisation, without a centred copy).
+    """
+    n_features = design.shape[1]
+    center = None
+    if fit_intercept:
+        center = np.ascontiguousarray(design.tdot(datafit.weight[:, None]))[:, 0]
+    start = _start(n_features, datafit, fit_intercept, intercept_init)
+    objective = _ridge_objective(design, datafit, l2, fit_intercept, center)
+    with single_blas_thread():
+        solution = _lbfgs(objective, start, tol, max_iter)
+    if center is None:
+        center = np.zeros(n_features)
+    return _result(
+        solution.x, n_features, center, datafit, fit_intercept, int(solution.nit), solution.success
+    )
+
+
+def _start(
+    n_features: int,
+    datafit: MultinomialLogistic,
+    fit_intercept: bool,
+    intercept_init: np.ndarray | None,
+) -> np.ndarray:
+    """Zero coefficients and the given intercept (default: the optimal one at zero)."""
+    n_coef = n_features * datafit.n_classes
+    start = np.zeros(n_coef + (datafit.n_classes if fit_intercept else 0))
+    if fit_intercept:
+        start[n_coef:] = (
+            datafit.optimal_intercept_at_zero() if intercept_init is None else intercept_init
+        )
+    return start
+
+
+def _result(params, n_features, center, datafit, fit_intercept, n_iter, success) -> RidgeResult:
+    """Coefficients and the intercept of the uncentred data from L-BFGS's parameters."""
+    n_classes = datafit.n_classes
+    coef = params[: n_features * n_classes].reshape(n_features, n_classes)
+    intercept = (
+        params[n_features * n_classes :] - center @ coef if fit_intercept else np.zeros(n_classes)
+    )
+    return RidgeResult(coef, intercept, n_iter, bool(success))
 
 
 def _centred(
@@ -88,19 +139,32 @@ def _lbfgs(objective: Callable, start: np.ndarray, tol: float, max_iter: int):
 
 
 def _ridge_objective(
-    X: np.ndarray, datafit: MultinomialLogistic, l2: float, fit_intercept: bool
+    X: np.ndarray | Design,
+    datafit: MultinomialLogistic,
+    l2: float,
+    fit_intercept: bool,
+    center: np.ndarray | None = None,
 ) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
-    """Value and gradient of the refit objective; the products run in the dtype of ``X``."""
-    n_features, n_classes = X.shape[1], datafit.n_classes
+    """Value and gradient of the refit objective; the products run in the dtype of ``X``.
+
+    ``X`` is an array or anything with :class:`Design`'s ``shape``, ``dot`` and
+    ``tdot``. With ``center``, the logits are ``(X - center) @ coef +
+    intercept``, computed without forming ``X - center``.
+    """
+    design = Design(X, dtype=None) if isinstance(X, np.ndarray) else X
+    n_features, n_classes = design.shape[1], datafit.n_classes
     n_coef = n_features * n_classes
-    design = Design(X, dtype=None)
 
     def objective(params: np.ndarray) -> tuple[float, np.ndarray]:
         coef = params[:n_coef].reshape(n_features, n_classes)
         intercept = params[n_coef:] if fit_intercept else 0.0
         logits = design.dot(coef).astype(np.float64, copy=False)
+        if center is not None:
+            logits = logits - center @ coef
         value, logit_gradient = datafit.value_and_logit_gradient(logits + intercept)
         grad_coef = design.tdot(logit_gradient) + l2 * coef
+        if center is not None:
+            grad_coef -= np.outer(center, logit_gradient.sum(axis=0))
         gradient = [grad_coef.ravel()]
         if fit_intercept:
             gradient.append(logit_gradient.sum(axis=0))

@@ -15,10 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import LinAlgError, cholesky, solve_triangular
+from scipy.linalg import LinAlgError, blas, cholesky, solve_triangular
 
 from skh2t.linear_model._solver.datafits import MultinomialLogistic
-from skh2t.linear_model._solver.lbfgs import RidgeResult, fit_ridge_multinomial
+from skh2t.linear_model._solver.lbfgs import (
+    RidgeResult,
+    fit_ridge_multinomial,
+    fit_ridge_on_design,
+)
 
 _GRAM_BLOCK = 4096  # columns of a float32 product before it is added to the float64 Gram matrix
 # Directions of the eigen-decomposition (when the Gram matrix is singular) whose
@@ -79,6 +83,28 @@ class RowSpace:
         return self._basis @ B
 
 
+class LowerTriangular:
+    """The products of the solvers (:class:`~skh2t.linear_model._solver.design.Design`'s
+    ``dot`` and ``tdot``) with a lower-triangular float64 matrix, through BLAS's ``trmm``:
+    half the flops of a general product, and no zeros multiplied."""
+
+    def __init__(self, lower: np.ndarray):
+        self.lower = np.asfortranarray(lower, dtype=np.float64)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.lower.shape
+
+    def dot(self, coef: np.ndarray) -> np.ndarray:
+        """``L @ coef``."""
+        return blas.dtrmm(1.0, self.lower, np.asfortranarray(coef, dtype=np.float64), lower=1)
+
+    def tdot(self, residual: np.ndarray) -> np.ndarray:
+        """``L.T @ residual``."""
+        residual = np.asfortranarray(residual, dtype=np.float64)
+        return blas.dtrmm(1.0, self.lower, residual, lower=1, trans_a=1)
+
+
 def fit_ridge_in_row_space(
     X: np.ndarray,
     datafit: MultinomialLogistic,
@@ -97,8 +123,10 @@ def fit_ridge_in_row_space(
     the columns of ``X``.
     """
     space = RowSpace.of(gram(X))
-    result = fit_ridge_multinomial(
-        space.Z,
+    design = space.Z if space._lower is None else LowerTriangular(space._lower)
+    fit = fit_ridge_multinomial if space._lower is None else fit_ridge_on_design
+    result = fit(
+        design,
         datafit,
         l2,
         fit_intercept=fit_intercept,
