@@ -14,6 +14,9 @@ features exist), the linear part (everything after: the paths, the refits,
 the final refit), the process's peak resident memory, the test accuracy on
 ``--n-test`` test images, the chosen point; then the ratio of the linear
 parts and the largest difference of a mean CV score between the versions.
+With ``--repeats N`` the two versions run N times, interleaved (baseline,
+this checkout, baseline, ...), and every pair's ratio is printed with their
+median: on a shared or virtual machine one run's timing moves by 10-20 %.
 
 Run: ``python benchmarks/bench_linear_core.py --baseline /tmp/skh2t-32f4cfc
 [--image-size 64] [--target-sizes 1024 2048]``; the paper's grid at 224 px:
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -39,21 +43,40 @@ def main() -> None:
     parser.add_argument("--target-sizes", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--n-train", type=int, default=1000)
     parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved runs of each version")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(_fit(args)))
         return
-    results = {}
-    for name, source in (("baseline", args.baseline), ("this checkout", CHECKOUT)):
-        command = [sys.executable, __file__, "--worker", source, "--baseline", args.baseline]
-        command += ["--image-size", str(args.image_size), "--n-train", str(args.n_train)]
-        command += ["--n-test", str(args.n_test), "--target-sizes", *map(str, args.target_sizes)]
-        env = {**os.environ, "PYTHONPATH": source}
-        output = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
-        results[name] = json.loads(output.stdout.strip().splitlines()[-1])
-        _print(name, source, results[name])
-    base, new = results["baseline"], results["this checkout"]
+    ratios = []
+    for _ in range(args.repeats):
+        results = {}
+        for name, source in (("baseline", args.baseline), ("this checkout", CHECKOUT)):
+            results[name] = _run_version(source, args)
+            _print(name, source, results[name])
+        base, new = results["baseline"], results["this checkout"]
+        ratios.append(new["linear_seconds"] / base["linear_seconds"])
+        _compare(base, new)
+    if args.repeats > 1:
+        listed = ", ".join(f"{ratio:.2f}x" for ratio in ratios)
+        print(
+            f"linear part, {args.repeats} interleaved pairs: {listed}; median "
+            f"{statistics.median(ratios):.2f}x"
+        )
+
+
+def _run_version(source: str, args: argparse.Namespace) -> dict:
+    """One fit of the version in ``source``, in a fresh process."""
+    command = [sys.executable, __file__, "--worker", source, "--baseline", args.baseline]
+    command += ["--image-size", str(args.image_size), "--n-train", str(args.n_train)]
+    command += ["--n-test", str(args.n_test), "--target-sizes", *map(str, args.target_sizes)]
+    env = {**os.environ, "PYTHONPATH": source}
+    output = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def _compare(base: dict, new: dict) -> None:
     differences = [abs(a - b) for a, b in zip(base["mean_scores"], new["mean_scores"], strict=True)]
     print(
         f"linear part: {new['linear_seconds']:.1f} s against {base['linear_seconds']:.1f} s, "
