@@ -51,7 +51,11 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     the group-lasso problem along the warm-started path of ``alpha_fractions``
     (fractions of that fold's own ``alpha_max``) and, per alpha, selects and
     refits once per keep fraction. The best (pooling, alpha fraction, keep
-    fraction) by mean validation score is refitted on all images. Prediction
+    fraction) by mean validation score is refitted on all images. When the
+    folds' validation sets partition the images (``cv`` an int, ``KFold``,
+    ``StratifiedKFold``), the images are extracted in fold order, so that every
+    fold trains on two slices of the features instead of a copy; the refit
+    gets them back in the images' order. Prediction
     goes through the images in chunks and keeps only the head's scores, so
     its memory grows with ``batch_size`` and the number of kept features,
     never with the number of images times all the features.
