@@ -32,8 +32,8 @@ class StackedRows:
     Parameters
     ----------
     blocks : tuple of ndarray
-        C-contiguous 2-D arrays (views or copies) with the same number of
-        columns and the same dtype.
+        2-D arrays (views or copies; C-contiguous unless one whole array was
+        wrapped as it is) with the same number of columns and the same dtype.
 
     Examples
     --------
@@ -59,8 +59,8 @@ class StackedRows:
             if rows is None:
                 return X
             X = X.as_array()
-        if rows is None:
-            return cls((np.ascontiguousarray(X),))
+        if rows is None:  # as it is: wrapping never copies
+            return cls((np.asarray(X),))
         rows = np.asarray(rows, dtype=np.intp)
         starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
         if starts.shape[0] > MAX_BLOCKS or not X.flags.c_contiguous:
