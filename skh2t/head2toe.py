@@ -53,9 +53,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     refits once per keep fraction. The best (pooling, alpha fraction, keep
     fraction) by mean validation score is refitted on all images. When the
     folds' validation sets partition the images (``cv`` an int, ``KFold``,
-    ``StratifiedKFold``), the images are extracted in fold order, so that every
-    fold trains on two slices of the features instead of a copy; the refit
-    gets them back in the images' order. Prediction
+    ``StratifiedKFold``), the rows of the features are moved, in place, into
+    fold order, so that every fold trains on two slices of them instead of a
+    copy; the refit gets them back in the images' order. Prediction
     goes through the images in chunks and keeps only the head's scores, so
     its memory grows with ``batch_size`` and the number of kept features,
     never with the number of images times all the features.
@@ -289,25 +289,17 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         grid = _Grid.of(self)
         folds = self._folds(y)
         transformers = self._fit_transformers(images, grid)
-        # Features in fold order: each fold's training rows are then two slices, not a copy.
+        features = self._training_features(transformers, images)
+        # Rows in fold order (moved in place): each fold then trains on two slices, not a copy.
         by_fold = FoldOrder.of(folds, len(y))
-        if by_fold is None:
-            features = self._training_features(transformers, images)
-            paths = self._cross_validate(
-                features, transformers, y, sample_weight, folds, grid, weighted_scores
-            )
-        else:
-            order = by_fold.order
-            features = self._training_features(transformers, images.take(order))
-            paths = self._cross_validate(
-                features,
-                transformers,
-                y[order],
-                sample_weight[order],
-                by_fold.folds,
-                grid,
-                weighted_scores,
-            )
+        order = np.arange(len(y))
+        if by_fold is not None:
+            order, folds = by_fold.order, by_fold.folds
+            for X in features:
+                by_fold.apply_in_place(X)
+        paths = self._cross_validate(
+            features, transformers, y[order], sample_weight[order], folds, grid, weighted_scores
+        )
         chosen = self._record_search(paths, grid, len(folds))
         X = features[chosen] if by_fold is None else by_fold.restore_in_place(features[chosen])
         del features  # the other poolings' features are not needed by the refit

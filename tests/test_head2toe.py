@@ -392,8 +392,8 @@ def test_unconverged_cross_validation_fits_are_counted_and_warned_once():
 def test_folds_train_on_views_of_the_features_and_the_refit_sees_the_images_order(
     monkeypatch, folds
 ):
-    """The features come in fold order, so each fold's training rows are at most two slices
-    of them (no copy); the final refit gets them back in the order of the images."""
+    """The features' rows are moved into fold order, so each fold's training rows are at most
+    two slices of them (no copy); the final refit gets them back in the order of the images."""
     import skh2t.linear_model._fold_path as fold_path
 
     blocks, of = [], fold_path.StackedRows.of
@@ -415,4 +415,5 @@ def test_folds_train_on_views_of_the_features_and_the_refit_sees_the_images_orde
     estimator = head2toe(cv=folds, target_sizes=[16], n_jobs=1, **TIGHT).fit(IMAGES, LABELS)
     assert len(blocks) == len(folds)
     assert all(1 <= len(views) <= 2 and all(views) for views in blocks)
+    # Bit for bit: extracted in the same batches as at fit, and the rows were only moved.
     np.testing.assert_array_equal(fitted_rows[-1], estimator.transformer_.transform(IMAGES))

@@ -109,13 +109,14 @@ def test_fold_order_makes_every_validation_set_a_block_and_training_rows_two_run
         assert len(StackedRows.of(np.zeros((53, 2)), new_train).blocks) <= 2
 
 
-def test_fold_order_restores_rows_in_place():
+def test_fold_order_moves_rows_and_restores_them_in_place():
     folds = list(KFold(4, shuffle=True, random_state=3).split(np.zeros((30, 1))))
     by_fold = FoldOrder.of(folds, 30)
     X = np.arange(90.0).reshape(30, 3)
-    reordered = X[by_fold.order]
-    restored = by_fold.restore_in_place(reordered)
-    assert restored is reordered
+    moved = by_fold.apply_in_place(X.copy())
+    np.testing.assert_array_equal(moved, X[by_fold.order])  # rows moved, not computed
+    restored = by_fold.restore_in_place(moved)
+    assert restored is moved
     np.testing.assert_array_equal(restored, X)
 
 

@@ -195,7 +195,8 @@ def _blocks(paths: list[FoldPath], n_blocks: int) -> list[list[FoldPath]]:
 class FoldOrder:
     """Rows reordered so that every fold's validation rows form one contiguous block.
 
-    ``order``: the permutation (``X[order]`` is the reordered data);
+    ``order``: the permutation (``X[order]`` is the reordered data, which
+    :meth:`apply_in_place` makes without a copy);
     ``folds``: the same folds as ``(train, test)`` indices into the reordered
     rows. A fold's training rows are then two runs at most, which
     :class:`~skh2t.linear_model._solver.rows.StackedRows` holds as views.
@@ -225,20 +226,30 @@ class FoldOrder:
         ]
         return cls(np.concatenate(tests), reordered)
 
+    def apply_in_place(self, X: np.ndarray) -> np.ndarray:
+        """Reorder the rows of ``X`` into fold order (``X[order]``), in place; returns ``X``."""
+        return _take_rows_in_place(X, self.order)
+
     def restore_in_place(self, X: np.ndarray) -> np.ndarray:
-        """Put the rows of reordered data ``X`` back in their original order, in place (one
-        row of extra memory, not a copy of ``X``); returns ``X``."""
+        """Put the rows of reordered data ``X`` back in their original order, in place;
+        returns ``X``."""
         original = np.empty_like(self.order)
         original[self.order] = np.arange(self.order.shape[0])
-        placed = np.zeros(self.order.shape[0], dtype=bool)
-        for start in range(self.order.shape[0]):  # follow each cycle of the permutation
-            if placed[start] or original[start] == start:
-                continue
-            saved, row = X[start].copy(), start
-            while original[row] != start:
-                X[row], placed[row], row = X[original[row]], True, original[row]
-            X[row], placed[row] = saved, True
-        return X
+        return _take_rows_in_place(X, original)
+
+
+def _take_rows_in_place(X: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """``X[:] = X[source]`` for a permutation ``source``, with one row of extra memory (not
+    a copy of ``X``): each cycle of the permutation is followed, moving whole rows."""
+    placed = np.zeros(source.shape[0], dtype=bool)
+    for start in range(source.shape[0]):
+        if placed[start] or source[start] == start:
+            continue
+        saved, row = X[start].copy(), start
+        while source[row] != start:
+            X[row], placed[row], row = X[source[row]], True, source[row]
+        X[row], placed[row] = saved, True
+    return X
 
 
 def _partitions(parts: list[np.ndarray], n_rows: int) -> bool:
