@@ -141,16 +141,15 @@ def test_triangular_products_equal_dense_ones():
 def test_refit_on_an_implicitly_centred_design_is_the_refit_on_the_array(
     wide_problem, fit_intercept
 ):
-    """fit_ridge_on_design (trmm products, centring folded into the logits) and
-    fit_ridge_multinomial (a centred copy) minimise the same objective."""
-    from skh2t.linear_model._solver.lbfgs import fit_ridge_on_design
+    """fit_ridge_multinomial on a triangular design (trmm products, centring folded into
+    the logits) and on the array (a centred copy) minimise the same objective."""
     from skh2t.linear_model._solver.row_space import LowerTriangular, RowSpace, gram
 
     X, datafit = wide_problem
     L = RowSpace.of(gram(X.T[:150].astype(np.float64))).Z  # a lower-triangular factor
     assert np.allclose(L, np.tril(L))
     options = {"fit_intercept": fit_intercept, "tol": 1e-9, "max_iter": 5000}
-    ours = fit_ridge_on_design(LowerTriangular(L), datafit, 1e-3, **options)
+    ours = fit_ridge_multinomial(LowerTriangular(L), datafit, 1e-3, **options)
     theirs = fit_ridge_multinomial(L, datafit, 1e-3, **options)
     assert ours.converged
     assert theirs.converged

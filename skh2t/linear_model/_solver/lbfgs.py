@@ -22,7 +22,7 @@ class RidgeResult:
 
 
 def fit_ridge_multinomial(
-    X: np.ndarray,
+    X: np.ndarray | Design,
     datafit: MultinomialLogistic,
     l2: float,
     *,
@@ -38,7 +38,14 @@ def fit_ridge_multinomial(
     precision, about twice as fast; the gradient at the end is then recomputed
     in ``float64``, and L-BFGS goes on in ``float64`` if it is above ``tol``
     (single-precision rounding can stall it short of a tight ``tol``).
+
+    ``X`` may also be a float64 design given by its products (:class:`Design`'s
+    ``shape``, ``dot`` and ``tdot``; e.g. a triangular factor multiplied through
+    BLAS's ``trmm``): it is then centred implicitly, the same parametrisation
+    without a centred copy.
     """
+    if not isinstance(X, np.ndarray):
+        return _fit_on_design(X, datafit, l2, fit_intercept, tol, max_iter, intercept_init)
     data = X
     dtype = np.float32 if data.dtype == np.float32 else np.float64
     X, center = _centred(data, datafit, dtype, fit_intercept)
@@ -63,22 +70,10 @@ def fit_ridge_multinomial(
     return _result(params, n_features, center, datafit, fit_intercept, n_iter, solution.success)
 
 
-def fit_ridge_on_design(
-    design,
-    datafit: MultinomialLogistic,
-    l2: float,
-    *,
-    fit_intercept: bool = True,
-    tol: float = 1e-4,
-    max_iter: int = 1000,
-    intercept_init: np.ndarray | None = None,
+def _fit_on_design(
+    design, datafit, l2, fit_intercept, tol, max_iter, intercept_init
 ) -> RidgeResult:
-    """:func:`fit_ridge_multinomial` on a float64 design given by its products.
-
-    ``design`` has :class:`Design`'s ``shape``, ``dot`` and ``tdot`` (e.g. a
-    triangular factor multiplied through BLAS's ``trmm``); it is centred
-    implicitly (the same parametrisation, without a centred copy).
-    """
+    """:func:`fit_ridge_multinomial` on a design given by its products, centred implicitly."""
     n_features = design.shape[1]
     center = None
     if fit_intercept:
@@ -87,8 +82,6 @@ def fit_ridge_on_design(
     objective = _ridge_objective(design, datafit, l2, fit_intercept, center)
     with single_blas_thread():
         solution = _lbfgs(objective, start, tol, max_iter)
-    if center is None:
-        center = np.zeros(n_features)
     return _result(
         solution.x, n_features, center, datafit, fit_intercept, int(solution.nit), solution.success
     )
@@ -111,7 +104,8 @@ def _start(
 
 
 def _result(params, n_features, center, datafit, fit_intercept, n_iter, success) -> RidgeResult:
-    """Coefficients and the intercept of the uncentred data from L-BFGS's parameters."""
+    """Coefficients and the intercept of the uncentred data from L-BFGS's parameters
+    (``center`` is only read with an intercept)."""
     n_classes = datafit.n_classes
     coef = params[: n_features * n_classes].reshape(n_features, n_classes)
     intercept = (

@@ -18,11 +18,7 @@ import numpy as np
 from scipy.linalg import LinAlgError, blas, cholesky, solve_triangular
 
 from skh2t.linear_model._solver.datafits import MultinomialLogistic
-from skh2t.linear_model._solver.lbfgs import (
-    RidgeResult,
-    fit_ridge_multinomial,
-    fit_ridge_on_design,
-)
+from skh2t.linear_model._solver.lbfgs import RidgeResult, fit_ridge_multinomial
 
 _GRAM_BLOCK = 4096  # columns of a float32 product before it is added to the float64 Gram matrix
 # Directions of the eigen-decomposition (when the Gram matrix is singular) whose
@@ -123,10 +119,8 @@ def fit_ridge_in_row_space(
     the columns of ``X``.
     """
     space = RowSpace.of(gram(X))
-    design = space.Z if space._lower is None else LowerTriangular(space._lower)
-    fit = fit_ridge_multinomial if space._lower is None else fit_ridge_on_design
-    result = fit(
-        design,
+    result = fit_ridge_multinomial(
+        space.Z if space._lower is None else LowerTriangular(space._lower),
         datafit,
         l2,
         fit_intercept=fit_intercept,

@@ -84,8 +84,6 @@ class StackedRows:
     def tdot(self, residual: np.ndarray, dtype=None) -> np.ndarray:
         """``X.T @ residual``, block by block (:func:`thin_left_product`); in ``dtype``
         (default: the product's), partial products added in that dtype."""
-        if len(self.blocks) == 1:
-            return thin_left_product(self.blocks[0], residual, dtype=dtype)
         total = None
         for start, block in self._offsets():
             part = thin_left_product(block, residual[start : start + block.shape[0]], dtype=dtype)
