@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import joblib
 import matplotlib
 import numpy as np
@@ -9,18 +11,27 @@ import pytest
 import timm
 import torch
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.utils.validation import check_is_fitted
 
-from skh2t.finetune import DEFAULT_LR, FineTuneClassifier, feature_drift, plot_feature_drift
+from skh2t.finetune import (
+    DEFAULT_LR,
+    DRIFT_METRICS,
+    FineTuneClassifier,
+    drift_energy_figure,
+    feature_drift,
+    kept_feature_drift,
+    plot_feature_drift,
+)
 from skh2t.finetune.network import head_from_probe
 
 matplotlib.use("Agg")
 
 N_IMAGES, SIZE, N_CLASSES = 40, 32, 4
+TITLES = ["Mean Euclidean distance", "Mean cosine similarity"]
 GRID_MESSAGE = r"probe_epochs_grid must be a non-empty 1-D list of distinct integers >= 0"
 
 
@@ -441,6 +452,40 @@ def test_plot_feature_drift_makes_a_figure(fitted):
     with pytest.raises(ValueError, match="4 Axes"):
         plot_feature_drift(clf, ax=axes[:2])
     plt.close("all")
+
+
+def test_kept_feature_drift_is_the_history_at_the_kept_epoch(fitted):
+    history = fitted.history_
+    assert fitted.best_epoch_ == 2
+    assert kept_feature_drift(fitted) == {key: history[key][2] for key in DRIFT_METRICS}
+    stopped = copy.copy(fitted)
+    stopped.best_epoch_ = 1  # as early stopping keeps an earlier epoch
+    drift = kept_feature_drift(stopped)
+    assert drift == {key: history[key][1] for key in DRIFT_METRICS}
+    assert drift != kept_feature_drift(fitted)
+    with pytest.raises(NotFittedError):
+        kept_feature_drift(make())
+
+
+def test_drift_energy_figure_titles_the_drift_with_the_energy(fitted, tmp_path):
+    import matplotlib.pyplot as plt
+
+    open_figures = plt.get_fignums()
+    figure = drift_energy_figure(fitted, title="a run")
+    assert plt.get_fignums() == open_figures  # no pyplot figure left behind
+    first, second = figure.get_suptitle().splitlines()
+    assert first == "a run"
+    energy = fitted.energy_
+    assert f"loss {energy['loss']:.4f}, accuracy {energy['accuracy']:.4f}" in second
+    assert "held-out images" in second
+    assert f"after {fitted.probe_epochs_} probing epochs" in second
+    assert [axis.get_title() for axis in figure.axes[:2]] == TITLES
+    cosine = figure.axes[1].get_lines()[0].get_ydata()
+    np.testing.assert_array_equal(cosine, fitted.history_["feature_cosine"])
+    figure.savefig(tmp_path / "drift.png")
+    assert (tmp_path / "drift.png").stat().st_size > 0
+    with pytest.raises(NotFittedError):
+        drift_energy_figure(make())
 
 
 def test_verbose_shows_progress(data, capsys):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 #: Keys of :func:`feature_drift`, in plotting order.
 DRIFT_METRICS = ("feature_distance", "feature_cosine", "feature_dot", "feature_norm")
@@ -41,3 +44,50 @@ def feature_drift(original: torch.Tensor, current: torch.Tensor) -> dict[str, fl
         "feature_dot": float(dot.mean()),
         "feature_norm": float(norm_current.mean()),
     }
+
+
+def kept_feature_drift(estimator: Any) -> dict[str, float]:
+    """The feature drift of the weights a fitted fine-tuning kept.
+
+    The four :data:`DRIFT_METRICS` of ``estimator.history_`` at the epoch
+    whose weights the estimator kept, ``best_epoch_`` (the last epoch run,
+    or with early stopping the best one): how far its penultimate features
+    of the held-out images (the training images without a validation split)
+    are from the pretrained ones.
+
+    Parameters
+    ----------
+    estimator : FineTuneClassifier
+        A fitted :class:`~skh2t.finetune.FineTuneClassifier`.
+
+    Returns
+    -------
+    dict
+        ``{"feature_distance": ..., "feature_cosine": ..., "feature_dot": ...,
+        "feature_norm": ...}``, as :func:`feature_drift` returns.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If ``estimator`` is not fitted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skh2t.finetune import FineTuneClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), np.repeat([0, 1], 6)
+    >>> clf = FineTuneClassifier(
+    ...     backbone="test_resnet", weights=None, image_size=32, probe_epochs=1, epochs=2,
+    ...     batch_size=6, validation_fraction=None, random_state=0,
+    ... ).fit(X, y)
+    >>> drift = kept_feature_drift(clf)
+    >>> sorted(drift) == sorted(DRIFT_METRICS), clf.best_epoch_
+    (True, 2)
+    >>> drift["feature_distance"] == clf.history_["feature_distance"][2]
+    True
+    """
+    check_is_fitted(estimator, ["history_", "best_epoch_"])
+    history = estimator.history_
+    row = list(history["epoch"]).index(estimator.best_epoch_)
+    return {key: float(history[key][row]) for key in DRIFT_METRICS}

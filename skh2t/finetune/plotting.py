@@ -1,4 +1,4 @@
-"""Plot the feature drift recorded during fine-tuning."""
+"""Plot the feature drift recorded during fine-tuning, and the energy it started from."""
 
 from __future__ import annotations
 
@@ -74,3 +74,69 @@ def plot_feature_drift(
         if label is not None:
             axis.legend(fontsize="small")
     return axes
+
+
+def drift_energy_figure(estimator: Any, *, title: str | None = None) -> Any:
+    """A figure of a fitted fine-tuning's feature drift, titled with its energy.
+
+    The four panels of :func:`plot_feature_drift` (drift of the penultimate
+    features of the held-out images, or of the training images without a
+    validation split, per epoch) under a title that gives the energy the
+    prepared head had when fine-tuning started (``energy_``: its training loss
+    and accuracy on the frozen features) and how long it was probed. The
+    figure is a :class:`matplotlib.figure.Figure` made without ``pyplot``:
+    nothing is shown, no global figure is kept, and it saves with any
+    backend (``figure.savefig("drift.png")``).
+
+    Parameters
+    ----------
+    estimator : FineTuneClassifier
+        A fitted :class:`~skh2t.finetune.FineTuneClassifier`.
+    title : str, default=None
+        A first title line, above the line that gives the energy.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If ``estimator`` is not fitted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skh2t.finetune import FineTuneClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), np.repeat([0, 1], 6)
+    >>> clf = FineTuneClassifier(
+    ...     backbone="test_resnet", weights=None, image_size=32, probe_epochs=1, epochs=1,
+    ...     batch_size=6, validation_fraction=None, random_state=0,
+    ... ).fit(X, y)
+    >>> figure = drift_energy_figure(clf, title="test_resnet")
+    >>> print(figure.get_suptitle().splitlines()[0])
+    test_resnet
+    >>> len(figure.axes)
+    4
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(estimator, ["history_", "energy_"])
+    figure = Figure(figsize=(9, 6.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, 2).ravel()
+    plot_feature_drift(estimator, ax=axes)
+    images = "held-out" if estimator.validation_fraction else "training"
+    energy = estimator.energy_
+    lines = [] if title is None else [title]
+    probed = estimator.probe_epochs_
+    lines.append(
+        f"Drift of the {images} images' features; energy when fine-tuning started: loss "
+        f"{energy['loss']:.4f}, accuracy {energy['accuracy']:.4f}, after {probed} probing "
+        f"epoch{'' if probed == 1 else 's'} ({estimator.probe_steps_} steps)"
+    )
+    figure.suptitle("\n".join(lines))
+    return figure
