@@ -473,12 +473,12 @@ def test_drift_energy_figure_titles_the_drift_with_the_energy(fitted, tmp_path):
     open_figures = plt.get_fignums()
     figure = drift_energy_figure(fitted, title="a run")
     assert plt.get_fignums() == open_figures  # no pyplot figure left behind
-    first, second = figure.get_suptitle().splitlines()
+    first, images, energy_line = figure.get_suptitle().splitlines()
     assert first == "a run"
+    assert "held-out images" in images
     energy = fitted.energy_
-    assert f"loss {energy['loss']:.4f}, accuracy {energy['accuracy']:.4f}" in second
-    assert "held-out images" in second
-    assert f"after {fitted.probe_epochs_} probing epochs" in second
+    assert f"loss {energy['loss']:.4f}, accuracy {energy['accuracy']:.4f}" in energy_line
+    assert f"after {fitted.probe_epochs_} probing epochs" in energy_line
     assert [axis.get_title() for axis in figure.axes[:2]] == TITLES
     cosine = figure.axes[1].get_lines()[0].get_ydata()
     np.testing.assert_array_equal(cosine, fitted.history_["feature_cosine"])

@@ -93,7 +93,8 @@ def drift_energy_figure(estimator: Any, *, title: str | None = None) -> Any:
     estimator : FineTuneClassifier
         A fitted :class:`~skh2t.finetune.FineTuneClassifier`.
     title : str, default=None
-        A first title line, above the line that gives the energy.
+        A first title line, above the two that say which images the drift is
+        measured on and give the energy.
 
     Returns
     -------
@@ -117,11 +118,14 @@ def drift_energy_figure(estimator: Any, *, title: str | None = None) -> Any:
     >>> figure = drift_energy_figure(clf, title="test_resnet")
     >>> print(figure.get_suptitle().splitlines()[0])
     test_resnet
+    >>> print(figure.get_suptitle().splitlines()[2][:34])
+    Energy when fine-tuning started: l
     >>> len(figure.axes)
     4
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator, ["history_", "energy_"])
@@ -129,14 +133,16 @@ def drift_energy_figure(estimator: Any, *, title: str | None = None) -> Any:
     FigureCanvasAgg(figure)
     axes = figure.subplots(2, 2).ravel()
     plot_feature_drift(estimator, ax=axes)
+    for axis in axes:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
     images = "held-out" if estimator.validation_fraction else "training"
-    energy = estimator.energy_
+    energy, probed = estimator.energy_, estimator.probe_epochs_
     lines = [] if title is None else [title]
-    probed = estimator.probe_epochs_
+    lines.append(f"Drift of the {images} images' penultimate features, epoch by epoch")
     lines.append(
-        f"Drift of the {images} images' features; energy when fine-tuning started: loss "
-        f"{energy['loss']:.4f}, accuracy {energy['accuracy']:.4f}, after {probed} probing "
-        f"epoch{'' if probed == 1 else 's'} ({estimator.probe_steps_} steps)"
+        f"Energy when fine-tuning started: loss {energy['loss']:.4f}, accuracy "
+        f"{energy['accuracy']:.4f}, after {probed} probing epoch{'' if probed == 1 else 's'} "
+        f"({estimator.probe_steps_} steps)"
     )
     figure.suptitle("\n".join(lines))
     return figure
