@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Sequence
@@ -13,7 +14,6 @@ from joblib import Memory, Parallel, delayed, effective_n_jobs
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.metrics import check_scoring, get_scorer_names
-from sklearn.model_selection import StratifiedKFold, check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -35,6 +35,7 @@ from skh2t.linear_model._search import (
     fraction_grid,
     integer_grid,
     simplicity_order,
+    split_folds,
     warn_not_converged,
 )
 from skh2t.progress import progress_bar
@@ -101,6 +102,12 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         PyTorch's own threads, the fastest on a few cores.
     random_state : int, RandomState instance or None, default=None
         Shuffling of the folds when ``cv`` is an int.
+    store_features : bool, default=False
+        Keep the training features of every pooling of the grid after ``fit``
+        (``training_features_``), e.g. to fit baselines on them without a
+        second pass of the backbone (:func:`skh2t.compare_methods` does). They
+        are as large as all the poolings' features together, and are pickled
+        with the model; delete the attribute when done.
     verbose : int, default=0
         Progress bars for the extraction, the cross-validation and prediction.
 
@@ -136,6 +143,14 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     n_cv_not_converged_ : int
         Penalised fits and refits of the cross-validation that stopped at
         ``max_iter`` (one ``ConvergenceWarning`` says how many).
+    n_not_converged_ : int
+        Every solve of ``fit`` that stopped short of ``tol``: the
+        cross-validation's and the final refit's (``classifier_.n_not_converged_``).
+    training_features_ : dict of int to ndarray of shape (n_images, n_features)
+        With ``store_features=True`` only: the training images' features
+        (float32, rows in the images' order) for every pooling of the grid,
+        keyed by target size (or stride); ``transformer_.repool(...)`` gives
+        the transformer of another pooling.
     refit_time_ : float
         Seconds of the final refit on all images (features already extracted).
     kept_taps_ : list of str
@@ -202,6 +217,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         "device": [object],  # a string or a torch.device: checked by the transformer
         "precision": [StrOptions(set(PRECISIONS))],
         "random_state": ["random_state"],
+        "store_features": ["boolean"],
         "verbose": ["verbose"],
     }
 
@@ -230,6 +246,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         device: Any = "cpu",
         precision: str = DEFAULT_PRECISION,
         random_state=None,
+        store_features: bool = False,
         verbose: int = 0,
     ) -> None:
         self.backbone = backbone
@@ -254,6 +271,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.precision = precision
         self.random_state = random_state
+        self.store_features = store_features
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -287,7 +305,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         classes, y_encoded = np.unique(y, return_inverse=True)
         _check_weighted_classes(classes, y_encoded, sample_weight, "Head2ToeClassifier")
         grid = _Grid.of(self)
-        folds = self._folds(y)
+        folds = split_folds(self.cv, y, self.random_state)
         transformers = self._fit_transformers(images, grid)
         features = self._training_features(transformers, images)
         # Rows in fold order (moved in place): each fold then trains on two slices, not a copy.
@@ -301,9 +319,17 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             features, transformers, y[order], sample_weight[order], folds, grid, weighted_scores
         )
         chosen = self._record_search(paths, grid, len(folds))
-        X = features[chosen] if by_fold is None else by_fold.restore_in_place(features[chosen])
-        del features  # the other poolings' features are not needed by the refit
+        kept = range(len(features)) if self.store_features else [chosen]
+        if by_fold is not None:
+            for p in kept:
+                by_fold.restore_in_place(features[p])
+        X = features[chosen]
+        self.__dict__.pop("training_features_", None)  # not left over from an earlier fit
+        if self.store_features:
+            self.training_features_ = dict(zip(grid.poolings, features, strict=True))
+        del features  # without store_features, only the chosen pooling's is needed
         self._refit(transformers[chosen], X, y, sample_weight)
+        self.n_not_converged_ = self.n_cv_not_converged_ + self.classifier_.n_not_converged_
         return self
 
     def _refit(self, transformer, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray):
@@ -330,13 +356,6 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             )
         check_classification_targets(y)
         return y
-
-    def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        cv = self.cv
-        if isinstance(cv, Integral):
-            cv = StratifiedKFold(n_splits=cv, shuffle=True, random_state=self.random_state)
-        splitter = check_cv(cv, y, classifier=True)
-        return list(splitter.split(np.zeros((len(y), 1)), y))
 
     def _fit_transformers(self, images, grid: _Grid) -> list:
         """One fitted transformer per pooling of the grid, all sharing one backbone."""
@@ -523,24 +542,29 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         head = getattr(self.classifier_, method)
         images = as_images(X)
-        # The runtime settings may have changed since fit (e.g. another machine's device).
-        self.transformer_.set_params(
-            batch_size=self.batch_size,
-            device=self.device,
-            precision=self.precision,
-            n_jobs=self.extraction_n_jobs,
-            verbose=0,
-        )
-        chunk = self.transformer_.batch_size * max(1, effective_n_jobs(self.transformer_.n_jobs))
+        extractor = self._runtime_transformer()
+        chunk = extractor.batch_size * max(1, effective_n_jobs(extractor.n_jobs))
         parts = []
         with progress_bar(
             total=len(images), desc="Predicting", unit="img", disable=not self.verbose
         ) as bar:
             for start in range(0, len(images), chunk):
                 rows = np.arange(start, min(start + chunk, len(images)))
-                parts.append(head(self.transformer_.transform(images.take(rows))))
+                parts.append(head(extractor.transform(images.take(rows))))
                 bar.update(rows.size)
         return np.concatenate(parts)
+
+    def _runtime_transformer(self):
+        """``transformer_`` with this estimator's runtime settings, which may have changed
+        since fit (e.g. another machine's device): a shallow copy (the same backbone), so
+        prediction leaves ``transformer_`` as fitted."""
+        return copy.copy(self.transformer_).set_params(
+            batch_size=self.batch_size,
+            device=self.device,
+            precision=self.precision,
+            n_jobs=self.extraction_n_jobs,
+            verbose=0,
+        )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("precision", "float32")  # pickled before the parameter existed

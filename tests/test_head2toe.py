@@ -417,3 +417,39 @@ def test_folds_train_on_views_of_the_features_and_the_refit_sees_the_images_orde
     assert all(1 <= len(views) <= 2 and all(views) for views in blocks)
     # Bit for bit: extracted in the same batches as at fit, and the rows were only moved.
     np.testing.assert_array_equal(fitted_rows[-1], estimator.transformer_.transform(IMAGES))
+
+
+def test_store_features_keeps_every_poolings_training_features_in_the_images_order(folds):
+    from skh2t.features.joint import transform_jointly
+
+    estimator = head2toe(cv=folds, store_features=True).fit(IMAGES, LABELS)
+    stored = estimator.training_features_
+    assert list(stored) == GRID["target_sizes"]
+    chosen = estimator.transformer_
+    transformers = [chosen.repool(target_size=T) for T in stored]
+    # Extracted in the same batches and only moved back: the same floats.
+    for X, expected in zip(stored.values(), transform_jointly(transformers, IMAGES), strict=True):
+        np.testing.assert_array_equal(X, expected)
+    estimator.set_params(store_features=False).fit(IMAGES, LABELS)
+    assert not hasattr(estimator, "training_features_")  # not left over from the first fit
+
+
+def test_n_not_converged_counts_the_cross_validation_and_the_final_refit():
+    model = head2toe(cv=2, random_state=0, max_iter=2, tol=1e-10, target_sizes=[64])
+    with pytest.warns(ConvergenceWarning):
+        model.fit(IMAGES, LABELS)
+    assert model.classifier_.n_not_converged_ >= 1  # the final penalised solve, at least
+    assert model.n_not_converged_ == model.n_cv_not_converged_ + model.classifier_.n_not_converged_
+    converged = head2toe(cv=2, random_state=0, target_sizes=[64]).fit(IMAGES, LABELS)
+    assert converged.n_not_converged_ == 0
+
+
+def test_prediction_leaves_the_fitted_transformer_unchanged(fitted):
+    before = fitted.transformer_.get_params()
+    model = clone(fitted)  # unfitted parameters only: reuse the fitted state below
+    model.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
+    model.set_params(batch_size=5, verbose=1)
+    predicted = model.predict(IMAGES)
+    assert model.transformer_.get_params() == before
+    assert model.transformer_.batch_size == before["batch_size"] != 5
+    assert predicted.shape == LABELS.shape

@@ -177,6 +177,9 @@ default=None
         FISTA iterations of the penalised fit.
     refit_n_iter_ : int
         L-BFGS iterations of the refit (0 without selection).
+    n_not_converged_ : int
+        This fit's solves that stopped short of ``tol`` (0, 1 or 2: the
+        penalised solve and the refit; each also raised a ``ConvergenceWarning``).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -498,6 +501,9 @@ def record_fit(
     estimator.dual_scores_ = fit.dual_scores
     estimator.support_ = support
     estimator.renormalize_index_ = problem.renormalize_index
+    estimator.n_not_converged_ = int(not fit.converged) + int(
+        refit is not None and not refit.converged
+    )
     if refit is None:
         estimator.refit_n_iter_ = 0
         estimator.coef_ = estimator.group_lasso_coef_.copy()

@@ -124,6 +124,9 @@ max_iter
     n_cv_not_converged_ : int
         Penalised fits and refits of the cross-validation that stopped short
         of ``tol`` (one ``ConvergenceWarning`` says how many).
+    n_not_converged_ : int
+        Every solve of ``fit`` that stopped short of ``tol``: those of the
+        cross-validation and the final refit's (its own ``ConvergenceWarning``).
     scores_ : ndarray of shape (n_folds, n_alphas, n_keep_fractions)
         Validation score of every fold, alpha and keep fraction.
     mean_scores_ : ndarray of shape (n_alphas, n_keep_fractions)
@@ -265,6 +268,7 @@ max_iter
         if relative:
             self.alphas_ = self.alpha_fractions_ * refit.alpha_max_
         self.alpha_ = refit.alpha_
+        self.n_not_converged_ = self.n_cv_not_converged_ + refit.n_not_converged_
         for name in _COPIED_ATTRIBUTES:
             if hasattr(refit, name):
                 setattr(self, name, getattr(refit, name))

@@ -7,7 +7,8 @@ One place for what every search does the same way:
 - the single tie rule (:func:`first_best`): among equal mean scores, the
   simplest point, in an order each search states once (sparser, more
   strongly penalised, smaller);
-- counting the fits that did not converge (:class:`ConvergenceCount`);
+- the folds of a ``cv`` parameter (:func:`split_folds`);
+- one warning for the fits that did not converge (:func:`warn_not_converged`);
 - the results, in ``GridSearchCV``'s ``cv_results_`` schema (:func:`cv_results`).
 
 :class:`~skh2t.GroupLassoClassifierCV`, :class:`~skh2t.Head2ToeClassifier`,
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import StratifiedKFold, check_cv
 
 
 def fraction_grid(values: Any, name: str) -> list[float]:
@@ -233,6 +235,25 @@ class ConvergenceCount:
                 warnings.warn_explicit(
                     caught.message, caught.category, caught.filename, caught.lineno
                 )
+
+
+def split_folds(cv: Any, y: np.ndarray, random_state: Any = None) -> list[tuple]:
+    """The (train, validation) index arrays of a classifier's ``cv`` parameter on labels ``y``.
+
+    An int is the number of stratified folds, shuffled with ``random_state``;
+    anything else goes through scikit-learn's ``check_cv``.
+
+    Examples
+    --------
+    >>> folds = split_folds(3, np.arange(12) % 2, random_state=0)
+    >>> validation = np.concatenate([valid for _, valid in folds])
+    >>> len(folds), np.array_equal(np.sort(validation), np.arange(12))
+    (3, True)
+    """
+    if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
+        cv = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=random_state)
+    splitter = check_cv(cv, y, classifier=True)
+    return list(splitter.split(np.zeros((len(y), 1)), y))
 
 
 def warn_not_converged(n_not_converged: int, what: str, fix: str) -> None:
