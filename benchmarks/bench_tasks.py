@@ -57,9 +57,8 @@ import torch
 from scipy import stats
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedKFold
 
-from skh2t import Head2ToeClassifier
+from skh2t import Head2ToeClassifier, MethodResult, compare_methods
 from skh2t.datasets import (
     load_fashion_mnist,
     load_image_folder,
@@ -68,9 +67,10 @@ from skh2t.datasets import (
     read_images,
     stratified_subsample,
 )
-from skh2t.features.joint import transform_jointly
 from skh2t.finetune import FineTuneClassifier
-from skh2t.probes import l2_probe_cv, last_layer_columns
+from skh2t.protocol import ALL_TAPS as PROTOCOL_ALL_TAPS
+from skh2t.protocol import HEAD2TOE as PROTOCOL_HEAD2TOE
+from skh2t.protocol import LAST_LAYER
 from skh2t.threads import blas_threads
 
 BACKBONE = "tf_efficientnet_lite0"
@@ -160,7 +160,7 @@ class TaskResult:
     n_train: int
     n_test: int
     scores: dict[str, Score]
-    extraction_seconds: float
+    test_features_seconds: float
 
     @property
     def affinity(self) -> float:
@@ -185,7 +185,7 @@ class TaskResult:
             "n_classes": self.n_classes,
             "n_train": self.n_train,
             "n_test": self.n_test,
-            "extraction_seconds": self.extraction_seconds,
+            "test_features_seconds": self.test_features_seconds,
             "affinity": self.affinity,
             "gain": self.gain,
             "gain_standard_error": self.gain_standard_error,
@@ -281,82 +281,53 @@ QUICK_TASKS = ("fashion_mnist", "digits", "sprites_location", "scenes_count")
 
 
 def probes_and_head2toe(task: Task, settings: Settings) -> tuple[dict[str, Score], float]:
-    """The three probes on the same folds; returns their scores and the extraction seconds."""
-    splitter = StratifiedKFold(settings.folds, shuffle=True, random_state=settings.seed)
-    start = time.perf_counter()
-    model = Head2ToeClassifier(
+    """The three probes on the same folds (:func:`skh2t.compare_methods`); returns their
+    scores and the seconds of the test features."""
+    head2toe = Head2ToeClassifier(
         backbone=BACKBONE,
         image_size=settings.image_size,
         target_sizes=settings.target_sizes,
         alpha_fractions=settings.alpha_fractions,
         keep_fractions=settings.keep_fractions,
-        cv=splitter,
+        cv=settings.folds,
         n_jobs=N_JOBS,
         random_state=settings.seed,
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # counted: n_cv_not_converged_
-        model.fit(task.X_train, task.y_train)
-    h2t_seconds = time.perf_counter() - start
-
-    start = time.perf_counter()
-    transformers = {
-        T: model.transformer_
-        if model.transformer_.target_size == T
-        else model.transformer_.repool(target_size=T)
-        for T in settings.target_sizes
-    }
-    extractors = [*transformers.values()]
-    train = dict(zip(transformers, transform_jointly(extractors, task.X_train), strict=True))
-    test = dict(zip(transformers, transform_jointly(extractors, task.X_test), strict=True))
-    extraction_seconds = time.perf_counter() - start
-
-    folds = list(splitter.split(np.zeros((len(task.y_train), 1)), task.y_train))
-    smallest = min(transformers)
+        warnings.simplefilter("ignore", ConvergenceWarning)  # counted: n_not_converged
+        comparison = compare_methods(
+            head2toe,
+            task.X_train,
+            task.y_train,
+            X_test=task.X_test,
+            y_test=task.y_test,
+            Cs=settings.Cs,
+        )
+    h2t_seconds = comparison.times.head2toe_fit
     scores = {
-        LINEAR: probe_score(
-            {smallest: train[smallest]},
-            test,
-            task,
-            folds,
-            settings,
-            columns=last_layer_columns(transformers[smallest]),
-        ),
-        ALL_TAPS: probe_score(train, test, task, folds, settings),
+        LINEAR: probe_score(comparison[LAST_LAYER], task),
+        ALL_TAPS: probe_score(comparison[PROTOCOL_ALL_TAPS], task),
     }
-    best_size = model.best_params_["target_size"]
-    predicted = model.classifier_.predict(test[best_size])
+    result = comparison[PROTOCOL_HEAD2TOE]
     scores[HEAD2TOE] = Score(
-        correct=predicted == task.y_test,
-        n_features=int(model.get_support().sum()),
+        correct=result.test_predictions == task.y_test,
+        n_features=result.n_features,
         seconds=h2t_seconds,
         params={
-            **model.best_params_,
-            "n_available": int(train[best_size].shape[1]),
-            "n_cv_not_converged": model.n_cv_not_converged_,
+            **comparison.head2toe.best_params_,
+            "n_available": result.n_available,
+            "n_not_converged": result.n_not_converged,
         },
     )
-    return scores, extraction_seconds
+    return scores, comparison.times.test
 
 
-def probe_score(
-    train: dict[int, np.ndarray],
-    test: dict[int, np.ndarray],
-    task: Task,
-    folds: list,
-    settings: Settings,
-    columns: np.ndarray | None = None,
-) -> Score:
-    start = time.perf_counter()
-    search = l2_probe_cv(
-        train, task.y_train, folds, list(settings.Cs), columns=columns, n_jobs=N_JOBS
-    )
-    predicted = search.head.predict(test[search.best_key])
+def probe_score(result: MethodResult, task: Task) -> Score:
     return Score(
-        correct=predicted == task.y_test,
-        n_features=search.head.n_features,
-        seconds=time.perf_counter() - start,
-        params={"target_size": search.best_key, "C": search.best_C},
+        correct=result.test_predictions == task.y_test,
+        n_features=result.n_features,
+        seconds=result.cv_seconds + result.fit_seconds,
+        params={"target_size": result.pooling, "C": result.params["C"]},
     )
 
 
@@ -404,7 +375,7 @@ def network_score(model: FineTuneClassifier, task: Task) -> Score:
 
 def run_task(load: Callable[[Settings], Task], settings: Settings) -> TaskResult:
     task = load(settings)
-    scores, extraction_seconds = probes_and_head2toe(task, settings)
+    scores, test_features_seconds = probes_and_head2toe(task, settings)
     scores[SCRATCH] = from_scratch(task, settings)
     scores[FINE_TUNE] = fine_tuned(task, settings)
     return TaskResult(
@@ -414,7 +385,7 @@ def run_task(load: Callable[[Settings], Task], settings: Settings) -> TaskResult
         n_train=len(task.y_train),
         n_test=len(task.y_test),
         scores=scores,
-        extraction_seconds=extraction_seconds,
+        test_features_seconds=test_features_seconds,
     )
 
 

@@ -10,6 +10,8 @@
   in, pooled and normalised activations of (nearly) every layer out.
 - :class:`FineTuneClassifier` (from :mod:`skh2t.finetune`): fine-tuning of the
   whole backbone after preparing its head, with energy and feature drift.
+- :func:`compare_methods` (from :mod:`skh2t.protocol`): Head2Toe against the
+  last-layer and all-taps linear probes on the same folds (``skh2t run``'s table).
 - :mod:`skh2t.datasets`: Fashion-MNIST, image folders, VTAB-1k subsampling.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 
 from skh2t.head2toe import Head2ToeClassifier
 from skh2t.linear_model import GroupLassoClassifier, GroupLassoClassifierCV
+from skh2t.protocol import Comparison, MethodResult, compare_methods
 
 __version__ = "0.1.0.dev0"
 
@@ -29,12 +32,15 @@ _LAZY_ATTRIBUTES = {
 }
 
 __all__ = [
+    "Comparison",
     "FineTuneClassifier",
     "GroupLassoClassifier",
     "GroupLassoClassifierCV",
     "Head2ToeClassifier",
     "IntermediateFeatureTransformer",
+    "MethodResult",
     "__version__",
+    "compare_methods",
     "datasets",
 ]
 

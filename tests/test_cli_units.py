@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from skh2t.cli.compare import Outcome
 from skh2t.cli.errors import UsageError, one_line, usage_errors
 from skh2t.cli.options import comma_list, fraction, positive_int, weights_value
 from skh2t.cli.plot import plot_kept_per_tap
-from skh2t.cli.report import format_table, write_json
+from skh2t.cli.report import write_json
+from skh2t.protocol import MethodResult, format_table
 from skh2t.threads import blas_threads
 
 # --- options, reports, errors, threads ---------------------------------------------
@@ -34,8 +34,8 @@ def test_usage_errors_are_one_line():
 
 def test_table_and_json(tmp_path):
     def outcome(method, cv, test, n_features, n_available, seconds):
-        return Outcome(method, 1024, None, {}, cv, [], n_features, seconds, 0.0, 0, n_available,
-                       test_accuracy=test)  # fmt: skip
+        return MethodResult(method, {}, cv, {}, 1024, None, n_features, n_available, seconds,
+                            0.0, 0, test_accuracy=test)  # fmt: skip
 
     rows = [
         outcome("linear probe (last layer)", 0.82, 0.8146, 1280, 50664, 0.21),

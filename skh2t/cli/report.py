@@ -1,13 +1,12 @@
-"""Reporting results: the printed table, the JSON file, software versions."""
+"""Reporting results: parameters in short form, the JSON file and its rows, software versions."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
-from collections.abc import Sequence
 from importlib import metadata
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -16,67 +15,24 @@ from skh2t.output_files import written_whole
 _PACKAGES = ("skh2t", "numpy", "scipy", "scikit-learn", "torch", "timm", "matplotlib")
 
 
-class TableRow(Protocol):
-    """What one row of the comparison table shows (a :class:`~skh2t.cli.compare.Outcome`).
-
-    Attributes
-    ----------
-    method : str
-        Name shown in the table.
-    cv_accuracy : float
-        Mean cross-validation accuracy of the chosen hyper-parameters.
-    test_accuracy : float
-        Accuracy of the model refitted on all training images.
-    n_features : int
-        Number of features the final model reads.
-    n_available : int
-        Number of features extracted at the target size it reads.
-    fit_seconds : float
-        Time of the final fit on all training images (features already extracted).
-    """
-
-    method: str
-    cv_accuracy: float
-    test_accuracy: float | None
-    n_features: int
-    n_available: int
-    fit_seconds: float
-
-
-def format_table(results: Sequence[TableRow]) -> str:
-    """The comparison table, one row per method, aligned, plain text.
+def cv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON rows of a ``cv_results_``-schema dict: ``params``, ``fold_scores``, ``mean``.
 
     Examples
     --------
-    >>> from types import SimpleNamespace
-    >>> row = SimpleNamespace(method="Head2Toe", cv_accuracy=0.9, test_accuracy=0.8912,
-    ...                       n_features=500, n_available=2000, fit_seconds=1.234)
-    >>> print(format_table([row]))
-    method    CV acc  test acc        features used  fit s
-    --------  ------  --------  -------------------  -----
-    Head2Toe  0.9000    0.8912  500 of 2000 (25.0%)    1.2
+    >>> results = {"params": [{"C": 1.0}], "split0_test_score": np.array([0.5]),
+    ...            "split1_test_score": np.array([0.7]), "mean_test_score": np.array([0.6])}
+    >>> cv_rows(results)
+    [{'params': {'C': 1.0}, 'fold_scores': [0.5, 0.7], 'mean': 0.6}]
     """
-    header = ["method", "CV acc", "test acc", "features used", "fit s"]
-    rows = [
-        [
-            r.method,
-            f"{r.cv_accuracy:.4f}",
-            f"{r.test_accuracy:.4f}",
-            f"{r.n_features} of {r.n_available} ({100 * r.n_features / r.n_available:.1f}%)",
-            f"{r.fit_seconds:.1f}",
-        ]
-        for r in results
+    n_splits = sum(key.startswith("split") and key.endswith("_test_score") for key in results)
+    folds = np.stack([results[f"split{k}_test_score"] for k in range(n_splits)], axis=1)
+    return [
+        {"params": dict(point), "fold_scores": folds[i].tolist(), "mean": float(mean)}
+        for i, (point, mean) in enumerate(
+            zip(results["params"], results["mean_test_score"], strict=True)
+        )
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [_line(header, widths), _line(["-" * w for w in widths], widths)]
-    lines += [_line(row, widths) for row in rows]
-    return "\n".join(lines)
-
-
-def _line(cells: list[str], widths: list[int]) -> str:
-    first = cells[0].ljust(widths[0])
-    rest = [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)]
-    return "  ".join([first, *rest]).rstrip()
 
 
 def format_params(params: dict[str, Any]) -> str:

@@ -11,10 +11,9 @@ from typing import Any
 import joblib
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedKFold
 
 from skh2t import Head2ToeClassifier
-from skh2t.cli import compare, options
+from skh2t.cli import options
 from skh2t.cli.data import (
     DATASET_HELP,
     LabelledImages,
@@ -24,15 +23,13 @@ from skh2t.cli.data import (
     split_train_test,
 )
 from skh2t.cli.errors import UsageError, usage_errors
-from skh2t.cli.extraction import iter_joint_feature_chunks, tap_table
+from skh2t.cli.extraction import tap_table
 from skh2t.cli.plot import plot_kept_per_tap
 from skh2t.cli.progress import Progress
-from skh2t.cli.report import format_params, format_table, versions, write_json
+from skh2t.cli.report import cv_rows, format_params, versions, write_json
 from skh2t.cli.warned import counted_warnings
-from skh2t.features import IntermediateFeatureTransformer
-from skh2t.features.joint import transform_jointly
 from skh2t.output_files import written_whole
-from skh2t.plotting import kept_features_per_tap
+from skh2t.protocol import HEAD2TOE, Comparison, MethodResult, compare_methods
 
 DEFAULTS: dict[str, Any] = {
     "n_train": 1000,
@@ -206,68 +203,46 @@ def run(args: argparse.Namespace) -> int:
     _check_folds(train, args.folds)
     check_readable(train.images)
     check_readable(test.images)
-    y = train.labels
-    splitter = StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.random_state)
-    h2t, h2t_seconds, h2t_not_converged = _fit_head2toe(args, train, splitter, progress)
-    transformers = _transformers(h2t, args.target_sizes)
-    start = time.perf_counter()
-    progress.message(f"Training features for the probes ({len(train)} images)")
-    matrices = transform_jointly(list(transformers.values()), train.images)
-    features = dict(zip(transformers, matrices, strict=True))
-    features_seconds = time.perf_counter() - start
-    folds = list(splitter.split(np.zeros((len(y), 1)), y))  # the folds Head2Toe used
-    outcomes = _compare(args, features, transformers, y, folds, progress)
-    outcomes.append(compare.head2toe(h2t, h2t_seconds, h2t_not_converged))
-    test_seconds = _evaluate(outcomes, transformers, test, progress)
-    _print_summary(outcomes)
-    payload = _payload(args, train, test, features, transformers, outcomes, h2t)
+    progress.message(
+        f"Head2Toe and two linear probes on the same {args.folds} folds: features of "
+        f"{len(train)} training images for target sizes "
+        f"{', '.join(map(str, sorted(args.target_sizes)))} (one pass)"
+    )
+    with counted_warnings(ConvergenceWarning):  # counted by the methods, reported below
+        comparison = compare_methods(
+            _head2toe(args),
+            train.images,
+            train.labels,
+            X_test=test.images,
+            y_test=test.labels,
+            Cs=args.Cs,
+            verbose=int(progress.enabled),
+        )
+    _print_summary(comparison)
+    payload = _payload(args, train, test, comparison)
     payload["timings"] = {
-        "head2toe_fit_seconds": h2t_seconds,
-        "probe_features_seconds": features_seconds,
-        "test_seconds": test_seconds,
+        "head2toe_fit_seconds": comparison.times.head2toe_fit,
+        "probes_seconds": comparison.times.probes,
+        "test_seconds": comparison.times.test,
         "total_seconds": time.perf_counter() - started,
     }
-    _write_outputs(args, payload, outcomes[-1], h2t)
+    _write_outputs(args, payload, comparison)
     return 0
 
 
-def _fit_head2toe(
-    args: argparse.Namespace, train: LabelledImages, splitter, progress: Progress
-) -> tuple[Head2ToeClassifier, float, int]:
-    """The fitted estimator, its fit time and its number of unconverged fits."""
-    model = Head2ToeClassifier(
+def _head2toe(args: argparse.Namespace) -> Head2ToeClassifier:
+    """The Head2Toe estimator of the arguments (its folds: stratified, shuffled, seeded)."""
+    return Head2ToeClassifier(
         **options.backbone_params(args),
         target_sizes=sorted(args.target_sizes),
         alpha_fractions=args.alpha_fractions,
         keep_fractions=args.keep_fractions,
         renormalize_kept=args.renormalize_kept,
-        cv=splitter,
+        cv=args.folds,
+        random_state=args.random_state,
         max_iter=args.max_iter,
         n_jobs=args.n_jobs,
-        verbose=int(progress.enabled),
     )
-    progress.message(
-        f"Head2Toe: features of {len(train)} training images for target sizes "
-        f"{', '.join(map(str, sorted(args.target_sizes)))} (one pass), then cross-validation"
-    )
-    start = time.perf_counter()
-    with counted_warnings(ConvergenceWarning) as warned:
-        model.fit(train.images, train.labels)
-    # One warning stands for all of the cross-validation's; the others are the final refit's.
-    n_not_converged = model.n_cv_not_converged_ + warned.n - bool(model.n_cv_not_converged_)
-    model.set_params(verbose=0)
-    return model, time.perf_counter() - start, n_not_converged
-
-
-def _transformers(
-    h2t: Head2ToeClassifier, target_sizes: list[int]
-) -> dict[int, IntermediateFeatureTransformer]:
-    """A fitted transformer per target size, sharing the Head2Toe model's backbone."""
-    chosen = h2t.transformer_
-    return {
-        T: chosen if chosen.target_size == T else chosen.repool(target_size=T)
-        for T in sorted(target_sizes)
-    }
 
 
 def _load_data(args: argparse.Namespace) -> tuple[LabelledImages, LabelledImages]:
@@ -293,54 +268,13 @@ def _check_folds(train: LabelledImages, n_folds: int) -> None:
         )
 
 
-def _compare(
-    args: argparse.Namespace,
-    features: dict[int, np.ndarray],
-    transformers: dict[int, IntermediateFeatureTransformer],
-    y: np.ndarray,
-    folds: compare.Folds,
-    progress: Progress,
-) -> list[compare.Outcome]:
-    first = transformers[min(transformers)]
-    last = compare.last_layer_probe(features, first, y, folds, args.Cs, args.n_jobs, progress)
-    all_l2 = compare.all_taps_l2(features, y, folds, args.Cs, args.n_jobs, progress)
-    return [last, all_l2]
-
-
-def _evaluate(
-    outcomes: list[compare.Outcome],
-    transformers: dict[int, IntermediateFeatureTransformer],
-    test: LabelledImages,
-    progress: Progress,
-) -> float:
-    """Fill in every method's test accuracy: one forward pass over the test images, in chunks."""
-    start = time.perf_counter()
-    truth = test.labels
-    needed = sorted({o.target_size for o in outcomes})
-    correct = [0] * len(outcomes)
-    chunks = iter_joint_feature_chunks(
-        [transformers[T] for T in needed],
-        test.images,
-        desc=f"Test features, target sizes {', '.join(map(str, needed))}",
-        progress=progress.enabled,
-    )
-    for rows, matrices in chunks:
-        by_size = dict(zip(needed, matrices, strict=True))
-        for i, outcome in enumerate(outcomes):
-            predicted = outcome.model.predict(by_size[outcome.target_size])
-            correct[i] += int(np.sum(predicted == truth[rows]))
-    for outcome, n_correct in zip(outcomes, correct, strict=True):
-        outcome.test_accuracy = n_correct / len(test)
-    return time.perf_counter() - start
-
-
-def _print_summary(outcomes: list[compare.Outcome]) -> None:
-    print(format_table(outcomes))
+def _print_summary(comparison: Comparison) -> None:
+    print(comparison.table())
     print()
-    for outcome in outcomes:
-        print(f"{outcome.method}: {format_params(outcome.params)}")
-        if outcome.n_not_converged:
-            print(f"  note: {outcome.n_not_converged} fit(s) stopped at their iteration limit")
+    for result in comparison.results:
+        print(f"{result.method}: {format_params(result.params)}")
+        if result.n_not_converged:
+            print(f"  note: {result.n_not_converged} fit(s) stopped at their iteration limit")
     sys.stdout.flush()
 
 
@@ -348,10 +282,7 @@ def _payload(
     args: argparse.Namespace,
     train: LabelledImages,
     test: LabelledImages,
-    features: dict[int, np.ndarray],
-    transformers: dict[int, IntermediateFeatureTransformer],
-    outcomes: list[compare.Outcome],
-    model: Head2ToeClassifier,
+    comparison: Comparison,
 ) -> dict[str, Any]:
     config = {
         key: value
@@ -364,11 +295,11 @@ def _payload(
         "config": config,
         "data": _data_summary(train, test),
         "features": {
-            str(T): {"n_features": X.shape[1], "taps": tap_table(transformers[T])}
-            for T, X in features.items()
+            str(T): {"n_features": t.taps_[-1].stop, "taps": tap_table(t)}
+            for T, t in comparison.transformers.items()
         },
-        "methods": {o.method: _method_summary(o) for o in outcomes},
-        "head2toe_kept_per_tap": kept_features_per_tap(model),
+        "methods": {r.method: _method_summary(r) for r in comparison.results},
+        "head2toe_kept_per_tap": comparison.kept_per_tap(),
         "versions": versions(),
     }
 
@@ -385,25 +316,20 @@ def _data_summary(train: LabelledImages, test: LabelledImages) -> dict[str, Any]
     }
 
 
-def _method_summary(outcome: compare.Outcome) -> dict[str, Any]:
+def _method_summary(result: MethodResult) -> dict[str, Any]:
     return {
-        "params": outcome.params,
-        "cv_accuracy": outcome.cv_accuracy,
-        "test_accuracy": outcome.test_accuracy,
-        "n_features": outcome.n_features,
-        "fit_seconds": outcome.fit_seconds,
-        "cv_seconds": outcome.cv_seconds,
-        "n_not_converged": outcome.n_not_converged,
-        "cv_results": outcome.cv_results,
+        "params": result.params,
+        "cv_accuracy": result.cv_accuracy,
+        "test_accuracy": result.test_accuracy,
+        "n_features": result.n_features,
+        "fit_seconds": result.fit_seconds,
+        "cv_seconds": result.cv_seconds,
+        "n_not_converged": result.n_not_converged,
+        "cv_results": cv_rows(result.cv_results),
     }
 
 
-def _write_outputs(
-    args: argparse.Namespace,
-    payload: dict[str, Any],
-    h2t: compare.Outcome,
-    model: Head2ToeClassifier,
-) -> None:
+def _write_outputs(args: argparse.Namespace, payload: dict[str, Any], comparison: Comparison):
     json_path = os.path.join(args.output_dir, RESULTS_JSON)
     plot_path = os.path.join(args.output_dir, PLOT_PNG)
     rows = payload["head2toe_kept_per_tap"]
@@ -412,20 +338,20 @@ def _write_outputs(
         np.array([row["kept"] for row in rows]),
         np.array([row["n_features"] for row in rows]),
         plot_path,
-        title=_plot_title(args, h2t, sum(row["n_features"] for row in rows)),
+        title=_plot_title(args, comparison[HEAD2TOE], sum(row["n_features"] for row in rows)),
     )
     written = [json_path, plot_path]
     if args.save_model:
         model_path = os.path.join(args.output_dir, MODEL_FILE)
         with written_whole(model_path) as part:
-            joblib.dump(model, part)
+            joblib.dump(comparison.head2toe, part)
         written.append(model_path)
         payload["model_file"] = model_path
     write_json(json_path, payload)
     print("\nwrote " + ", ".join(written))
 
 
-def _plot_title(args: argparse.Namespace, h2t: compare.Outcome, n_features: int) -> str:
+def _plot_title(args: argparse.Namespace, h2t: MethodResult, n_features: int) -> str:
     params = h2t.params
     return (
         f"Head2Toe on {args.dataset}, {args.backbone} at {args.image_size} px: kept features "

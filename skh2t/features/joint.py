@@ -37,7 +37,7 @@ from skh2t.progress import progress_bar
 if TYPE_CHECKING:
     from skh2t.features.transformer import IntermediateFeatureTransformer
 
-__all__ = ["repool", "transform_jointly"]
+__all__ = ["iter_transform_jointly", "repool", "transform_jointly"]
 
 
 def repool(
@@ -109,6 +109,63 @@ def transform_jointly(
     for transformer, features in zip(transformers, outputs, strict=True):
         transformer.extraction_.standardize(features)
     return outputs
+
+
+def iter_transform_jointly(
+    transformers: Sequence[IntermediateFeatureTransformer],
+    X: Any,
+    *,
+    chunk_size: int = 500,
+    desc: str = "Extracting",
+    verbose: bool = False,
+) -> Iterator[tuple[slice, list[np.ndarray]]]:
+    """:func:`transform_jointly`, ``chunk_size`` images at a time, one progress bar.
+
+    Memory stays bounded by a chunk's features whatever the number of images:
+    the way to evaluate wide features on a large test set.
+
+    Parameters
+    ----------
+    transformers : sequence of IntermediateFeatureTransformer
+        Fitted, as for :func:`transform_jointly`.
+    X : array-like of images or list of paths / PIL images
+        As for :meth:`IntermediateFeatureTransformer.transform`.
+    chunk_size : int, default=500
+        Images per chunk.
+    desc : str, default="Extracting"
+        The progress bar's label.
+    verbose : bool, default=False
+        Show the progress bar (in images).
+
+    Yields
+    ------
+    rows : slice
+        Positions of the chunk's images in ``X``.
+    features : list of ndarray of shape (n_chunk, n_features_out), float32
+        One per transformer, each equal to its ``transform`` of the chunk.
+
+    Examples
+    --------
+    >>> from skh2t.features import IntermediateFeatureTransformer
+    >>> images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    >>> small = IntermediateFeatureTransformer(
+    ...     backbone="test_resnet", weights=None, image_size=32, target_size=64
+    ... ).fit(images)
+    >>> for rows, (X_small,) in iter_transform_jointly([small], images, chunk_size=2):
+    ...     print(rows, X_small.shape)
+    slice(0, 2, None) (2, 1800)
+    slice(2, 4, None) (2, 1800)
+    slice(4, 5, None) (1, 1800)
+    """
+    images = as_images(X)
+    n_images = len(images)
+    with progress_bar(total=n_images, desc=desc, unit="img", disable=not verbose) as bar:
+        for start in range(0, n_images, chunk_size):
+            rows = slice(start, min(start + chunk_size, n_images))
+            chunk = images.take(np.arange(rows.start, rows.stop))
+            features = transform_jointly(transformers, chunk)
+            bar.update(rows.stop - rows.start)
+            yield rows, features
 
 
 def _check_compatible(extractions: Sequence[FittedExtraction]) -> None:
