@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from skh2t.cli.errors import UsageError, usage_errors
-from skh2t.cli.options import FASHION_MNIST
+from skh2t.cli.options import FASHION_MNIST, positive_int, seed
 from skh2t.datasets import IMG_EXTENSIONS, load_fashion_mnist, load_image_folder
 from skh2t.datasets import stratified_subsample as _stratified_subsample
 from skh2t.features import check_image_files
@@ -183,6 +184,87 @@ def split_train_test(
         test_seed = (random_state + 1) % 2**32  # another draw than the training one's
         test = test.take(stratified_subsample(test, n_test, test_seed, "--n-test"))
     return data.take(train_idx), test
+
+
+def add_train_test_options(
+    parser: argparse.ArgumentParser, *, n_train: int, random_state_help: str
+) -> None:
+    """Add the "data" group: --dataset, --test-dataset, --n-train, --n-test, --random-state.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The sub-command's parser.
+    n_train : int
+        Default of --n-train.
+    random_state_help : str
+        What --random-state seeds, for its help.
+    """
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--dataset",
+        default=FASHION_MNIST,
+        metavar="NAME|DIR",
+        help=f"{DATASET_HELP} (default: %(default)s)",
+    )
+    group.add_argument(
+        "--test-dataset",
+        metavar="DIR",
+        help="image folder of test images; default: Fashion-MNIST's test split, or for a "
+        "folder --dataset the images not drawn for training",
+    )
+    group.add_argument(
+        "--n-train",
+        type=positive_int,
+        default=n_train,
+        metavar="N",
+        help="class-balanced training images (default: %(default)s)",
+    )
+    group.add_argument(
+        "--n-test",
+        type=positive_int,
+        metavar="N",
+        help="class-balanced subsample of the test images (default: all)",
+    )
+    group.add_argument(
+        "--random-state", type=seed, default=0, metavar="SEED", help=random_state_help
+    )
+
+
+def load_train_test(args: argparse.Namespace) -> tuple[LabelledImages, LabelledImages]:
+    """The training and test images the options of :func:`add_train_test_options` name.
+
+    Fashion-MNIST is tested on its test split; a folder on --test-dataset, or
+    on its images not drawn for training.
+
+    Raises
+    ------
+    UsageError
+        A data set that cannot be loaded or has fewer than two classes, draws
+        larger than the data, test classes that differ from the training ones.
+    """
+    data = load_dataset(args.dataset, "train")
+    check_classes(data, "--dataset")
+    if args.test_dataset is not None:
+        test = load_dataset(args.test_dataset, "test")
+    elif args.dataset.lower() == FASHION_MNIST:
+        test = load_dataset(args.dataset, "test")
+    else:
+        test = None
+    return split_train_test(data, test, args.n_train, args.n_test, args.random_state)
+
+
+def data_summary(train: LabelledImages, test: LabelledImages) -> dict[str, Any]:
+    """Where the images come from and how many of each class, for a report."""
+    return {
+        "train_source": train.source,
+        "test_source": test.source,
+        "n_train": len(train),
+        "n_test": len(test),
+        "classes": train.class_names,
+        "train_per_class": np.bincount(train.target, minlength=len(train.class_names)),
+        "test_per_class": np.bincount(test.target, minlength=len(test.class_names)),
+    }
 
 
 def _plain(names: list[Any]) -> list[str]:

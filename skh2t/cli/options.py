@@ -139,6 +139,28 @@ def add_backbone_options(parser: argparse.ArgumentParser, *, target_size: bool =
     """Add --backbone, --weights, --image-size, (--target-size), --cache, --batch-size, --device,
     --precision, --blas-threads."""
     group = parser.add_argument_group("backbone and features")
+    add_network_options(group)
+    if target_size:
+        group.add_argument(
+            "--target-size",
+            type=positive_int,
+            metavar="T",
+            default=1024,
+            help="Head2Toe target number of features per tap (default: %(default)s)",
+        )
+    group.add_argument(
+        "--cache",
+        metavar="DIR",
+        default=None,
+        help="keep every image's features in this directory, so that later runs with the "
+        "same backbone, image size and target size skip the backbone (default: no cache)",
+    )
+    add_runtime_options(group)
+
+
+def add_network_options(group: argparse._ActionsContainer) -> None:
+    """Add --backbone, --weights and --image-size (which network, with which weights, at
+    which input size)."""
     group.add_argument(
         "--backbone",
         default=DEFAULT_BACKBONE,
@@ -162,22 +184,6 @@ def add_backbone_options(parser: argparse.ArgumentParser, *, target_size: bool =
         help="images are resized to this square size (default: %(default)s; quick on a "
         "CPU and enough for 28x28 Fashion-MNIST; most backbones were trained at 224)",
     )
-    if target_size:
-        group.add_argument(
-            "--target-size",
-            type=positive_int,
-            metavar="T",
-            default=1024,
-            help="Head2Toe target number of features per tap (default: %(default)s)",
-        )
-    group.add_argument(
-        "--cache",
-        metavar="DIR",
-        default=None,
-        help="keep every image's features in this directory, so that later runs with the "
-        "same backbone, image size and target size skip the backbone (default: no cache)",
-    )
-    add_runtime_options(group)
 
 
 def add_runtime_options(group: argparse._ActionsContainer) -> None:
@@ -189,6 +195,30 @@ def add_runtime_options(group: argparse._ActionsContainer) -> None:
         default=DEFAULT_BATCH_SIZE,
         help="images per forward pass (default: %(default)s)",
     )
+    add_device_options(group)
+    group.add_argument(
+        "--blas-threads",
+        type=non_negative_int,
+        metavar="N",
+        default=1,
+        help="NumPy's BLAS threads for the probes' Gram matrices, the final fits and "
+        "prediction; 0 for the library default (default: 1, robust when other programs "
+        "share the cores; cross-validation folds and the group-lasso solver always run BLAS "
+        "on one thread, so CV scores do not depend on it; the backbone keeps its own threads)",
+    )
+
+
+PRECISION_HELP = (
+    "dtype of the backbone's forward pass: float32, bfloat16 (autocast, CPU and CUDA), "
+    "float16 (autocast, CUDA only) or auto (the fastest the device runs well); features are "
+    "pooled and normalised in float32 (default: %(default)s)"
+)
+
+
+def add_device_options(
+    group: argparse._ActionsContainer, *, precision_help: str = PRECISION_HELP
+) -> None:
+    """Add --device and --precision (``precision_help``: what the dtype applies to)."""
     group.add_argument(
         "--device",
         default="cpu",
@@ -200,19 +230,7 @@ def add_runtime_options(group: argparse._ActionsContainer) -> None:
         default=DEFAULT_PRECISION,
         choices=PRECISIONS,
         metavar="DTYPE",
-        help="dtype of the backbone's forward pass: float32, bfloat16 (autocast, CPU and "
-        "CUDA), float16 (autocast, CUDA only) or auto (the fastest the device runs well); "
-        "features are pooled and normalised in float32 (default: %(default)s)",
-    )
-    group.add_argument(
-        "--blas-threads",
-        type=non_negative_int,
-        metavar="N",
-        default=1,
-        help="NumPy's BLAS threads for the probes' Gram matrices, the final fits and "
-        "prediction; 0 for the library default (default: 1, robust when other programs "
-        "share the cores; cross-validation folds and the group-lasso solver always run BLAS "
-        "on one thread, so CV scores do not depend on it; the backbone keeps its own threads)",
+        help=precision_help,
     )
 
 
@@ -243,7 +261,8 @@ def add_quiet_option(parser: argparse.ArgumentParser) -> None:
 
 
 def check_backbone(args: argparse.Namespace) -> None:
-    """Fail early, in one line, on an unknown backbone name or a missing weights file."""
+    """Fail early, in one line, on an unknown backbone name, a missing or bad weights file, a
+    device or precision this machine cannot run, or an unusable --cache (where there is one)."""
     with usage_errors(ValueError, context="--backbone"):
         check_architecture(args.backbone)
     check_device(args.device)
@@ -258,7 +277,7 @@ def check_backbone(args: argparse.Namespace) -> None:
             load_backbone(args.backbone, weights=weights, image_size=args.image_size)
     check_precision(args.precision, args.device)
     with usage_errors(ValueError, context="--cache"):
-        resolve_cache_directory(args.cache)
+        resolve_cache_directory(getattr(args, "cache", None))  # a command may have no cache
 
 
 def check_device(device: str) -> None:
