@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from skh2t import __version__
-from skh2t.cli import export, extract, fit, predict, run
+from skh2t.cli import export, extract, finetune, fit, predict, run
 from skh2t.cli.errors import EXIT_INTERRUPTED, EXPECTED_ERRORS, PROG, UsageError, report
 from skh2t.threads import blas_threads
 
@@ -23,6 +23,8 @@ examples:
   skh2t run --dataset photos/ --n-train 500 --image-size 224
   skh2t fit --dataset photos/ -o model.joblib
   skh2t predict --model model.joblib --folder new_photos/
+  skh2t finetune --dataset photos/ --n-train 500 --output-dir tuned/
+  skh2t predict --model tuned/model.joblib --folder new_photos/
   skh2t export model.joblib -o model.onnx"""
 
 
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for command in (run, extract, fit, predict, export):
+    for command in (run, extract, fit, predict, finetune, export):
         command.add_parser(subparsers)
     return parser
 
