@@ -10,7 +10,7 @@ from skh2t.cli.main import build_parser
 CLI_PAGE = pathlib.Path(__file__).parents[1] / "docs" / "user_guide" / "cli.rst"
 
 
-@pytest.mark.parametrize("command", ["run", "extract", "fit", "predict", "export"])
+@pytest.mark.parametrize("command", ["run", "extract", "fit", "predict", "finetune", "export"])
 def test_cli_page_shows_current_help(command, monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "80")
     with pytest.raises(SystemExit):

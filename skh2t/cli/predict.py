@@ -26,14 +26,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="predict the classes of images with a saved model",
-        description="Predict with a model saved by `skh2t fit` or `skh2t run`; print one "
-        "'path<TAB>label' line per image, in the order given (folders: sorted, recursive). "
+        description="Predict with a model saved by `skh2t fit`, `skh2t run` or `skh2t finetune`; "
+        "print one 'path<TAB>label' line per image, in the order given (folders: sorted, "
+        "recursive). "
         "A model file is a pickle (joblib): loading it can run code, so load only files you "
         "trust.",
     )
     parser.add_argument("files", nargs="*", metavar="FILE", help="image files")
     parser.add_argument(
-        "--model", required=True, metavar="FILE", help="a model saved by skh2t fit or skh2t run"
+        "--model",
+        required=True,
+        metavar="FILE",
+        help="a model saved by skh2t fit, skh2t run or skh2t finetune",
     )
     parser.add_argument(
         "--folder", metavar="DIR", help="also predict every image under this folder"
