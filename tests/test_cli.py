@@ -395,7 +395,7 @@ def test_run_and_fit_count_convergence_warnings_and_show_the_others(
         argv += ["--n-train", "18", *GRID, "--output-dir", str(tmp_path), "--no-save-model"]
         argv += ["--max-iter", "1"]  # every group-lasso solve stops at its limit
     else:
-        argv += ["--target-size", "64", "-o", str(tmp_path / "m.joblib")]
+        argv += ["--target-size", "64", "-o", str(tmp_path / "m.joblib"), "--max-iter", "1"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert main(argv) == 0

@@ -105,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
         renormalize_groups=transformer.feature_groups_ if args.renormalize_kept else None,
         max_iter=args.max_iter,
     )
-    with progress.timed("Head2Toe fit"), counted_warnings(ConvergenceWarning) as warned:
+    with progress.timed("Head2Toe fit"), counted_warnings(ConvergenceWarning):  # noted below
         clf.fit(X, data.labels)
-    if warned.n:
+    if clf.n_not_converged_:
         progress.message("note: the solver stopped at --max-iter; consider raising it")
     with written_whole(args.output) as part:
         joblib.dump(Pipeline([("features", transformer), ("head2toe", clf)]), part)
