@@ -15,12 +15,11 @@ from sklearn.exceptions import ConvergenceWarning
 from skh2t import Head2ToeClassifier
 from skh2t.cli import options
 from skh2t.cli.data import (
-    DATASET_HELP,
     LabelledImages,
-    check_classes,
+    add_train_test_options,
     check_readable,
-    load_dataset,
-    split_train_test,
+    data_summary,
+    load_train_test,
 )
 from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.cli.extraction import tap_table
@@ -52,7 +51,7 @@ three methods by stratified k-fold cross-validation on those images (the same
 folds for all); refit each on all training images; report test accuracy.
 Methods: an L2 linear probe on the last layer (the pre-logits tap), an L2
 probe on all intermediate features, and Head2Toe (skh2t.Head2ToeClassifier:
-group lasso, keep the top features, refit).
+group lasso, keep the top features, refit). In Python: skh2t.compare_methods.
 
 Writes results.json (configuration, every cross-validation score, timings,
 versions), kept_per_tap.png (which depths Head2Toe chose) and model.joblib (the
@@ -71,47 +70,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_data_options(parser)
+    add_train_test_options(
+        parser,
+        n_train=DEFAULTS["n_train"],
+        random_state_help="seed of the draws and folds (default: 0)",
+    )
     options.add_backbone_options(parser, target_size=False)
     _add_grid_options(parser)
     _add_output_options(parser)
     parser.set_defaults(handler=run)
-
-
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data")
-    group.add_argument(
-        "--dataset",
-        default=options.FASHION_MNIST,
-        metavar="NAME|DIR",
-        help=f"{DATASET_HELP} (default: %(default)s)",
-    )
-    group.add_argument(
-        "--test-dataset",
-        metavar="DIR",
-        help="image folder of test images; default: Fashion-MNIST's test split, or for a "
-        "folder --dataset the images not drawn for training",
-    )
-    group.add_argument(
-        "--n-train",
-        type=options.positive_int,
-        default=DEFAULTS["n_train"],
-        metavar="N",
-        help="class-balanced training images (default: %(default)s)",
-    )
-    group.add_argument(
-        "--n-test",
-        type=options.positive_int,
-        metavar="N",
-        help="class-balanced subsample of the test images (default: all)",
-    )
-    group.add_argument(
-        "--random-state",
-        type=options.seed,
-        default=0,
-        metavar="SEED",
-        help="seed of the draws and folds (default: 0)",
-    )
 
 
 def _add_grid_options(parser: argparse.ArgumentParser) -> None:
@@ -199,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = [RESULTS_JSON, PLOT_PNG, *([MODEL_FILE] if args.save_model else [])]
     for name in outputs:  # before the work, not after it
         options.check_output_file(os.path.join(args.output_dir, name), "--output-dir")
-    train, test = _load_data(args)
+    train, test = load_train_test(args)
     _check_folds(train, args.folds)
     check_readable(train.images)
     check_readable(test.images)
@@ -245,18 +212,6 @@ def _head2toe(args: argparse.Namespace) -> Head2ToeClassifier:
     )
 
 
-def _load_data(args: argparse.Namespace) -> tuple[LabelledImages, LabelledImages]:
-    data = load_dataset(args.dataset, "train")
-    check_classes(data, "--dataset")
-    if args.test_dataset is not None:
-        test = load_dataset(args.test_dataset, "test")
-    elif args.dataset.lower() == options.FASHION_MNIST:
-        test = load_dataset(args.dataset, "test")
-    else:
-        test = None
-    return split_train_test(data, test, args.n_train, args.n_test, args.random_state)
-
-
 def _check_folds(train: LabelledImages, n_folds: int) -> None:
     if n_folds < 2:
         raise UsageError("--folds must be at least 2")
@@ -293,7 +248,7 @@ def _payload(
         "command": "skh2t run",
         "argv": args.argv,
         "config": config,
-        "data": _data_summary(train, test),
+        "data": data_summary(train, test),
         "features": {
             str(T): {"n_features": t.taps_[-1].stop, "taps": tap_table(t)}
             for T, t in comparison.transformers.items()
@@ -301,18 +256,6 @@ def _payload(
         "methods": {r.method: _method_summary(r) for r in comparison.results},
         "head2toe_kept_per_tap": comparison.kept_per_tap(),
         "versions": versions(),
-    }
-
-
-def _data_summary(train: LabelledImages, test: LabelledImages) -> dict[str, Any]:
-    return {
-        "train_source": train.source,
-        "test_source": test.source,
-        "n_train": len(train),
-        "n_test": len(test),
-        "classes": train.class_names,
-        "train_per_class": np.bincount(train.target, minlength=len(train.class_names)),
-        "test_per_class": np.bincount(test.target, minlength=len(test.class_names)),
     }
 
 
