@@ -505,6 +505,7 @@ def test_probing_stops_at_the_target_energy(data, target, met):
     X, y = data
     clf = make(probe_epochs=200, epochs=0, validation_fraction=None, **target).fit(X, y)
     assert met(clf.energy_)
+    assert clf.probe_target_reached_ is True
     steps_per_epoch = N_IMAGES // 10
     assert 0 < clf.probe_steps_ < 200 * steps_per_epoch
     assert clf.probe_epochs_ == -(-clf.probe_steps_ // steps_per_epoch)
@@ -517,8 +518,10 @@ def test_an_unreachable_target_warns_and_probes_probe_epochs(data):
         clf.fit(X, y)
     assert clf.probe_epochs_ == 2
     assert clf.probe_steps_ == 2 * (N_IMAGES // 10)
+    assert clf.probe_target_reached_ is False
     fixed = make(probe_epochs=2, epochs=0, validation_fraction=None).fit(X, y)
     assert clf.energy_ == fixed.energy_  # the same probe, run to its end
+    assert fixed.probe_target_reached_ is None  # no target
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])

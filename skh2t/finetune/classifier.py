@@ -62,11 +62,13 @@ DEFAULT_LR = {"adamw": 1e-4, "sgd": 3e-4}
 
 @dataclass(frozen=True)
 class PreparedHead:
-    """A head ready for fine-tuning: its weights and how long it was probed."""
+    """A head ready for fine-tuning: its weights, how long it was probed, whether it reached
+    its probing target (``None`` without one)."""
 
     state: dict[str, torch.Tensor]
     probe_epochs: int
     probe_steps: int
+    target_reached: bool | None = None
 
 
 class FineTuneClassifier(ClassifierMixin, BaseEstimator):
@@ -200,6 +202,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         probing target, the epochs begun before it was reached).
     probe_steps_ : int
         Probing steps (minibatches) of the kept model.
+    probe_target_reached_ : bool or None
+        With ``probe_target_accuracy`` or ``probe_target_loss``: whether probing
+        reached the target within ``probe_epochs`` (if not, a
+        ``ConvergenceWarning`` said so); ``None`` without a target.
     lr_ : float
         The fine-tuning learning rate used (``lr``, or its ``"auto"`` value).
     energy_ : dict
@@ -425,6 +431,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_ = best.net.head.in_features
         self.probe_epochs_ = best.probe_epochs
         self.probe_steps_ = best.probe_steps
+        self.probe_target_reached_ = best.probe_target_reached
         self.lr_ = self._learning_rate()
         self.energy_ = best.energy
         self.history_ = best.history
@@ -540,6 +547,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 runtime,
             )
             run.probe_epochs, run.probe_steps = candidate.probe_epochs, candidate.probe_steps
+            run.probe_target_reached = candidate.target_reached
             run.energy = energy
             fit_times.append(probing_share + time.perf_counter() - started)
             search[candidate.probe_epochs] = {
@@ -591,7 +599,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                     ConvergenceWarning,
                     stacklevel=3,
                 )
-            return [PreparedHead(cpu_state(head), result.epochs, result.steps)]
+            return [PreparedHead(cpu_state(head), result.epochs, result.steps, result.reached)]
         snapshots = train_probe(
             head,
             features,

@@ -69,6 +69,7 @@ class FineTuneRun:
     score: float
     probe_epochs: int = 0
     probe_steps: int = 0
+    probe_target_reached: bool | None = None
     energy: dict[str, float] = field(default_factory=dict)
 
 
