@@ -24,7 +24,7 @@ from skh2t.cli.data import (
 from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.cli.progress import Progress
 from skh2t.cli.report import versions, write_json
-from skh2t.cli.warned import counted_warnings
+from skh2t.cli.warned import hidden_warnings
 from skh2t.finetune import (
     DEFAULT_LR,
     FineTuneClassifier,
@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     clf = _classifier(args, verbose=progress.enabled)
     progress.message(_plan(args, train))
     start = time.perf_counter()
-    with counted_warnings(ConvergenceWarning):  # a probing target missed: in the summary
+    with hidden_warnings(ConvergenceWarning):  # a probing target missed: in the summary
         clf.fit(train.images, train.labels)
     fit_seconds = time.perf_counter() - start
     clf.set_params(verbose=0)  # the saved model predicts quietly

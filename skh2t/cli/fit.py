@@ -13,7 +13,7 @@ from skh2t.cli import options
 from skh2t.cli.data import DATASET_HELP, check_classes, check_readable, load_dataset
 from skh2t.cli.data import stratified_subsample as draw
 from skh2t.cli.progress import Progress
-from skh2t.cli.warned import counted_warnings
+from skh2t.cli.warned import hidden_warnings
 from skh2t.output_files import written_whole
 
 DEFAULT_N_TRAIN = 1000
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         renormalize_groups=transformer.feature_groups_ if args.renormalize_kept else None,
         max_iter=args.max_iter,
     )
-    with progress.timed("Head2Toe fit"), counted_warnings(ConvergenceWarning):  # noted below
+    with progress.timed("Head2Toe fit"), hidden_warnings(ConvergenceWarning):  # noted below
         clf.fit(X, data.labels)
     if clf.n_not_converged_:
         progress.message("note: the solver stopped at --max-iter; consider raising it")

@@ -26,7 +26,7 @@ from skh2t.cli.extraction import tap_table
 from skh2t.cli.plot import plot_kept_per_tap
 from skh2t.cli.progress import Progress
 from skh2t.cli.report import cv_rows, format_params, versions, write_json
-from skh2t.cli.warned import counted_warnings
+from skh2t.cli.warned import hidden_warnings
 from skh2t.output_files import written_whole
 from skh2t.protocol import HEAD2TOE, Comparison, MethodResult, compare_methods
 
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         f"{len(train)} training images for target sizes "
         f"{', '.join(map(str, sorted(args.target_sizes)))} (one pass)"
     )
-    with counted_warnings(ConvergenceWarning):  # counted by the methods, reported below
+    with hidden_warnings(ConvergenceWarning):  # counted by the methods, reported below
         comparison = compare_methods(
             _head2toe(args),
             train.images,
