@@ -49,16 +49,32 @@ class PooledOutput:
     l2: bool = True
 
 
+class _AllTapsRead(Exception):
+    """Raised by the last tap's hook: the rest of the forward pass is not needed."""
+
+
 class _Recorder:
-    """Hook callback: pool each tap once per distinct plan, normalise, write every output."""
+    """Hook callback: pool each tap once per distinct plan, normalise, write every output.
+
+    Once every tap has been read, it stops the forward pass (by raising
+    :class:`_AllTapsRead`), so a model read only up to an early tap costs only
+    the prefix of the network up to it.
+    """
 
     def __init__(self, outputs: Sequence[PooledOutput], n_taps: int) -> None:
         self.outputs = list(outputs)
         self.rows: list[torch.Tensor] = []
         self.calls = np.zeros(n_taps, dtype=np.int64)
+        self.n_read = 0
 
     def __call__(self, index: int, module: nn.Module, tensor: torch.Tensor) -> None:
+        self._record(index, tensor)
         self.calls[index] += 1
+        self.n_read += self.calls[index] == 1
+        if self.n_read == len(self.calls):
+            raise _AllTapsRead
+
+    def _record(self, index: int, tensor: torch.Tensor) -> None:
         pooled: dict[PoolingPlan, torch.Tensor] = {}
         for output, rows in zip(self.outputs, self.rows, strict=True):
             plan = output.plans[index]
@@ -177,7 +193,8 @@ def extract_pooled(
                 rows if on_cpu else [torch.empty(r.shape, device=batch.device) for r in rows]
             )
             recorder.calls[:] = 0
-            with autocast():  # the batches are made outside it
+            recorder.n_read = 0
+            with autocast(), contextlib.suppress(_AllTapsRead):  # the batches are made outside
                 model(batch)
             _check_calls(recorder.calls, taps)
             if not on_cpu:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from torch import nn
 from skh2t._constraints import N_JOBS
 from skh2t.features.backbones import load_backbone, on_cpu, parameter_dtype
 from skh2t.features.cache import cached_observations, identity_of, resolve_cache_directory
+from skh2t.features.costs import tap_flop_shares
 from skh2t.features.devices import DEFAULT_PRECISION, PRECISIONS, resolve_runtime
 from skh2t.features.discovery import TapObservation, build_tap_table, observe_taps
 from skh2t.features.fitted import FittedExtraction, Standardization
@@ -26,7 +27,7 @@ from skh2t.features.images import ImageArray, ImageList, as_images
 from skh2t.features.joint import extract_jointly
 from skh2t.features.lazy import LazyModule
 from skh2t.features.preprocessing import Preprocessor
-from skh2t.features.taps import TapInfo, model_family, resolve_layers
+from skh2t.features.taps import TapInfo, TapRef, model_family, resolve_layers
 
 
 class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
@@ -58,6 +59,11 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         gets the inputs of all convolutions and linear layers plus its output).
         Otherwise module names or glob patterns (``"layer*.*.conv2:input"``); a
         ``":input"`` suffix reads a module's input instead of its output.
+    compute_budget : float in (0, 1], default=None
+        Read only the taps whose cost (``tap_costs_``: the share of the
+        backbone's forward FLOPs computed before the tap) is at most this, so
+        that extraction, and a model exported from this transformer, run only
+        a prefix of the network. ``None``: every tap. See :mod:`skh2t.features.costs`.
     target_size : int, default=8192
         Target number of features per tap: a map with ``C`` channels is pooled
         to about ``target_size`` values (global pooling when ``C >= target_size``).
@@ -135,6 +141,14 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         ``pandas.DataFrame(taps_)`` shows it as a table.
     feature_groups_ : ndarray of shape (n_features_out,)
         The tap index of every output column: one group per tap.
+    tap_costs_ : ndarray of shape (n_taps,)
+        Each tap's share of the backbone's forward FLOPs: those computed
+        before its activation is available (:mod:`skh2t.features.costs`),
+        at the fitted input size. Computed on first use (one forward pass of
+        a blank image), or at fit with a ``compute_budget``.
+    forward_flops_ : int
+        FLOPs of the backbone's whole forward pass on one image (matrix
+        products and convolutions), computed with ``tap_costs_``.
     backbone_family_ : str
         Which default-tap rule applies (``"resnet"``, ``"vit"``, ..., ``"generic"``).
     data_config_ : dict
@@ -220,6 +234,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         "backbone": [str, nn.Module],
         "weights": [str, os.PathLike, None],  # "auto", "timm" or a checkpoint path
         "layers": [str, list, tuple],
+        "compute_budget": [Interval(Real, 0, 1, closed="right"), None],
         "target_size": [Interval(Integral, 1, None, closed="left")],
         "pool_stride": [Interval(Integral, 1, None, closed="left"), None],
         "normalization": [StrOptions({"l2", "standard"}), None],
@@ -239,6 +254,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         backbone: str | nn.Module = "tf_efficientnet_lite0",
         weights: str | os.PathLike | None = "auto",
         layers: str | list[str] = "auto",
+        compute_budget: float | None = None,
         target_size: int = 8192,
         pool_stride: int | None = None,
         normalization: str | None = "l2",
@@ -254,6 +270,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         self.backbone = backbone
         self.weights = weights
         self.layers = layers
+        self.compute_budget = compute_budget
         self.target_size = target_size
         self.pool_stride = pool_stride
         self.normalization = normalization
@@ -412,6 +429,25 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         return list(self.extraction_.taps)
 
     @property
+    def tap_costs_(self) -> np.ndarray:
+        """Each tap's share of the backbone's forward FLOPs (see the class docstring)."""
+        return self._measured_costs().of(self.taps_)
+
+    @property
+    def forward_flops_(self) -> int:
+        """FLOPs of the backbone's whole forward pass on one image."""
+        return self._measured_costs().total
+
+    def _measured_costs(self) -> _TapCosts:
+        check_is_fitted(self)
+        costs = self.__dict__.get("_tap_costs")
+        if costs is None or not costs.covers(self.taps_):
+            module = self.extraction_.module
+            costs = _TapCosts.measure(module, [t.ref for t in self.taps_], self.data_config_)
+            self._tap_costs = costs
+        return costs
+
+    @property
     def data_config_(self) -> dict[str, Any]:
         """Preprocessing: ``input_size``, ``interpolation``, ``mean``, ``std``."""
         check_is_fitted(self)
@@ -501,6 +537,10 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         )
         model = loaded.model.to(device)
         refs = resolve_layers(model, self.layers)
+        costs = None
+        if self.compute_budget is not None:
+            costs = _TapCosts.measure(model, refs, loaded.data_config)
+            refs = costs.within(self.compute_budget)
         preprocess = Preprocessor.from_data_config(loaded.data_config)
 
         def observe() -> list[TapObservation]:
@@ -531,6 +571,7 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         # Everything worked: replace the fitted state as a whole.
         self.extraction_ = extraction
         self.backbone_family_ = model_family(model)
+        self._tap_costs = costs
 
     def _extract(self, images: ImageArray | ImageList) -> np.ndarray:
         """Features of ``images``: from the cache where it has them, else from the backbone."""
@@ -560,3 +601,40 @@ def _from_private_members(state: dict[str, Any]) -> None:
     extraction.cache.feature_cache = state.pop("_feature_cache", None)  # re-keyed on use
     state.pop("_weights_state", None)
     state["extraction_"] = extraction
+
+
+@dataclasses.dataclass(frozen=True)
+class _TapCosts:
+    """The FLOP shares of some taps of a backbone, and its forward FLOPs per image."""
+
+    shares: dict[TapRef, float]
+    total: int
+
+    @classmethod
+    def measure(
+        cls, model: nn.Module, refs: list[TapRef], data_config: dict[str, Any]
+    ) -> _TapCosts:
+        """One forward pass of a blank image at the input size, counting FLOPs."""
+        parameter = next(model.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        blank = torch.zeros((1, *data_config["input_size"]), device=device)
+        shares, total = tap_flop_shares(model, refs, blank.to(parameter_dtype(model)))
+        return cls(dict(zip(refs, shares.tolist(), strict=True)), total)
+
+    def covers(self, taps: list[TapInfo]) -> bool:
+        return all(tap.ref in self.shares for tap in taps)
+
+    def of(self, taps: list[TapInfo]) -> np.ndarray:
+        return np.array([self.shares[tap.ref] for tap in taps])
+
+    def within(self, budget: float) -> list[TapRef]:
+        """The taps whose share is at most ``budget``, in order; a ``ValueError`` if none."""
+        kept = [ref for ref, share in self.shares.items() if share <= budget]
+        if not kept:
+            cheapest = min(self.shares.values())
+            raise ValueError(
+                f"compute_budget={budget:g} keeps no tap: the cheapest of the "
+                f"{len(self.shares)} taps needs {cheapest:.3g} of the backbone's forward FLOPs. "
+                "Raise compute_budget."
+            )
+        return kept
