@@ -66,6 +66,12 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     backbone, weights, layers, image_size, backbone_kwargs, batch_size, cache, device, precision
         As in :class:`~skh2t.features.IntermediateFeatureTransformer`; the
         features are pooled per tap and L2-normalised per example and tap.
+    compute_budget : float in (0, 1], default=None
+        Read only the taps whose share of the backbone's forward FLOPs is at
+        most this (:class:`~skh2t.features.IntermediateFeatureTransformer`'s
+        ``compute_budget``): extraction runs only that prefix of the network,
+        in ``fit`` and in ``predict``, and so does the exported model
+        (:func:`skh2t.export.compact_module`). ``None``: every tap.
     target_sizes : sequence of int, default=(1024, 2048)
         Target sizes per tap to choose from (the paper's grid spans 512 to 8192).
     pool_strides : sequence of int, default=None
@@ -200,6 +206,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         "layers": [str, list, tuple],
         "image_size": [Interval(Integral, 1, None, closed="left"), None],
         "backbone_kwargs": [dict, None],
+        "compute_budget": [Interval(Real, 0, 1, closed="right"), None],
         "target_sizes": ["array-like"],
         "pool_strides": ["array-like", None],
         "alpha_fractions": ["array-like"],
@@ -229,6 +236,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         layers: str | list[str] = "auto",
         image_size: int | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
+        compute_budget: float | None = None,
         target_sizes: Sequence[int] = (1024, 2048),
         pool_strides: Sequence[int] | None = None,
         alpha_fractions: Sequence[float] = (0.1, 0.03, 0.01),
@@ -254,6 +262,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         self.layers = layers
         self.image_size = image_size
         self.backbone_kwargs = backbone_kwargs
+        self.compute_budget = compute_budget
         self.target_sizes = target_sizes
         self.pool_strides = pool_strides
         self.alpha_fractions = alpha_fractions
@@ -367,6 +376,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             layers=self.layers,
             image_size=self.image_size,
             backbone_kwargs=self.backbone_kwargs,
+            compute_budget=self.compute_budget,
             normalization="l2",
             batch_size=self.batch_size,
             cache=self.cache,

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from skh2t.features import (
     CheckpointError,
+    ComputeBudgetError,
     ImageReadError,
     WeightsChangedError,
     WeightsNotFoundError,
@@ -20,13 +21,14 @@ PROG = "skh2t"
 # Errors that mean "the inputs are wrong", wherever they are raised: a missing
 # file or data set, backbone weights that cannot be found offline, a checkpoint
 # that is not one or does not fit, a model's weights that changed since its fit, an
-# image file that cannot be read.
+# image file that cannot be read, a compute budget that no tap fits in.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     WeightsNotFoundError,
     CheckpointError,
     WeightsChangedError,
     ImageReadError,
+    ComputeBudgetError,
 )
 
 

@@ -136,10 +136,18 @@ def weights_value(text: str) -> str | None:
 
 
 def add_backbone_options(parser: argparse.ArgumentParser, *, target_size: bool = True) -> None:
-    """Add --backbone, --weights, --image-size, (--target-size), --cache, --batch-size, --device,
-    --precision, --blas-threads."""
+    """Add --backbone, --weights, --image-size, --compute-budget, (--target-size), --cache,
+    --batch-size, --device, --precision, --blas-threads."""
     group = parser.add_argument_group("backbone and features")
     add_network_options(group)
+    group.add_argument(
+        "--compute-budget",
+        type=fraction,
+        metavar="B",
+        default=None,
+        help="read only the taps computed within this share (0 < B <= 1) of the backbone's "
+        "forward FLOPs, so that only that prefix of the network runs (default: every tap)",
+    )
     if target_size:
         group.add_argument(
             "--target-size",
@@ -328,13 +336,14 @@ def make_transformer(
 
 def backbone_params(args: argparse.Namespace) -> dict[str, Any]:
     """The estimator parameters the backbone options set (the transformer's and
-    ``Head2ToeClassifier``'s names): backbone, weights, image size, batch size, device,
-    precision, cache.
+    ``Head2ToeClassifier``'s names): backbone, weights, image size, compute budget, batch
+    size, device, precision, cache.
     """
     return {
         "backbone": args.backbone,
         "weights": args.weights,
         "image_size": args.image_size,
+        "compute_budget": args.compute_budget,
         "batch_size": args.batch_size,
         "device": args.device,
         "precision": args.precision,

@@ -9,11 +9,13 @@ modules), :mod:`~skh2t.features.weights` (offline weight sources),
 :mod:`~skh2t.features.hooks`, :mod:`~skh2t.features.discovery` and
 :mod:`~skh2t.features.extraction` (reading activations during a forward pass),
 :mod:`~skh2t.features.cache` (the on-disk feature cache),
+:mod:`~skh2t.features.costs` (what each tap costs in FLOPs),
 :mod:`~skh2t.features.fitted` (the fitted record ``extraction_``) and
 :mod:`~skh2t.features.lazy` (a module kept as the recipe that rebuilds it).
 """
 
 from skh2t.features.backbones import Backbone, BackboneReference, WeightSource, load_backbone
+from skh2t.features.costs import ComputeBudgetError
 from skh2t.features.devices import resolve_device, resolve_precision
 from skh2t.features.images import ImageReadError, check_image_files
 from skh2t.features.taps import TapInfo, default_taps, model_family
@@ -31,6 +33,7 @@ __all__ = [
     "Backbone",
     "BackboneReference",
     "CheckpointError",
+    "ComputeBudgetError",
     "ImageReadError",
     "IntermediateFeatureTransformer",
     "OfflineWeights",

@@ -24,7 +24,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from skh2t.features.hooks import eval_mode, hooks_attached
 from skh2t.features.taps import TapRef
 
-__all__ = ["forward_flops", "tap_flop_shares"]
+__all__ = ["ComputeBudgetError", "forward_flops", "tap_flop_shares"]
+
+
+class ComputeBudgetError(ValueError):
+    """A ``compute_budget`` that no tap of the backbone fits in."""
 
 
 def tap_flop_shares(

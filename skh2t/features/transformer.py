@@ -19,7 +19,7 @@ from torch import nn
 from skh2t._constraints import N_JOBS
 from skh2t.features.backbones import load_backbone, on_cpu, parameter_dtype
 from skh2t.features.cache import cached_observations, identity_of, resolve_cache_directory
-from skh2t.features.costs import tap_flop_shares
+from skh2t.features.costs import ComputeBudgetError, tap_flop_shares
 from skh2t.features.devices import DEFAULT_PRECISION, PRECISIONS, resolve_runtime
 from skh2t.features.discovery import TapObservation, build_tap_table, observe_taps
 from skh2t.features.fitted import FittedExtraction, Standardization
@@ -632,7 +632,7 @@ class _TapCosts:
         kept = [ref for ref, share in self.shares.items() if share <= budget]
         if not kept:
             cheapest = min(self.shares.values())
-            raise ValueError(
+            raise ComputeBudgetError(
                 f"compute_budget={budget:g} keeps no tap: the cheapest of the "
                 f"{len(self.shares)} taps needs {cheapest:.3g} of the backbone's forward FLOPs. "
                 "Raise compute_budget."
