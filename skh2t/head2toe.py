@@ -31,6 +31,7 @@ from skh2t.linear_model._fold_path import (
 )
 from skh2t.linear_model._group_lasso import _check_weighted_classes
 from skh2t.linear_model._search import (
+    cheapest_within_one_standard_error,
     first_best,
     fraction_grid,
     integer_grid,
@@ -72,6 +73,13 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         ``compute_budget``): extraction runs only that prefix of the network,
         in ``fit`` and in ``predict``, and so does the exported model
         (:func:`skh2t.export.compact_module`). ``None``: every tap.
+    compute_budgets : sequence of float in (0, 1], default=None
+        If set, budgets to choose from instead of one ``compute_budget``: the
+        features of the largest are extracted, and each budget's
+        cross-validation reads its taps' columns of them. The choice favours
+        the cheaper model: the smallest budget whose best point comes within
+        one standard error (over the folds) of the best point of the whole
+        grid, then that budget's best point.
     target_sizes : sequence of int, default=(1024, 2048)
         Target sizes per tap to choose from (the paper's grid spans 512 to 8192).
     pool_strides : sequence of int, default=None
@@ -207,6 +215,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         "image_size": [Interval(Integral, 1, None, closed="left"), None],
         "backbone_kwargs": [dict, None],
         "compute_budget": [Interval(Real, 0, 1, closed="right"), None],
+        "compute_budgets": ["array-like", None],
         "target_sizes": ["array-like"],
         "pool_strides": ["array-like", None],
         "alpha_fractions": ["array-like"],
@@ -237,6 +246,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         image_size: int | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
         compute_budget: float | None = None,
+        compute_budgets: Sequence[float] | None = None,
         target_sizes: Sequence[int] = (1024, 2048),
         pool_strides: Sequence[int] | None = None,
         alpha_fractions: Sequence[float] = (0.1, 0.03, 0.01),
@@ -263,6 +273,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         self.image_size = image_size
         self.backbone_kwargs = backbone_kwargs
         self.compute_budget = compute_budget
+        self.compute_budgets = compute_budgets
         self.target_sizes = target_sizes
         self.pool_strides = pool_strides
         self.alpha_fractions = alpha_fractions
@@ -316,6 +327,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         grid = _Grid.of(self)
         folds = split_folds(self.cv, y, self.random_state)
         transformers = self._fit_transformers(images, grid)
+        feature_sets = grid.feature_sets(transformers)  # before extraction: checks the budgets
         features = self._training_features(transformers, images)
         # Rows in fold order (moved in place): each fold then trains on two slices, not a copy.
         by_fold = FoldOrder.of(folds, len(y))
@@ -325,19 +337,19 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             for X in features:
                 by_fold.apply_in_place(X)
         paths = self._cross_validate(
-            features, transformers, y[order], sample_weight[order], folds, grid, weighted_scores
+            features, feature_sets, y[order], sample_weight[order], folds, grid, weighted_scores
         )
-        chosen = self._record_search(paths, grid, len(folds))
-        kept = range(len(features)) if self.store_features else [chosen]
+        chosen = feature_sets[self._record_search(paths, grid, len(folds))]
+        kept = range(len(features)) if self.store_features else [chosen.pooling]
         if by_fold is not None:
             for p in kept:
                 by_fold.restore_in_place(features[p])
-        X = features[chosen]
+        X = chosen.columns_of(features[chosen.pooling])
         self.__dict__.pop("training_features_", None)  # not left over from an earlier fit
         if self.store_features:
             self.training_features_ = dict(zip(grid.poolings, features, strict=True))
         del features  # without store_features, only the chosen pooling's is needed
-        self._refit(transformers[chosen], X, y, sample_weight)
+        self._refit(chosen.transformer, X, y, sample_weight)
         self.n_not_converged_ = self.n_cv_not_converged_ + self.classifier_.n_not_converged_
         return self
 
@@ -376,7 +388,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             layers=self.layers,
             image_size=self.image_size,
             backbone_kwargs=self.backbone_kwargs,
-            compute_budget=self.compute_budget,
+            compute_budget=grid.largest_budget(self.compute_budget),
             normalization="l2",
             batch_size=self.batch_size,
             cache=self.cache,
@@ -394,8 +406,11 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         return transform_jointly(transformers, images)
 
     def _head(self, transformer) -> GroupLassoClassifier:
+        return self._head_of_groups(transformer.feature_groups_)
+
+    def _head_of_groups(self, groups: np.ndarray) -> GroupLassoClassifier:
         return GroupLassoClassifier(
-            renormalize_groups=transformer.feature_groups_ if self.renormalize_kept else None,
+            renormalize_groups=groups if self.renormalize_kept else None,
             refit_l2=self.refit_l2,
             tol=self.tol,
             max_iter=self.max_iter,
@@ -404,20 +419,21 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     def _cross_validate(
         self,
         features: list[np.ndarray],
-        transformers: list,
+        feature_sets: list[_FeatureSet],
         y: np.ndarray,
         sample_weight: np.ndarray,
         folds: list,
         grid: _Grid,
         weighted_scores: bool,
     ) -> list[FoldPath]:
-        """Every (pooling, fold) path, pooling by pooling, folds in order."""
-        heads = [self._head(t).get_params() for t in transformers]
-        scorer = check_scoring(self._head(transformers[0]), scoring=self.scoring)
+        """Every (feature set, fold) path, set by set, folds in order."""
+        matrices = [s.columns_of(features[s.pooling]) for s in feature_sets]
+        heads = [self._head_of_groups(s.groups).get_params() for s in feature_sets]
+        scorer = check_scoring(self._head_of_groups(feature_sets[0].groups), scoring=self.scoring)
         path_grid = PathGrid(np.array(grid.alpha_fractions), grid.keep_fractions, relative=True)
-        tasks = [(p, f) for p in range(len(features)) for f in range(len(folds))]
+        tasks = [(p, f) for p in range(len(matrices)) for f in range(len(folds))]
         # Widest features first: the longest paths start early and short ones fill the end.
-        schedule = sorted(range(len(tasks)), key=lambda i: -features[tasks[i][0]].shape[1])
+        schedule = sorted(range(len(tasks)), key=lambda i: -matrices[tasks[i][0]].shape[1])
         n_jobs = min(effective_n_jobs(self.n_jobs), len(tasks))
         with progress_bar(
             total=len(tasks),
@@ -428,7 +444,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             results = Parallel(n_jobs=n_jobs, return_as="generator")(
                 delayed(score_path_on_fold)(
                     heads[p],
-                    features[p],
+                    matrices[p],
                     y,
                     sample_weight,
                     *folds[f],
@@ -451,26 +467,30 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         return paths
 
     def _record_search(self, paths: list[FoldPath], grid: _Grid, n_splits: int) -> int:
-        """Set the search's attributes; return the chosen pooling's index."""
-        shape = (len(grid.poolings), len(grid.alpha_fractions), len(grid.keep_fractions))
+        """Set the search's attributes; return the chosen feature set's index."""
+        n_sets = len(grid.poolings) * len(grid.budgets)
+        shape = (n_sets, len(grid.alpha_fractions), len(grid.keep_fractions))
         points = [
-            {
-                grid.pooling_name: pooling,
-                "alpha_fraction": alpha,
-                "keep_fraction": keep,
-            }
-            for pooling in grid.poolings
+            {**grid.set_params(s), "alpha_fraction": alpha, "keep_fraction": keep}
+            for s in range(n_sets)
             for alpha in grid.alpha_fractions
             for keep in grid.keep_fractions
         ]
         self.n_splits_ = n_splits
-        self.cv_results_ = path_cv_results(points, paths, leading=len(grid.poolings))
+        results = path_cv_results(points, paths, leading=n_sets)
+        self.cv_results_ = results
         # Simplest first: the smaller keep fraction, the larger alpha (alphas decrease),
-        # the smaller pooling.
+        # the smaller budget, the smaller pooling (sets: poolings outer, budgets inner).
         order = simplicity_order(shape, [(2, True), (1, True), (0, True)])
-        self.best_index_ = first_best(self.cv_results_["mean_test_score"], order)
-        self.best_params_ = dict(self.cv_results_["params"][self.best_index_])
-        self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
+        if grid.has_budgets:
+            budget = np.array([point["compute_budget"] for point in points])
+            self.best_index_ = cheapest_within_one_standard_error(
+                results["mean_test_score"], results["std_test_score"], n_splits, budget, order
+            )
+        else:
+            self.best_index_ = first_best(results["mean_test_score"], order)
+        self.best_params_ = dict(results["params"][self.best_index_])
+        self.best_score_ = float(results["mean_test_score"][self.best_index_])
         return int(np.unravel_index(self.best_index_, shape)[0])
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -590,11 +610,20 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
 
 
 class _Grid:
-    """The validated grid of a Head2ToeClassifier: poolings, alpha and keep fractions."""
+    """The validated grid of a Head2ToeClassifier: poolings, budgets, alpha and keep fractions."""
 
-    def __init__(self, pooling_name: str, poolings: list[int], alphas: list, keeps: list):
+    def __init__(
+        self,
+        pooling_name: str,
+        poolings: list[int],
+        budgets: list[float] | None,
+        alphas: list,
+        keeps: list,
+    ):
         self.pooling_name = pooling_name
         self.poolings = poolings
+        self.has_budgets = budgets is not None
+        self.budgets = budgets if budgets is not None else [None]  # increasing
         self.alpha_fractions = alphas  # decreasing: the path runs downwards
         self.keep_fractions = keeps  # increasing
 
@@ -605,12 +634,66 @@ class _Grid:
         else:
             name, values = "target_size", estimator.target_sizes
         poolings = integer_grid(values, name + "s")
+        budgets = None
+        if estimator.compute_budgets is not None:
+            if estimator.compute_budget is not None:
+                raise ValueError(
+                    "Set compute_budget (one budget) or compute_budgets (a grid), not both."
+                )
+            budgets = fraction_grid(estimator.compute_budgets, "compute_budgets")
         alphas = fraction_grid(estimator.alpha_fractions, "alpha_fractions")[::-1]
         keeps = fraction_grid(estimator.keep_fractions, "keep_fractions")
-        return cls(name, poolings, alphas, keeps)
+        return cls(name, poolings, budgets, alphas, keeps)
 
     def pooling_params(self, value: int) -> dict[str, int]:
         """The transformer parameters of one pooling of the grid."""
         if self.pooling_name == "pool_stride":
             return {"pool_stride": value}
         return {"target_size": value, "pool_stride": None}
+
+    def largest_budget(self, compute_budget: float | None) -> float | None:
+        """The budget the extraction reads: the grid's largest, else ``compute_budget``."""
+        return self.budgets[-1] if self.has_budgets else compute_budget
+
+    def set_params(self, index: int) -> dict[str, Any]:
+        """The grid parameters of the ``index``-th feature set (poolings outer, budgets inner)."""
+        pooling, budget = divmod(index, len(self.budgets))
+        params: dict[str, Any] = {self.pooling_name: self.poolings[pooling]}
+        if self.has_budgets:
+            params["compute_budget"] = self.budgets[budget]
+        return params
+
+    def feature_sets(self, transformers: list) -> list[_FeatureSet]:
+        """Every (pooling, budget) of the grid, poolings outer: its transformer and columns."""
+        return [
+            _FeatureSet.of(p, transformer, budget)
+            for p, transformer in enumerate(transformers)
+            for budget in self.budgets
+        ]
+
+
+class _FeatureSet:
+    """The features of one (pooling, compute budget): which columns of a pooling's matrix."""
+
+    def __init__(self, pooling: int, transformer, columns: np.ndarray | None):
+        self.pooling = pooling  # index among the grid's poolings
+        self.transformer = transformer
+        self.columns = columns  # None: all of them
+        self.groups = transformer.feature_groups_
+
+    @classmethod
+    def of(cls, pooling: int, transformer, budget: float | None) -> _FeatureSet:
+        if budget is None:
+            return cls(pooling, transformer, None)
+        within = transformer.within_budget(budget)  # a ComputeBudgetError if no tap fits
+        starts = {tap.ref: tap.start for tap in transformer.taps_}
+        columns = np.concatenate(
+            [np.arange(starts[t.ref], starts[t.ref] + t.n_features) for t in within.taps_]
+        )
+        if columns.size == transformer.taps_[-1].stop:
+            return cls(pooling, within, None)
+        return cls(pooling, within, columns)
+
+    def columns_of(self, X: np.ndarray) -> np.ndarray:
+        """This set's columns of its pooling's features (a copy unless it is all of them)."""
+        return X if self.columns is None else np.ascontiguousarray(X[:, self.columns])

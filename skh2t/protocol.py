@@ -287,6 +287,11 @@ def compare_methods(
             f"compare_methods compares accuracies: the Head2ToeClassifier's scoring must be "
             f"None, not {head2toe.scoring!r}."
         )
+    if head2toe.compute_budgets is not None:
+        raise ValueError(
+            "compare_methods compares the methods on the same features: give the "
+            "Head2ToeClassifier one compute_budget, not a grid of compute_budgets."
+        )
     folds = split_folds(head2toe.cv, y, head2toe.random_state)
 
     model, features, h2t_seconds = _fit_head2toe(head2toe, images, y, folds, verbose)

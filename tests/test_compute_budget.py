@@ -7,6 +7,7 @@ import pytest
 from skh2t import Head2ToeClassifier
 from skh2t.cli import main
 from skh2t.export import compact_module, inference_cost
+from skh2t.features import ComputeBudgetError
 from tests.image_data import images_and_labels
 
 IMAGES, LABELS = images_and_labels(24, size=32)
@@ -73,3 +74,56 @@ def test_a_budget_no_tap_fits_in_is_one_line_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--compute-budget", "0"])
     assert exit_info.value.code == 2
+
+
+def test_a_grid_of_budgets_is_searched_and_the_cheapest_within_one_se_wins():
+    model = Head2ToeClassifier(**TINY, **GRID, compute_budgets=[0.5, 0.8, 1.0], random_state=0).fit(
+        IMAGES, LABELS
+    )
+    results = model.cv_results_
+    assert [p["compute_budget"] for p in results["params"]] == [0.5, 0.8, 1.0]
+    assert "param_compute_budget" in results
+    mean, std = results["mean_test_score"], results["std_test_score"]
+    budgets = np.array([p["compute_budget"] for p in results["params"]])
+
+    def cheapest_within(best: int) -> float:
+        return budgets[mean >= mean[best] - std[best] / np.sqrt(model.n_splits_)].min()
+
+    ties = np.flatnonzero(mean == mean.max())  # the tie rule picks one of them
+    cheapest = model.best_params_["compute_budget"]
+    assert cheapest in {cheapest_within(best) for best in ties}
+    assert mean[model.best_index_] == mean[budgets == cheapest].max()
+    assert np.all(model.transformer_.tap_costs_ <= cheapest)
+    # The final model is that budget's model refitted: the same as a fit at that budget.
+    single = Head2ToeClassifier(**TINY, **GRID, compute_budget=cheapest, random_state=0)
+    single.fit(IMAGES, LABELS)
+    assert [t.name for t in single.transformer_.taps_] == [t.name for t in model.transformer_.taps_]
+    np.testing.assert_array_equal(single.get_support(), model.get_support())
+    assert model.predict(IMAGES).shape == LABELS.shape
+
+
+def test_each_budgets_cross_validation_reads_its_taps_columns():
+    grid = Head2ToeClassifier(**TINY, **GRID, compute_budgets=[0.6, 1.0], random_state=0)
+    grid.fit(IMAGES, LABELS)
+    single = Head2ToeClassifier(**TINY, **GRID, compute_budget=0.6, random_state=0)
+    single.fit(IMAGES, LABELS)
+    # The same columns, in the same fold order: the same scores, up to float rounding.
+    np.testing.assert_allclose(
+        grid.cv_results_["mean_test_score"][0], single.cv_results_["mean_test_score"][0]
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "message"),
+    [
+        ({"compute_budget": 0.5, "compute_budgets": [0.5, 1.0]}, ValueError, "not both"),
+        ({"compute_budgets": [0.001, 1.0]}, ComputeBudgetError, "keeps no tap"),
+        ({"compute_budgets": [0.5, 1.5]}, ValueError, "compute_budgets"),
+    ],
+)
+def test_bad_budget_grids_are_refused_before_any_extraction(params, error, message, monkeypatch):
+    import skh2t.features.joint as joint
+
+    monkeypatch.setattr(joint, "extract_jointly", lambda *a, **k: pytest.fail("extracted"))
+    with pytest.raises(error, match=message):
+        Head2ToeClassifier(**TINY, **GRID, **params).fit(IMAGES, LABELS)

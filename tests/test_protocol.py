@@ -177,6 +177,7 @@ def test_without_test_images_and_with_pooling_strides():
     ("arguments", "message"),
     [
         ({"scoring": "balanced_accuracy"}, "scoring must be None"),
+        ({"compute_budgets": [0.5, 1.0]}, "one compute_budget, not a grid"),
         ({"X_test": IMAGES[TEST]}, "both X_test and y_test"),
         ({"y_test": LABELS[TEST]}, "both X_test and y_test"),
         ({"X_test": IMAGES[TEST], "y_test": LABELS[:3]}, "y_test must hold one label per image"),
@@ -190,7 +191,10 @@ def test_bad_arguments_are_refused_before_any_image_is_extracted(arguments, mess
 
     monkeypatch.setattr(joint, "extract_jointly", no_extraction)
     arguments = dict(arguments)
-    estimator = head2toe(scoring=arguments.pop("scoring", None))
+    estimator = head2toe(
+        scoring=arguments.pop("scoring", None),
+        compute_budgets=arguments.pop("compute_budgets", None),
+    )
     y = arguments.pop("y", LABELS[TRAIN])
     with pytest.raises(ValueError, match=message):
         compare_methods(estimator, IMAGES[TRAIN], y, **arguments)

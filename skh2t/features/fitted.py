@@ -146,6 +146,18 @@ class FittedExtraction:
         """This record with the standardisation fitted."""
         return dataclasses.replace(self, standardization=standardization)
 
+    def with_taps(self, refs: Sequence[Any]) -> FittedExtraction:
+        """The record reading only the taps at ``refs`` (in their order here), with their
+        pooling, renumbered columns and a cache for them, sharing the backbone."""
+        wanted = set(refs)
+        taps, start = [], 0
+        for tap in self.taps:
+            if tap.ref in wanted:
+                stop = start + tap.n_features
+                taps.append(TapInfo.from_plan(tap.ref, tap.raw_shape, tap.plan, start, stop))
+                start = stop
+        return dataclasses.replace(self, taps=tuple(taps), cache=self.cache.for_taps(taps))
+
     def repooled(self, *, target_size: int, pool_stride: int | None) -> FittedExtraction:
         """The record with another pooling of the same taps, sharing the backbone.
 

@@ -406,6 +406,49 @@ class IntermediateFeatureTransformer(TransformerMixin, BaseEstimator):
         copy_.extraction_ = extraction
         return copy_
 
+    def within_budget(self, compute_budget: float) -> IntermediateFeatureTransformer:
+        """A fitted copy reading only the taps within ``compute_budget``, sharing the backbone.
+
+        The copy is what ``clone(self).set_params(compute_budget=...).fit(X)``
+        would give, without building the backbone again: its taps are this
+        transformer's taps whose ``tap_costs_`` are at most ``compute_budget``,
+        with the same pooling; its columns are theirs, in the same order.
+
+        Parameters
+        ----------
+        compute_budget : float in (0, 1]
+            The share of the backbone's forward FLOPs.
+
+        Returns
+        -------
+        IntermediateFeatureTransformer
+
+        Raises
+        ------
+        ComputeBudgetError
+            If no tap is within the budget.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+        >>> full = IntermediateFeatureTransformer(
+        ...     backbone="test_resnet", weights=None, image_size=32, target_size=64
+        ... ).fit(images)
+        >>> early = full.within_budget(0.6)
+        >>> [tap.name for tap in early.taps_]
+        ['act1', 'layer1.0.conv1:input', 'layer1.0.conv2:input']
+        >>> X, X_early = full.transform(images), early.transform(images)
+        >>> np.array_equal(X[:, : X_early.shape[1]], X_early)  # the first taps' columns
+        True
+        """
+        check_is_fitted(self)
+        kept = self._measured_costs().restricted(self.taps_).within(compute_budget)
+        copy_ = copy.copy(self)
+        copy_.set_params(compute_budget=compute_budget)
+        copy_.extraction_ = self.extraction_.with_taps(kept)
+        return copy_
+
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Feature names ``"<tap>__<index>"``, e.g. ``"layer1.0.conv2:input__17"``.
 
@@ -620,6 +663,10 @@ class _TapCosts:
         blank = torch.zeros((1, *data_config["input_size"]), device=device)
         shares, total = tap_flop_shares(model, refs, blank.to(parameter_dtype(model)))
         return cls(dict(zip(refs, shares.tolist(), strict=True)), total)
+
+    def restricted(self, taps: list[TapInfo]) -> _TapCosts:
+        """The costs of ``taps`` only."""
+        return dataclasses.replace(self, shares={t.ref: self.shares[t.ref] for t in taps})
 
     def covers(self, taps: list[TapInfo]) -> bool:
         return all(tap.ref in self.shares for tap in taps)

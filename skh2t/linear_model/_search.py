@@ -8,7 +8,8 @@ One place for what every search does the same way:
   simplest point, in an order each search states once (sparser, more
   strongly penalised, smaller);
 - the folds of a ``cv`` parameter (:func:`split_folds`);
-- one warning for the fits that did not converge (:func:`warn_not_converged`);
+- counting the fits that did not converge (:class:`ConvergenceCount`) and one
+  warning for them (:func:`warn_not_converged`);
 - the results, in ``GridSearchCV``'s ``cv_results_`` schema (:func:`cv_results`).
 
 :class:`~skh2t.GroupLassoClassifierCV`, :class:`~skh2t.Head2ToeClassifier`,
@@ -166,6 +167,32 @@ def first_best(mean_scores: np.ndarray, simplicity: Sequence[int]) -> int:
     order = np.asarray(simplicity, dtype=np.intp)
     ranked = np.where(np.isnan(mean_scores), -np.inf, mean_scores)[order]
     return int(order[int(np.argmax(ranked))])
+
+
+def cheapest_within_one_standard_error(
+    mean_scores: np.ndarray,
+    std_scores: np.ndarray,
+    n_splits: int,
+    cost: np.ndarray,
+    simplicity: Sequence[int],
+) -> int:
+    """The best point of the cheapest cost level that comes within one standard error of the best.
+
+    The one-standard-error rule (Breiman et al., 1984): ``best`` is
+    :func:`first_best`; its standard error is ``std / sqrt(n_splits)``; among
+    the points whose mean score is at least ``mean[best] - se``, the smallest
+    ``cost`` wins, and within that cost level :func:`first_best` chooses.
+
+    Examples
+    --------
+    >>> mean, std = np.array([0.80, 0.88, 0.90]), np.array([0.05, 0.05, 0.05])
+    >>> cheapest_within_one_standard_error(mean, std, 5, np.array([0.1, 0.5, 1.0]), [0, 1, 2])
+    1
+    """
+    best = first_best(mean_scores, simplicity)
+    bar = mean_scores[best] - std_scores[best] / np.sqrt(n_splits)
+    cheapest = np.min(cost[mean_scores >= bar])
+    return first_best(np.where(cost == cheapest, mean_scores, -np.inf), simplicity)
 
 
 def simplicity_order(shape: Sequence[int], axes: Sequence[tuple[int, bool]]) -> np.ndarray:
