@@ -31,7 +31,9 @@ def kept_features_per_tap(model: Any) -> list[dict[str, Any]]:
     -------
     rows : list of dict
         One row per tap, in network order, with keys ``"tap"`` (its name),
-        ``"kept"`` (kept features) and ``"n_features"`` (the tap's features).
+        ``"kept"`` (kept features), ``"n_features"`` (the tap's features) and
+        ``"cost"`` (its share of the backbone's forward FLOPs, the
+        transformer's ``tap_costs_``).
         ``pandas.DataFrame(rows)`` shows it as a table.
 
     Examples
@@ -59,8 +61,13 @@ def kept_features_per_tap(model: Any) -> list[dict[str, Any]]:
             "fitted directly on the transformer's output."
         )
     return [
-        {"tap": tap.name, "kept": int(support[tap.columns].sum()), "n_features": tap.n_features}
-        for tap in features.taps_
+        {
+            "tap": tap.name,
+            "kept": int(support[tap.columns].sum()),
+            "n_features": tap.n_features,
+            "cost": float(cost),
+        }
+        for tap, cost in zip(features.taps_, features.tap_costs_, strict=True)
     ]
 
 
@@ -68,8 +75,10 @@ def plot_kept_features(model: Any, ax: Any = None, *, title: str | None = None) 
     """Bar chart of the features Head2Toe kept from every tap, taps in network order.
 
     Bars count the kept features of each tap; the line (right axis) is the
-    percentage of the tap's own features that were kept. It answers
-    Head2Toe's question — which layers matter for this task?
+    percentage of the tap's own features that were kept; each tap's label
+    gives its cost (its share of the backbone's forward FLOPs). It answers
+    Head2Toe's question — which layers matter for this task? — and what
+    reading them costs.
 
     Parameters
     ----------
@@ -113,6 +122,7 @@ def plot_kept_features(model: Any, ax: Any = None, *, title: str | None = None) 
         [row["tap"] for row in rows],
         np.array([row["kept"] for row in rows]),
         np.array([row["n_features"] for row in rows]),
+        np.array([row["cost"] for row in rows]),
     )
     if title is None:
         kept, total = sum(row["kept"] for row in rows), sum(row["n_features"] for row in rows)
@@ -121,14 +131,27 @@ def plot_kept_features(model: Any, ax: Any = None, *, title: str | None = None) 
     return ax
 
 
-def draw_kept_per_tap(ax: Any, tap_names: list[str], kept: np.ndarray, tap_sizes: np.ndarray):
-    """Draw kept features per tap (bars) and the kept share of each tap (line) on ``ax``."""
+def draw_kept_per_tap(
+    ax: Any,
+    tap_names: list[str],
+    kept: np.ndarray,
+    tap_sizes: np.ndarray,
+    tap_costs: np.ndarray | None = None,
+):
+    """Draw kept features per tap (bars) and the kept share of each tap (line) on ``ax``;
+    with ``tap_costs``, each tap's label ends with its share of the forward FLOPs."""
     positions = np.arange(len(tap_names))
     ax.bar(positions, kept, color="tab:blue", label="kept features")
     ax.set_ylabel("kept features")
-    ax.set_xticks(positions, tap_names, rotation=70, ha="right", fontsize=7)
+    labels = list(tap_names)
+    xlabel = "tap (input → output)"
+    if tap_costs is not None:
+        costs = zip(labels, tap_costs, strict=True)
+        labels = [f"{name} · {100 * cost:.0f}%" for name, cost in costs]
+        xlabel += " · its share of the backbone's forward FLOPs"
+    ax.set_xticks(positions, labels, rotation=70, ha="right", fontsize=7)
     ax.set_xlim(-0.7, len(tap_names) - 0.3)
-    ax.set_xlabel("tap (input → output)")
+    ax.set_xlabel(xlabel)
     ax.grid(axis="y", alpha=0.3)
     share = ax.twinx()
     share.plot(positions, 100 * kept / np.maximum(tap_sizes, 1), "o-", color="tab:orange", ms=3)

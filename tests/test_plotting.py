@@ -34,6 +34,7 @@ def test_counts_are_the_support_split_by_tap(model):
     bounds = [tap.start for tap in features.taps_]
     assert [row["kept"] for row in rows] == np.add.reduceat(support, bounds).tolist()
     assert sum(row["kept"] for row in rows) == round(0.3 * support.size)
+    assert [row["cost"] for row in rows] == features.tap_costs_.tolist()
 
 
 def test_plot_draws_one_bar_per_tap(model):
@@ -43,6 +44,9 @@ def test_plot_draws_one_bar_per_tap(model):
     assert ax.get_title().startswith("Head2Toe kept")
     shares = ax.right_ax.lines[0].get_ydata()
     assert np.all((shares >= 0) & (shares <= 100))
+    first = ax.get_xticklabels()[0].get_text()
+    cost = kept_features_per_tap(model)[0]["cost"]
+    assert first.endswith(f" · {100 * cost:.0f}%")  # each tap's share of the forward FLOPs
 
 
 def test_plot_on_given_axes_with_title(model):

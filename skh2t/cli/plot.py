@@ -18,6 +18,7 @@ def plot_kept_per_tap(
     tap_sizes: np.ndarray,
     path: str | os.PathLike[str],
     *,
+    tap_costs: np.ndarray | None = None,
     title: str = "Features kept by Head2Toe, per tap",
 ) -> None:
     """Save a bar chart of the number of kept features of every tap (input to output).
@@ -37,13 +38,15 @@ def plot_kept_per_tap(
         Features per tap.
     path : str or path-like
         Output file.
+    tap_costs : ndarray of shape (n_taps,), default=None
+        Each tap's share of the backbone's forward FLOPs, shown in its label.
     title : str
         Figure title.
     """
     figure = Figure(figsize=figure_size_for_taps(len(tap_names)), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    draw_kept_per_tap(axes, tap_names, kept, tap_sizes)
+    draw_kept_per_tap(axes, tap_names, kept, tap_sizes, tap_costs)
     axes.set_title(title)
     with written_whole(path) as part:  # savefig picks PNG from the (kept) suffix
         figure.savefig(part, dpi=120)

@@ -281,6 +281,7 @@ def _write_outputs(args: argparse.Namespace, payload: dict[str, Any], comparison
         np.array([row["kept"] for row in rows]),
         np.array([row["n_features"] for row in rows]),
         plot_path,
+        tap_costs=np.array([row["cost"] for row in rows]),
         title=_plot_title(args, comparison[HEAD2TOE], sum(row["n_features"] for row in rows)),
     )
     written = [json_path, plot_path]
