@@ -17,6 +17,8 @@
 - bench_finetune.py (with --finetune, ~5-10 minutes): probes vs fine-tuning.
 - bench_tasks.py (with --tasks; --quick: its quick variant): the task suite, domain
   affinity against Head2Toe's gain.
+- bench_budget.py (with --tasks; --quick: its quick variant): Head2Toe's accuracy and
+  exported latency against a compute budget, per task.
 - bench_energy.py (with --energy, ~40 minutes; --quick: its quick variant): the energy
   sweep of prepared-head fine-tuning, and the probing rules' accuracy and cost.
 
@@ -68,7 +70,9 @@ def main() -> None:
         "--quick", action="store_true", help="smaller solver benchmark, CV on synthetic data only"
     )
     parser.add_argument("--finetune", action="store_true", help="also the fine-tuning benchmark")
-    parser.add_argument("--tasks", action="store_true", help="also the task suite")
+    parser.add_argument(
+        "--tasks", action="store_true", help="also the task suite and its compute budgets"
+    )
     parser.add_argument("--energy", action="store_true", help="also the energy sweep")
     args = parser.parse_args()
     print(machine_description())
@@ -85,6 +89,7 @@ def main() -> None:
         run("bench_finetune.py")
     if args.tasks:
         run("bench_tasks.py", *(["--quick"] if args.quick else []))
+        run("bench_budget.py", *(["--quick"] if args.quick else []))
     if args.energy:
         run("bench_energy.py", *(["--quick"] if args.quick else []))
 
