@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_tasks import BACKBONE, QUICK, QUICK_TASKS, TASKS, Settings, Task
+from bench_tasks import QUICK, QUICK_TASKS, TASKS, Settings, Task, head2toe_estimator
 from sklearn.exceptions import ConvergenceWarning
 
 from skh2t import Head2ToeClassifier, compare_methods
@@ -47,7 +47,6 @@ from skh2t.protocol import HEAD2TOE, LAST_LAYER
 from skh2t.threads import blas_threads
 
 BUDGETS = (0.1, 0.25, 0.5, 1.0)
-N_JOBS = -1
 
 
 @dataclass
@@ -74,20 +73,6 @@ class TaskFrontier:
     linear_probe_standard_error: float
     linear_probe_flops_share: float
     points: list[Point]
-
-
-def head2toe(settings: Settings, budget: float | None) -> Head2ToeClassifier:
-    return Head2ToeClassifier(
-        backbone=BACKBONE,
-        image_size=settings.image_size,
-        compute_budget=budget,
-        target_sizes=settings.target_sizes,
-        alpha_fractions=settings.alpha_fractions,
-        keep_fractions=settings.keep_fractions,
-        cv=settings.folds,
-        n_jobs=N_JOBS,
-        random_state=settings.seed,
-    )
 
 
 def accuracy(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -119,11 +104,12 @@ def frontier(task: Task, settings: Settings, budgets: tuple[float, ...]) -> Task
     for budget in sorted(budgets):
         start = time.perf_counter()
         if budget < 1.0:
-            model = head2toe(settings, budget).fit(task.X_train, task.y_train)
+            model = head2toe_estimator(settings, compute_budget=budget)
+            model.fit(task.X_train, task.y_train)
             seconds = time.perf_counter() - start
         else:
             comparison = compare_methods(
-                head2toe(settings, None),
+                head2toe_estimator(settings),
                 task.X_train,
                 task.y_train,
                 X_test=task.X_test,

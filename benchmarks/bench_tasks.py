@@ -280,10 +280,9 @@ QUICK_TASKS = ("fashion_mnist", "digits", "sprites_location", "scenes_count")
 # ---------------------------------------------------------------- methods
 
 
-def probes_and_head2toe(task: Task, settings: Settings) -> tuple[dict[str, Score], float]:
-    """The three probes on the same folds (:func:`skh2t.compare_methods`); returns their
-    scores and the seconds of the test features."""
-    head2toe = Head2ToeClassifier(
+def head2toe_estimator(settings: Settings, **params) -> Head2ToeClassifier:
+    """Head2Toe with the settings' backbone, image size, grid and folds (and ``params``)."""
+    return Head2ToeClassifier(
         backbone=BACKBONE,
         image_size=settings.image_size,
         target_sizes=settings.target_sizes,
@@ -292,7 +291,14 @@ def probes_and_head2toe(task: Task, settings: Settings) -> tuple[dict[str, Score
         cv=settings.folds,
         n_jobs=N_JOBS,
         random_state=settings.seed,
+        **params,
     )
+
+
+def probes_and_head2toe(task: Task, settings: Settings) -> tuple[dict[str, Score], float]:
+    """The three probes on the same folds (:func:`skh2t.compare_methods`); returns their
+    scores and the seconds of the test features."""
+    head2toe = head2toe_estimator(settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # counted: n_not_converged
         comparison = compare_methods(

@@ -6,7 +6,6 @@ import sys
 import joblib
 import numpy as np
 import pytest
-import torch
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import log_loss
@@ -19,32 +18,18 @@ from sklearn.utils.estimator_checks import (
     check_set_params,
 )
 from threadpoolctl import threadpool_info, threadpool_limits
-from torch import nn
 
 from skh2t import GroupLassoClassifier, Head2ToeClassifier
 from skh2t._prediction import renormalize_columns
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.plotting import kept_features_per_tap
 from tests.image_data import images_and_labels
+from tests.networks import small_convnet
 from tests.rounding import product_rounding_bound
 
 IMAGES, LABELS = images_and_labels(30, size=16)
 GRID = {"target_sizes": [16, 64, 256], "alpha_fractions": [0.3, 0.1], "keep_fractions": [0.1, 0.4]}
 TIGHT = {"tol": 1e-7, "max_iter": 20_000}
-
-
-def small_convnet() -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(16, 2),
-        )
 
 
 def head2toe(**params) -> Head2ToeClassifier:

@@ -3,9 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.base import clone
-from torch import nn
 
 import skh2t.features.joint as joint
 from skh2t import Head2ToeClassifier, compare_methods
@@ -14,24 +12,11 @@ from skh2t.linear_model._search import split_folds
 from skh2t.probes import l2_probe_cv, last_layer_columns
 from skh2t.protocol import ALL_TAPS, HEAD2TOE, LAST_LAYER
 from tests.image_data import images_and_labels
+from tests.networks import small_convnet
 
 IMAGES, LABELS = images_and_labels(42, size=16)
 TRAIN, TEST = slice(0, 30), slice(30, 42)
 CS = [0.1, 10.0]
-
-
-def small_convnet() -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(16, 2),
-        )
 
 
 def head2toe(**params) -> Head2ToeClassifier:
