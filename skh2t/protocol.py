@@ -227,7 +227,10 @@ def compare_methods(
     then cross-validated over ``Cs`` on those features and on the same folds
     (``head2toe``'s ``cv``, split once), and refitted on all training images.
     The test images, if given, go through the backbone once, in chunks, for
-    every pooling a final model reads.
+    every pooling a final model reads. With a ``compute_budget``, every
+    method reads only the taps within it, and the last-layer probe reads the
+    deepest of them (:func:`skh2t.probes.last_layer_columns`: the last tap
+    that is not the model's output); its ``params`` name the tap.
 
     Parameters
     ----------

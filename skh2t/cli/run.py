@@ -297,9 +297,10 @@ def _write_outputs(args: argparse.Namespace, payload: dict[str, Any], comparison
 
 def _plot_title(args: argparse.Namespace, h2t: MethodResult, n_features: int) -> str:
     params = h2t.params
+    budget = "" if args.compute_budget is None else f", compute budget {args.compute_budget:g}"
     return (
-        f"Head2Toe on {args.dataset}, {args.backbone} at {args.image_size} px: kept features "
-        f"per tap\n{h2t.n_features} of {n_features} kept (target size {params['target_size']}, "
-        f"alpha {params['alpha_fraction']:g} x alpha_max, keep fraction "
+        f"Head2Toe on {args.dataset}, {args.backbone} at {args.image_size} px{budget}: kept "
+        f"features per tap\n{h2t.n_features} of {n_features} kept (target size "
+        f"{params['target_size']}, alpha {params['alpha_fraction']:g} x alpha_max, keep fraction "
         f"{params['keep_fraction']:g}); test accuracy {h2t.test_accuracy:.4f}"
     )
