@@ -163,6 +163,7 @@ def test_predictions_and_api(data, fitted):
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[scores.argmax(axis=1)])
     assert clf.penultimate_features(X[:3]).shape == (3, clf.n_features_)
     assert clf.probe_epochs_ == 2
+    assert clf.n_validation_ == int(np.ceil(0.25 * N_IMAGES))  # validation_fraction=0.25
     assert not hasattr(clf, "probe_search_")
     assert clone(clf).get_params() == clf.get_params()
     tags = clf.__sklearn_tags__()

@@ -386,7 +386,7 @@ def _payload(
         "data": data_summary(train, test),
         "test_accuracy": test_accuracy,
         "validation_accuracy": _number(history["val_accuracy"][kept]),
-        "n_validation": math.ceil(args.validation_fraction * len(train)),
+        "n_validation": clf.n_validation_,
         "energy": clf.energy_,
         "probing": {
             "probe_epochs": clf.probe_epochs_,

@@ -202,6 +202,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         probing target, the epochs begun before it was reached).
     probe_steps_ : int
         Probing steps (minibatches) of the kept model.
+    n_validation_ : int
+        Images held out for validation (``validation_fraction`` of them,
+        rounded up; 0 without a split).
     probe_target_reached_ : bool or None
         With ``probe_target_accuracy`` or ``probe_target_loss``: whether probing
         reached the target within ``probe_epochs`` (if not, a
@@ -432,6 +435,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.probe_epochs_ = best.probe_epochs
         self.probe_steps_ = best.probe_steps
         self.probe_target_reached_ = best.probe_target_reached
+        self.n_validation_ = 0 if held_out is None else len(held_out)
         self.lr_ = self._learning_rate()
         self.energy_ = best.energy
         self.history_ = best.history
