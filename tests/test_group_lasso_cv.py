@@ -223,3 +223,37 @@ def test_bad_parameters_fail_clearly(params, message):
     X, y = load_iris(return_X_y=True)
     with pytest.raises(ValueError, match=message):
         GroupLassoClassifierCV(cv=2, **params).fit(X, y)
+
+
+def test_a_memmap_trains_its_folds_by_weight_with_the_same_results(digits, tmp_path):
+    """On a memmap the folds train on all rows with the validation rows' weights at zero (no
+    copy of X): the same problem as on the training rows, so the same scores and choice."""
+    import skh2t.linear_model._fold_path as fold_path
+
+    X, y = digits
+    on_disk = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=X.dtype, shape=X.shape)
+    on_disk[:] = X
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    params = {"alphas": 3, "keep_fractions": [0.2, 0.5], "cv": folds, "tol": 1e-8}
+    in_memory = GroupLassoClassifierCV(**params, max_iter=50_000).fit(X, y)
+    trained_on = []
+    rows_of = fold_path._training_rows
+
+    def spy(X, y, sample_weight, train, test, by_weight):
+        rows = rows_of(X, y, sample_weight, train, test, by_weight)
+        trained_on.append((rows[0].shape[0], int(np.count_nonzero(rows[2]))))
+        return rows
+
+    fold_path._training_rows = spy
+    try:
+        streamed = GroupLassoClassifierCV(**params, max_iter=50_000).fit(on_disk, y)
+    finally:
+        fold_path._training_rows = rows_of
+    assert trained_on == [(len(y), len(train)) for train, _ in folds]  # all rows, by weight
+    np.testing.assert_allclose(streamed.scores_, in_memory.scores_, atol=1 / 200)
+    assert (streamed.alpha_fraction_, streamed.keep_fraction_) == (
+        in_memory.alpha_fraction_,
+        in_memory.keep_fraction_,
+    )
+    np.testing.assert_allclose(streamed.alphas_, in_memory.alphas_, rtol=1e-10)
+    np.testing.assert_array_equal(streamed.support_, in_memory.support_)

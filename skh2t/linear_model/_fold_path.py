@@ -72,6 +72,7 @@ def score_path_on_fold(
     scorer: Callable,
     weighted_scores: bool = True,
     on_alpha: Callable[[], None] | None = None,
+    by_weight: bool = False,
 ) -> FoldPath:
     """Scores of one fold along the warm-started alpha path, every keep fraction per alpha.
 
@@ -89,6 +90,12 @@ def score_path_on_fold(
         test rows' weights when ``weighted_scores``.
     on_alpha : callable, default=None
         Called after every alpha (progress bars).
+    by_weight : bool, default=False
+        Train on all rows of ``X`` with the validation rows' weights set to
+        zero, instead of on the training rows: the same problem, without
+        gathering the training rows (for an ``X`` on disk, such as a memmap,
+        the products then stream it). Used only when every class keeps a
+        positive training weight (else the fold's rows are gathered).
 
     Returns
     -------
@@ -101,14 +108,13 @@ def score_path_on_fold(
     in this process or in a joblib worker depending on ``n_jobs``. On one
     thread, a fold gives the same floats wherever it runs.
     """
-    # Views of X where the fold's rows form a few runs (rows ordered by fold), else a copy.
-    X_train, y_train = StackedRows.of(X, train), y[train]
+    X_train, y_train, w_train = _training_rows(X, y, sample_weight, train, test, by_weight)
     selecting = grid.keep_fractions != [None]
     problem = Problem.of(
         {**params, "keep_fraction": grid.keep_fractions[-1] if selecting else None},
         X.shape[1],
         y_train,
-        sample_weight[train],
+        w_train,
     )
     settings = SolverSettings(
         params["fit_intercept"], params["tol"], params["max_iter"], params["verbose"]
@@ -153,6 +159,16 @@ def score_path_on_fold(
         if on_alpha is not None:
             on_alpha()
     return FoldPath(scores, fit_times, score_times, n_not_converged)
+
+
+def _training_rows(X, y, sample_weight, train, test, by_weight: bool):
+    """The fold's training problem: its rows (views where they form a few runs, else a copy),
+    or with ``by_weight`` all rows with the validation rows' weights at zero."""
+    if by_weight and np.array_equal(np.unique(y[train]), np.unique(y)):
+        weight = np.array(sample_weight, dtype=np.float64)
+        weight[test] = 0.0
+        return StackedRows.of(X), y, weight
+    return StackedRows.of(X, train), y[train], sample_weight[train]
 
 
 def _head(params, grid, alpha_index, fraction, problem, fit, support, refit, n_features):

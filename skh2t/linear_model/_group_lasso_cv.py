@@ -145,6 +145,14 @@ max_iter
     n_features_in_ : int
         Number of features seen during fit.
 
+    Notes
+    -----
+    On a numpy memmap, every fold trains on all rows with its validation
+    rows' weights at zero (the same problem) instead of on a copy of its
+    training rows, so the matrix is streamed from disk rather than copied;
+    see :ref:`benchmarks <bench-out-of-core>` for what that saves and what
+    memory remains.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -231,6 +239,7 @@ max_iter
         self : GroupLassoClassifierCV
             The fitted estimator.
         """
+        on_disk = isinstance(X, np.memmap)  # its folds train by weight: no copy of X
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
         weighted_scores = sample_weight is not None
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
@@ -254,7 +263,16 @@ max_iter
         scorer = check_scoring(GroupLassoClassifier(**params), scoring=self.scoring)
         paths = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
             delayed(score_path_on_fold)(
-                params, X, y, sample_weight, train, test, grid, scorer, weighted_scores
+                params,
+                X,
+                y,
+                sample_weight,
+                train,
+                test,
+                grid,
+                scorer,
+                weighted_scores,
+                by_weight=on_disk,
             )
             for train, test in folds
         )
