@@ -2,18 +2,19 @@
 
 A synthetic float32 matrix (``--n-samples`` x ``--n-features``, 10 classes)
 written to a ``.npy`` file and opened as a numpy memmap; one
-``GroupLassoClassifierCV`` fit, each in a fresh process (3 stratified folds, ``--alpha-fractions``
-(0.9, 0.6), keep fraction 0.1, ``--max-iter`` iterations: the memory does not depend on how
-long the solver runs), once with the folds gathered into copies (the baseline:
-``skh2t``'s path before issue 24) and once trained by weight (validation rows
-at zero weight, no copy of X), in the same process. Printed: the peak
-anonymous memory (``RssAnon`` of ``/proc/self/status``, sampled every 20 ms)
-above what the process held before the fit, as a multiple of the matrix's
-size; the file's pages are not anonymous, so the memmap itself does not
-count. Linux only. The penalised solve gathers its working set's columns in
-float64 (``n_samples x working set x 8`` bytes), so weaker penalties (larger
-working sets) need more memory whatever the folds do: ``--alpha-fractions 0.3
-0.1`` shows it.
+``GroupLassoClassifierCV`` fit, each in a fresh process (3 stratified folds,
+``--alpha-fractions`` (0.9, 0.6), keep fraction 0.1, ``--max-iter``
+iterations: the memory does not depend on how long the solver runs), once
+with the folds' rows gathered into copies (the baseline: ``skh2t``'s path
+before issue 24) and once trained by weight (validation rows at zero weight)
+and scored block by block (4096 validation rows at a time). Printed: the
+peak anonymous memory (``RssAnon`` of ``/proc/self/status``, sampled every
+20 ms) above what the process held before the fit, as a multiple of the
+matrix's size; the file's pages are not anonymous, so the memmap itself does
+not count. Linux only. The penalised solve gathers its working set's columns
+in float64 (``n_samples x working set x 8`` bytes), so weaker penalties
+(larger working sets) need more memory whatever the folds do:
+``--alpha-fractions 0.3 0.1`` shows it.
 
 Run: ``python benchmarks/bench_out_of_core.py`` (about a minute).
 """
@@ -67,15 +68,18 @@ def peak_anonymous_mb():
 
 @contextmanager
 def folds_copied():
-    """The baseline: every fold's training rows gathered, as before issue 24."""
-    rows_of = fold_path._training_rows
+    """The baseline, as before issue 24: every fold's training and validation rows gathered."""
+    rows_of, score_of = fold_path._training_rows, fold_path._validation_score
     fold_path._training_rows = lambda X, y, w, train, test, by_weight: rows_of(
         X, y, w, train, test, False
+    )
+    fold_path._validation_score = lambda X, y, test, w, scorer, blockwise: score_of(
+        X, y, test, w, scorer, blockwise=False
     )
     try:
         yield
     finally:
-        fold_path._training_rows = rows_of
+        fold_path._training_rows, fold_path._validation_score = rows_of, score_of
 
 
 def measure(path: str, variant: str, args: argparse.Namespace) -> None:

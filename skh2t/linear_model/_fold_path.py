@@ -85,9 +85,10 @@ def score_path_on_fold(
     X, y, sample_weight : ndarray
         All rows; ``train`` and ``test`` index them.
     grid : PathGrid
-    scorer : callable
+    scorer : callable or None
         ``scorer(estimator, X_test, y_test)``, with ``sample_weight=`` the
-        test rows' weights when ``weighted_scores``.
+        test rows' weights when ``weighted_scores``; ``None``: the
+        estimators' ``score`` (accuracy).
     on_alpha : callable, default=None
         Called after every alpha (progress bars).
     by_weight : bool, default=False
@@ -95,7 +96,9 @@ def score_path_on_fold(
         zero, instead of on the training rows: the same problem, without
         gathering the training rows (for an ``X`` on disk, such as a memmap,
         the products then stream it). Used only when every class keeps a
-        positive training weight (else the fold's rows are gathered).
+        positive training weight (else the fold's rows are gathered). With
+        ``scorer=None`` too, the accuracy is computed block by block of
+        validation rows, which are then never gathered at once either.
 
     Returns
     -------
@@ -124,8 +127,8 @@ def score_path_on_fold(
     if grid.relative:
         top = alpha_max(X_train, problem.datafit, problem.groups, settings.fit_intercept, columns)
         alphas = alphas * top
-    X_test, y_test = StackedRows.of(X, test).as_array(), y[test]
-    score_params = {"sample_weight": sample_weight[test]} if weighted_scores else {}
+    test_weight = sample_weight[test] if weighted_scores else None
+    score = _validation_score(X, y, test, test_weight, scorer, blockwise=by_weight)
     shape = (len(alphas), len(grid.keep_fractions))
     scores, fit_times, score_times = np.empty(shape), np.empty(shape), np.empty(shape)
     n_not_converged = 0
@@ -154,11 +157,38 @@ def score_path_on_fold(
                 refit.seconds if refit is not None else 0.0
             )
             started = time.perf_counter()
-            scores[i, j] = scorer(head, X_test, y_test, **score_params)
+            scores[i, j] = score(head)
             score_times[i, j] = time.perf_counter() - started
         if on_alpha is not None:
             on_alpha()
     return FoldPath(scores, fit_times, score_times, n_not_converged)
+
+
+SCORE_BLOCK_ROWS = 4096  # validation rows gathered at a time when scoring block by block
+
+
+def _validation_score(X, y, test, weight, scorer, *, blockwise: bool) -> Callable:
+    """``score(head)`` on the validation rows: ``scorer`` on their gathered rows, or, for
+    the accuracy (``scorer=None``) with ``blockwise``, accumulated block by block."""
+    y_test = y[test]
+    if scorer is None and blockwise:
+
+        def accuracy(head) -> float:
+            correct = np.concatenate(
+                [
+                    head.predict(X[test[start : start + SCORE_BLOCK_ROWS]])
+                    == y_test[start : start + SCORE_BLOCK_ROWS]
+                    for start in range(0, len(test), SCORE_BLOCK_ROWS)
+                ]
+            )
+            return float(np.average(correct, weights=weight))
+
+        return accuracy
+    X_test = StackedRows.of(X, test).as_array()
+    params = {} if weight is None else {"sample_weight": weight}
+    if scorer is None:
+        return lambda head: head.score(X_test, y_test, **params)
+    return lambda head: scorer(head, X_test, y_test, **params)
 
 
 def _training_rows(X, y, sample_weight, train, test, by_weight: bool):

@@ -149,7 +149,8 @@ max_iter
     -----
     On a numpy memmap, every fold trains on all rows with its validation
     rows' weights at zero (the same problem) instead of on a copy of its
-    training rows, so the matrix is streamed from disk rather than copied;
+    training rows, and the default accuracy is computed block by block of
+    validation rows, so the matrix is streamed from disk rather than copied;
     see :ref:`benchmarks <bench-out-of-core>` for what that saves and what
     memory remains.
 
@@ -261,6 +262,8 @@ max_iter
         self.keep_fractions_ = keep_fractions
         folds = list(check_cv(self.cv, y, classifier=True).split(X, y))
         scorer = check_scoring(GroupLassoClassifier(**params), scoring=self.scoring)
+        if on_disk and self.scoring is None:
+            scorer = None  # the accuracy, block by block of validation rows: never all gathered
         paths = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
             delayed(score_path_on_fold)(
                 params,
