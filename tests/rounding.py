@@ -59,3 +59,14 @@ def assert_rows_close(actual, expected, ulps: float = 64) -> None:
         f"rows differ by up to {(difference / np.maximum(scale, 1e-300)).max() / eps:.3g} "
         f"epsilons of their norm (allowed: {ulps})"
     )
+
+
+def head_rounding_bound(pipeline, images) -> np.ndarray:
+    """Bound on how much two BLAS kernels' float32 products of a Head2Toe pipeline's head can
+    differ, per score (the features being the same floats)."""
+    from skh2t._prediction import renormalize_columns
+
+    X, head = pipeline[:-1].transform(images), pipeline[-1]
+    kept = np.flatnonzero(head.support_)
+    X_kept = renormalize_columns(X[:, kept], head.renormalize_index_[kept])
+    return product_rounding_bound(X_kept, head.coef_[:, kept].T, np.float32).ravel()

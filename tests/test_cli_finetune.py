@@ -165,7 +165,7 @@ def test_predict_reads_the_fine_tuned_model(folder_run, folder, capsys):
     lines = capsys.readouterr().out.splitlines()
     files = sorted(str(p) for p in folder.rglob("*.png"))
     assert [line.split("\t")[0] for line in lines] == files
-    expected = joblib.load(path).predict(files)
+    expected = joblib.load(path).predict(files)  # fewer files than a chunk: the same batches
     assert [line.split("\t")[1] for line in lines] == expected.tolist()
 
 

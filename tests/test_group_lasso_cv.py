@@ -256,4 +256,6 @@ def test_a_memmap_trains_its_folds_by_weight_with_the_same_results(digits, tmp_p
         in_memory.keep_fraction_,
     )
     np.testing.assert_allclose(streamed.alphas_, in_memory.alphas_, rtol=1e-10)
+    # The final refits are the same code on the same values (the memmap holds the array's floats):
+    # exactly the same support.
     np.testing.assert_array_equal(streamed.support_, in_memory.support_)

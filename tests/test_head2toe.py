@@ -20,12 +20,11 @@ from sklearn.utils.estimator_checks import (
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from skh2t import GroupLassoClassifier, Head2ToeClassifier
-from skh2t._prediction import renormalize_columns
 from skh2t.features import IntermediateFeatureTransformer
 from skh2t.plotting import kept_features_per_tap
 from tests.image_data import images_and_labels
 from tests.networks import small_convnet
-from tests.rounding import product_rounding_bound
+from tests.rounding import head_rounding_bound
 
 IMAGES, LABELS = images_and_labels(30, size=16)
 GRID = {"target_sizes": [16, 64, 256], "alpha_fractions": [0.3, 0.1], "keep_fractions": [0.1, 0.4]}
@@ -134,14 +133,6 @@ def test_the_final_model_is_the_best_point_refitted_on_all_images(fitted):
     assert sum(row["kept"] for row in rows) == fitted.get_support().sum()
     assert fitted.refit_time_ >= 0
     assert fitted.n_splits_ == 3
-
-
-def head_rounding_bound(pipeline, images) -> np.ndarray:
-    """Bound on how much two BLAS kernels' float32 products of the head can differ, per score."""
-    X, head = pipeline[:-1].transform(images), pipeline[-1]
-    kept = np.flatnonzero(head.support_)
-    X_kept = renormalize_columns(X[:, kept], head.renormalize_index_[kept])
-    return product_rounding_bound(X_kept, head.coef_[:, kept].T, np.float32).ravel()
 
 
 def test_prediction_goes_through_the_images_in_chunks(fitted, monkeypatch):
