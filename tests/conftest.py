@@ -28,6 +28,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op PyTorch thread for a module: tiny models run faster and steadier so on a
+    shared CPU (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def make_images() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
     """``make_images(n_images, seed=0, size=32)``: random uint8 images and 0/1 labels

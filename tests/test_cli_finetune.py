@@ -12,7 +12,6 @@ import shutil
 import joblib
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from skh2t.cli import build_parser, main, predict
@@ -26,13 +25,7 @@ CLASSES = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
 OUTPUTS = ("results.json", "feature_drift.png", "model.joblib")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models run faster and steadier so on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
