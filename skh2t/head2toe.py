@@ -317,7 +317,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         from skh2t.features.images import as_images
 
         images = as_images(X)
-        y = self._check_targets(y, len(images))
+        y = check_image_labels(y, len(images))
         weighted_scores = sample_weight is not None
         sample_weight = _check_sample_weight(
             sample_weight, np.empty((len(y), 0)), ensure_non_negative=True
@@ -368,15 +368,6 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = self.classifier_.classes_
         support = self.classifier_.support_
         self.kept_taps_ = [tap.name for tap in transformer.taps_ if support[tap.columns].any()]
-
-    def _check_targets(self, y: ArrayLike, n_images: int) -> np.ndarray:
-        y = np.asarray(y)
-        if y.ndim != 1 or y.shape[0] != n_images:
-            raise ValueError(
-                f"y must hold one label per image: got shape {y.shape} for {n_images} images."
-            )
-        check_classification_targets(y)
-        return y
 
     def _fit_transformers(self, images, grid: _Grid) -> list:
         """One fitted transformer per pooling of the grid, all sharing one backbone."""
@@ -607,6 +598,18 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_class = True
         tags.non_deterministic = False
         return tags
+
+
+def check_image_labels(y: ArrayLike, n_images: int, name: str = "y") -> np.ndarray:
+    """``y`` as an array of one classification label per image, or a ``ValueError`` naming
+    ``name``."""
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n_images:
+        raise ValueError(
+            f"{name} must hold one label per image: got shape {y.shape} for {n_images} images."
+        )
+    check_classification_targets(y)
+    return y
 
 
 class _Grid:

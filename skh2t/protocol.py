@@ -27,9 +27,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import clone
-from sklearn.utils.multiclass import check_classification_targets
 
-from skh2t.head2toe import Head2ToeClassifier
+from skh2t.head2toe import Head2ToeClassifier, check_image_labels
 from skh2t.linear_model._search import positive_grid, split_folds
 from skh2t.probes import ProbeSearch, l2_probe_cv, last_layer_columns, last_layer_tap
 from skh2t.progress import progress_bar
@@ -282,7 +281,7 @@ def compare_methods(
 
     started = time.perf_counter()
     images = as_images(X)
-    y = _labels(y, len(images), "y")
+    y = check_image_labels(y, len(images))
     test = _test_set(X_test, y_test)
     Cs = positive_grid(Cs, "Cs")
     if head2toe.scoring is not None:
@@ -315,16 +314,6 @@ def compare_methods(
     return Comparison(results, model, transformers, folds, pooling_name, times)
 
 
-def _labels(y: ArrayLike, n_images: int, name: str) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim != 1 or y.shape[0] != n_images:
-        raise ValueError(
-            f"{name} must hold one label per image: got shape {y.shape} for {n_images} images."
-        )
-    check_classification_targets(y)
-    return y
-
-
 def _test_set(X_test: Any, y_test: ArrayLike | None) -> tuple[Any, np.ndarray] | None:
     if (X_test is None) != (y_test is None):
         raise ValueError("Pass both X_test and y_test, or neither.")
@@ -333,7 +322,7 @@ def _test_set(X_test: Any, y_test: ArrayLike | None) -> tuple[Any, np.ndarray] |
     from skh2t.features.images import as_images
 
     images = as_images(X_test)
-    return images, _labels(y_test, len(images), "y_test")
+    return images, check_image_labels(y_test, len(images), "y_test")
 
 
 def _fit_head2toe(
@@ -347,8 +336,9 @@ def _fit_head2toe(
     features = model.training_features_
     if not head2toe.store_features:
         del model.training_features_
-    model.set_params(cv=head2toe.cv, store_features=head2toe.store_features)
-    model.set_params(verbose=head2toe.verbose)
+    model.set_params(
+        cv=head2toe.cv, store_features=head2toe.store_features, verbose=head2toe.verbose
+    )
     return model, features, seconds
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from skh2t.export.build import compact_module
+from skh2t.export.build import _fitted_parts, compact_module
 from skh2t.export.files import load_exported
 from skh2t.features.costs import forward_flops
 
@@ -69,7 +69,7 @@ def inference_cost(model: Any) -> InferenceCost:
     True
     """
     module = compact_module(model)
-    transformer = model.transformer_ if hasattr(model, "transformer_") else model[0]
+    transformer = _fitted_parts(model).transformer
     blank = torch.zeros((1, 3, *module.image_size))
     return InferenceCost(forward_flops(module, blank), transformer.forward_flops_)
 

@@ -86,6 +86,4 @@ def forward_flops(model: nn.Module, example: torch.Tensor) -> int:
     >>> forward_flops(nn.Linear(8, 2), torch.zeros(3, 8))  # 2 * 3 * 8 * 2
     96
     """
-    with FlopCounterMode(display=False) as counter, torch.no_grad(), eval_mode(model):
-        model(example)
-    return int(counter.get_total_flops())
+    return tap_flop_shares(model, [], example)[1]
