@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import joblib
@@ -186,40 +187,29 @@ def _short(value: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def probe_epochs_value(text: str) -> int | str:
-    """``--probe-epochs``: ``"auto"`` or an integer ``>= 0`` (argparse type).
+def auto_or(parse: Callable[[str], Any], expected: str) -> Callable[[str], Any]:
+    """An argparse type: ``"auto"`` (any case) or what ``parse`` accepts.
 
     Examples
     --------
-    >>> probe_epochs_value("3"), probe_epochs_value("AUTO")
-    (3, 'auto')
+    >>> probe_epochs_value("3"), probe_epochs_value("AUTO"), lr_value("1e-4")
+    (3, 'auto', 0.0001)
     """
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return options.non_negative_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected 'auto' or a non-negative integer, got {text!r}"
-        ) from None
+
+    def value(text: str) -> Any:
+        if text.strip().lower() == "auto":
+            return "auto"
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError:
+            message = f"expected 'auto' or {expected}, got {text!r}"
+            raise argparse.ArgumentTypeError(message) from None
+
+    return value
 
 
-def lr_value(text: str) -> float | str:
-    """``--lr``: ``"auto"`` or a number ``> 0`` (argparse type).
-
-    Examples
-    --------
-    >>> lr_value("1e-4"), lr_value("auto")
-    (0.0001, 'auto')
-    """
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return options.positive_float(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected 'auto' or a positive number, got {text!r}"
-        ) from None
+probe_epochs_value = auto_or(options.non_negative_int, "a non-negative integer")  # --probe-epochs
+lr_value = auto_or(options.positive_float, "a positive number")  # --lr
 
 
 def validation_fraction_value(text: str) -> float:
