@@ -28,6 +28,7 @@ from skh2t.linear_model._path import (
     select_features,
 )
 from skh2t.linear_model._search import cv_results
+from skh2t.linear_model._solver.dask_rows import is_dask_array
 from skh2t.linear_model._solver.rows import StackedRows
 from skh2t.linear_model._solver.working_set import ColumnSummary
 from skh2t.threads import on_one_blas_thread
@@ -83,7 +84,9 @@ def score_path_on_fold(
         ``alpha``, ``alpha_fraction`` and ``keep_fraction`` are the grid's);
         groups as arrays, not ``"feature_name_prefix"``.
     X, y, sample_weight : ndarray
-        All rows; ``train`` and ``test`` index them.
+        All rows; ``train`` and ``test`` index them. ``X`` may be a numpy memmap
+        or a 2-D dask array (float32 or float64, validated, chunked by rows),
+        which are never gathered whole: see ``by_weight``.
     grid : PathGrid
     scorer : callable or None
         ``scorer(estimator, X_test, y_test)``, with ``sample_weight=`` the
@@ -98,7 +101,9 @@ def score_path_on_fold(
         the products then stream it). Used only when every class keeps a
         positive training weight (else the fold's rows are gathered). With
         ``scorer=None`` too, the accuracy is computed block by block of
-        validation rows, which are then never gathered at once either.
+        validation rows, which are then never gathered at once either. For a
+        dask array, the products are dask reductions, and without
+        ``by_weight`` the training rows are a lazy selection of its rows.
 
     Returns
     -------
@@ -184,7 +189,8 @@ def _validation_score(X, y, test, weight, scorer, *, blockwise: bool) -> Callabl
             return float(np.average(correct, weights=weight))
 
         return accuracy
-    X_test = StackedRows.of(X, test).as_array()
+    # A dask array's validation rows stay lazy: the estimators predict on them block by block.
+    X_test = X[test] if is_dask_array(X) else StackedRows.of(X, test).as_array()
     params = {} if weight is None else {"sample_weight": weight}
     if scorer is None:
         return lambda head: head.score(X_test, y_test, **params)

@@ -14,7 +14,15 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, validate_data
+from sklearn.utils.validation import (
+    _check_feature_names,
+    _check_n_features,
+    _check_sample_weight,
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
 from skh2t._compact import CompactStateMixin
 from skh2t._prediction import LinearSoftmaxMixin
@@ -30,10 +38,85 @@ from skh2t.linear_model._path import (
     select_features,
 )
 from skh2t.linear_model._solver import MultinomialLogistic
+from skh2t.linear_model._solver.dask_rows import DaskRows, is_dask_array
 from skh2t.linear_model._solver.working_set import ColumnSummary
 
+# Rows of a dask array predicted at a time (computed block by block, never whole).
+PREDICT_BLOCK_ROWS = 4096
 
-class GroupLassoClassifier(CompactStateMixin, LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
+
+def validate_dask_data(estimator, X, y=None, *, reset: bool = True):
+    """:func:`validate_data` for a 2-D dask array ``X``, nothing computed but reductions.
+
+    Returns its rows as a :class:`DaskRows` (float32 or float64, whole rows per
+    chunk: rechunked lazily if needed; other dtypes converted lazily to
+    float64) and, with ``y``, the labels as a 1-D ndarray. Checks the shape,
+    the number of features (sets ``n_features_in_`` when ``reset``) and that
+    every entry is finite (a dask reduction).
+    """
+    if X.ndim == 2 and X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    rows = DaskRows.of(X)
+    n_samples, n_features = rows.shape
+    if n_samples < 1 or n_features < 1:
+        raise ValueError(
+            f"Found array with {n_samples} sample(s) and {n_features} feature(s) "
+            f"(shape={rows.shape}) while a minimum of 1 is required."
+        )
+    _check_feature_names(estimator, X, reset=reset)
+    _check_n_features(estimator, X, reset=reset)
+    if not rows.all_finite():
+        raise ValueError("Input X contains NaN or infinity.")
+    if y is None:
+        return rows
+    if is_dask_array(y):
+        y = y.compute()
+    y = column_or_1d(np.asarray(y), warn=True)
+    check_consistent_length(np.empty((n_samples, 0)), y)
+    return rows, y
+
+
+def validate_rows(estimator, X, y, *, dtype=(np.float64, np.float32)):
+    """``(X, y)`` validated for a fit: a dask array's rows (:func:`validate_dask_data`), or
+    scikit-learn's ``validate_data`` (C order, float32 or float64) for anything else."""
+    if is_dask_array(X):
+        return validate_dask_data(estimator, X, y)
+    return validate_data(estimator, X, y, dtype=list(dtype), order="C")
+
+
+class BlockwisePredictionMixin:
+    """``decision_function`` (hence ``predict``, ``predict_proba``, ``score``) of a dask array,
+    :data:`PREDICT_BLOCK_ROWS` rows computed at a time; returns an ndarray."""
+
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
+        """Class scores ``X @ coef_.T + intercept_``; 1-D for binary problems.
+
+        Parameters
+        ----------
+        X : array-like or dask array of shape (n_samples, n_features)
+            Samples; a dask array is computed block by block of
+            ``PREDICT_BLOCK_ROWS`` rows, never whole.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Confidence scores; for binary problems, of ``classes_[1]``.
+        """
+        if not is_dask_array(X):
+            return super().decision_function(X)
+        check_is_fitted(self)
+        rows = DaskRows.of(X)
+        _check_n_features(self, X, reset=False)
+        parts = [
+            super(BlockwisePredictionMixin, self).decision_function(block)
+            for _, block in rows.column_chunks(None, PREDICT_BLOCK_ROWS)
+        ]
+        return np.concatenate(parts)
+
+
+class GroupLassoClassifier(
+    CompactStateMixin, BlockwisePredictionMixin, LinearSoftmaxMixin, ClassifierMixin, BaseEstimator
+):
     """Softmax classifier with a group-lasso penalty and Head2Toe's select-and-refit.
 
     Minimises, over coefficients ``W`` (one row per feature, one column per
@@ -290,7 +373,7 @@ default=None
         self : GroupLassoClassifier
             The fitted classifier.
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
+        X, y = validate_rows(self, X, y)
         problem = self._problem(X, y, sample_weight)
         columns = ColumnSummary.of(X, problem.datafit, self.fit_intercept)
         alpha = self.alpha
@@ -371,7 +454,7 @@ default=None
             Notes) have a zero gradient, so constant data gives exactly 0.
         """
         probe = self.__class__(**self.get_params())
-        X, y = validate_data(probe, X, y, dtype=[np.float64, np.float32], order="C")
+        X, y = validate_rows(probe, X, y)
         problem = probe._problem(X, y, sample_weight)
         return alpha_max(X, problem.datafit, problem.groups, self.fit_intercept)
 

@@ -11,16 +11,18 @@ from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, validate_data
+from sklearn.utils.validation import _check_sample_weight
 
 from skh2t._compact import CompactStateMixin
 from skh2t._constraints import N_JOBS
 from skh2t._prediction import LinearSoftmaxMixin
 from skh2t.linear_model._fold_path import FoldPath, PathGrid, path_cv_results, score_path_on_fold
 from skh2t.linear_model._group_lasso import (
+    BlockwisePredictionMixin,
     GroupLassoClassifier,
     Problem,
     _groups_from_feature_names,
+    validate_rows,
 )
 from skh2t.linear_model._path import alpha_max
 from skh2t.linear_model._search import (
@@ -29,6 +31,7 @@ from skh2t.linear_model._search import (
     simplicity_order,
     warn_not_converged,
 )
+from skh2t.linear_model._solver.dask_rows import DaskRows, is_dask_array
 
 # Fitted attributes of the refitted GroupLassoClassifier exposed by the CV estimator.
 _COPIED_ATTRIBUTES = (
@@ -51,7 +54,9 @@ _COPIED_ATTRIBUTES = (
 )
 
 
-class GroupLassoClassifierCV(CompactStateMixin, LinearSoftmaxMixin, ClassifierMixin, BaseEstimator):
+class GroupLassoClassifierCV(
+    CompactStateMixin, BlockwisePredictionMixin, LinearSoftmaxMixin, ClassifierMixin, BaseEstimator
+):
     """GroupLassoClassifier with ``alpha`` and ``keep_fraction`` chosen by cross-validation.
 
     Like :class:`~sklearn.linear_model.LogisticRegressionCV`: in every fold the
@@ -240,8 +245,11 @@ max_iter
         self : GroupLassoClassifierCV
             The fitted estimator.
         """
-        on_disk = isinstance(X, np.memmap)  # its folds train by weight: no copy of X
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C")
+        # Their folds train by weight: no copy of X.
+        on_disk = isinstance(X, np.memmap) or is_dask_array(X)
+        X, y = validate_rows(self, X, y)
+        if isinstance(X, DaskRows):
+            X = X.array  # whole rows per chunk; the folds index it lazily
         weighted_scores = sample_weight is not None
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         params = self._head_params()

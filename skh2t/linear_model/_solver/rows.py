@@ -10,15 +10,23 @@ products ``X.T @ R``, gathered columns, and its rows in chunks.
 
 When the rows do not fall into a few runs (:data:`MAX_BLOCKS`), the stack is
 one block holding a copy: what ``X[rows]`` gave before.
+
+:meth:`StackedRows.of` gives a dask array's rows as a
+:class:`~skh2t.linear_model._solver.dask_rows.DaskRows` (the same interface,
+its products dask reductions), and :attr:`StackedRows.out_of_core` tells the
+solvers when the blocks are views of a file (a memmap), whose working set
+they then read in row blocks rather than copy (:mod:`.streamed`).
 """
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from skh2t.linear_model._solver.dask_rows import DaskRows, is_dask_array
 from skh2t.linear_model._solver.design import thin_left_product
 
 # More runs than this and the rows are copied: each block costs one BLAS call per product.
@@ -52,9 +60,16 @@ class StackedRows:
     blocks: tuple[np.ndarray, ...]
 
     @classmethod
-    def of(cls, X: np.ndarray | StackedRows, rows: np.ndarray | None = None) -> StackedRows:
+    def of(
+        cls, X: np.ndarray | StackedRows | DaskRows, rows: np.ndarray | None = None
+    ) -> StackedRows | DaskRows:
         """The rows ``rows`` of ``X`` (all rows for ``None``), as views where they form at most
-        :data:`MAX_BLOCKS` runs of consecutive increasing indices, else as one copy."""
+        :data:`MAX_BLOCKS` runs of consecutive increasing indices, else as one copy. A dask
+        array (or :class:`DaskRows`) gives a :class:`DaskRows` of those rows, nothing computed."""
+        if is_dask_array(X):
+            X = DaskRows.of(X)
+        if isinstance(X, DaskRows):
+            return X if rows is None else X.subset(rows)
         if isinstance(X, StackedRows):
             if rows is None:
                 return X
@@ -76,6 +91,11 @@ class StackedRows:
     @property
     def dtype(self) -> np.dtype:
         return self.blocks[0].dtype
+
+    @property
+    def out_of_core(self) -> bool:
+        """Whether a block is a view of a file mapped in memory (a numpy memmap's rows)."""
+        return any(_file_backed(block) for block in self.blocks)
 
     def as_array(self) -> np.ndarray:
         """The stacked matrix as one array: the block itself when there is one, else a copy."""
@@ -102,6 +122,14 @@ class StackedRows:
             for offset in range(0, block.shape[0], size):
                 yield start + offset, block[offset : offset + size]
 
+    def column_chunks(
+        self, columns: np.ndarray | None, size: int
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, X[rows, columns])`` for consecutive chunks of at most ``size`` rows
+        (``columns=None``: all, as views; else gathered copies)."""
+        for start, chunk in self.chunks(size):
+            yield start, chunk if columns is None else chunk[:, columns]
+
     def column_extremes(self) -> tuple[np.ndarray, np.ndarray]:
         """The largest and the smallest value of every column."""
         top = np.max([block.max(axis=0, initial=-np.inf) for block in self.blocks], axis=0)
@@ -113,3 +141,12 @@ class StackedRows:
         for block in self.blocks:
             yield start, block
             start += block.shape[0]
+
+
+def _file_backed(array: np.ndarray) -> bool:
+    """Whether ``array`` is, or views, a numpy memmap or a memory-mapped file."""
+    while array is not None:
+        if isinstance(array, np.memmap | mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False

@@ -11,6 +11,7 @@ from skh2t.linear_model._solver.design import Design
 from skh2t.linear_model._solver.fista import fista
 from skh2t.linear_model._solver.penalties import GroupLasso
 from skh2t.linear_model._solver.rows import StackedRows
+from skh2t.linear_model._solver.streamed import BlockDesign, float64_tdot, gathered_product
 from skh2t.threads import single_blas_thread
 
 _MIN_WORKING_SET = 100  # groups in the first working set
@@ -57,17 +58,24 @@ def full_gradient(
     subproblems that set the coefficients run in float64. ``in_float64=True``
     runs it in float64 whatever the data, ``_FLOAT64_BLOCK`` columns at a time.
     ``logits``, when known (from the subproblem), saves recomputing them.
-    ``X`` may be a :class:`StackedRows` (a fold's rows, not copied).
+    ``X`` may be a :class:`StackedRows` (a fold's rows, not copied) or a dask
+    array's rows; out of core, the non-zero columns and the float64 conversion
+    are taken one block of rows at a time (:mod:`.streamed`).
     """
     X = StackedRows.of(X)
     if logits is None:
         nonzero = np.flatnonzero(np.any(coef != 0.0, axis=1))
-        logits = X.take(nonzero) @ coef[nonzero] + intercept
+        if X.out_of_core:
+            logits = gathered_product(X, nonzero, coef[nonzero]) + intercept
+        else:
+            logits = X.take(nonzero) @ coef[nonzero] + intercept
         if center is not None:
             logits -= center[nonzero] @ coef[nonzero]
     loss, logit_gradient = datafit.value_and_logit_gradient(logits)
     grad_intercept = logit_gradient.sum(axis=0)
-    if in_float64:
+    if in_float64 and X.out_of_core:
+        grad_coef = float64_tdot(X, logit_gradient)
+    elif in_float64:
         grad_coef = np.empty((X.shape[1], logit_gradient.shape[1]))
         for start in range(0, X.shape[1], _FLOAT64_BLOCK):
             block = slice(start, start + _FLOAT64_BLOCK)
@@ -278,12 +286,37 @@ def _group_column_scale(
     the curvature across groups, which FISTA's single step size needs when
     features come from layers of different widths.
     """
-    column_squares = (X_transposed * X_transposed) @ datafit.weight
+    return group_scale_of_squares((X_transposed * X_transposed) @ datafit.weight, penalty)
+
+
+def group_scale_of_squares(column_squares: np.ndarray, penalty: GroupLasso) -> np.ndarray:
+    """:func:`_group_column_scale` from the weighted squared norms of the columns."""
     group_sizes = np.bincount(penalty.group_index, minlength=penalty.n_groups)
     group_mean = np.bincount(penalty.group_index, column_squares, minlength=penalty.n_groups)
     group_scale = np.sqrt(group_mean / group_sizes)
     group_scale[group_scale == 0] = 1.0
     return group_scale[penalty.group_index]
+
+
+def _subproblem_design(
+    X: StackedRows,
+    gathered: _CentredColumns | None,
+    features: np.ndarray,
+    center: np.ndarray | None,
+    constant: np.ndarray,
+    datafit: MultinomialLogistic,
+    penalty: GroupLasso,
+) -> tuple[Design | BlockDesign, np.ndarray]:
+    """The working set's design, its columns scaled per group (:func:`_group_column_scale`),
+    and that scale per feature: in memory from the ``gathered`` columns, out of core
+    (``gathered`` is ``None``) a :class:`BlockDesign`, which holds no float64 copy."""
+    if gathered is None:
+        design = BlockDesign.of(X, features, center, constant)
+        column_scale = group_scale_of_squares(design.weighted_squares(datafit.weight), penalty)
+        return design.scaled(column_scale), column_scale
+    X_transposed = gathered.take(features)
+    column_scale = _group_column_scale(X_transposed, datafit, penalty)
+    return Design.of_transposed(X_transposed / column_scale[:, None]), column_scale
 
 
 def _first_feature_of_groups(penalty: GroupLasso) -> np.ndarray:
@@ -352,7 +385,8 @@ def _solve_group_lasso(
     n_iter, lipschitz, stalled = 0, None, False
     previous_active = int(np.count_nonzero(penalty.group_norms(coef)))
     logits = None
-    columns = _CentredColumns(X, center, constant)
+    # Out of core, the working set is read in row blocks each round, never kept in float64.
+    gathered = None if X.out_of_core else _CentredColumns(X, center, constant)
 
     def gradient(**options):
         loss, grad_coef, grad_intercept = full_gradient(
@@ -393,9 +427,9 @@ def _solve_group_lasso(
         previous_active = n_active
         fraction = _SETTLED_TOL_FRACTION if settled else _INNER_TOL_FRACTION
         inner_tol = tol if covers_all else max(tol, fraction * worst)
-        sub_X_transposed = columns.take(features)
-        column_scale = _group_column_scale(sub_X_transposed, datafit, sub_penalty)
-        design = Design.of_transposed(sub_X_transposed / column_scale[:, None])
+        design, column_scale = _subproblem_design(
+            X, gathered, features, center, constant, datafit, sub_penalty
+        )
         scaled_penalty = GroupLasso(
             penalty.alpha,
             sub_penalty.group_index,
