@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -13,7 +14,9 @@ import numpy as np
 from joblib import Memory, Parallel, delayed, effective_n_jobs
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import check_scoring, get_scorer_names
+from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -21,6 +24,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from skh2t._constraints import N_JOBS
 from skh2t._precisions import DEFAULT_PRECISION, PRECISIONS
+from skh2t._prediction import renormalize_columns
 from skh2t.linear_model import GroupLassoClassifier
 from skh2t.linear_model._fold_path import (
     FoldOrder,
@@ -29,7 +33,8 @@ from skh2t.linear_model._fold_path import (
     path_cv_results,
     score_path_on_fold,
 )
-from skh2t.linear_model._group_lasso import _check_weighted_classes
+from skh2t.linear_model._group_lasso import _check_weighted_classes, make_datafit, to_public
+from skh2t.linear_model._path import SolverSettings, refit_columns
 from skh2t.linear_model._search import (
     cheapest_within_one_standard_error,
     first_best,
@@ -116,12 +121,35 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         PyTorch's own threads, the fastest on a few cores.
     random_state : int, RandomState instance or None, default=None
         Shuffling of the folds when ``cv`` is an int.
+    selection_samples : int, default=None
+        For many images: run the selection (the cross-validation of the whole
+        grid and the penalised fit at its best point) on a stratified random
+        subsample of this many training images (drawn with ``random_state``),
+        then refit the plain head on the kept features of **every** training
+        image. ``None``, or at least the number of images: the whole protocol
+        on all of them. ``cv`` then splits the subsample. See
+        :ref:`scaling-many-images`.
+    feature_store : path-like, default=None
+        A directory for the training features on disk: they are extracted
+        into ``.npy`` files there (:func:`skh2t.features.store.write_features`,
+        one forward pass per image, a chunk of images in memory at a time)
+        and read back from them; the files are deleted at the end of ``fit``.
+        Its free space is checked before extraction. ``None``: in memory
+        (with ``selection_samples``: the subsample's features, then a second
+        pass over all images that keeps only the chosen pooling's kept
+        columns).
+    feature_store_dtype : {"float32", "float16"}, default="float32"
+        The dtype of the features in ``feature_store``; ``"float16"`` halves
+        the disk space and the reads (the features are L2-normalised, in
+        [-1, 1]), and needs ``selection_samples`` (the solvers run on float32
+        rows in memory).
     store_features : bool, default=False
         Keep the training features of every pooling of the grid after ``fit``
         (``training_features_``), e.g. to fit baselines on them without a
         second pass of the backbone (:func:`skh2t.compare_methods` does). They
         are as large as all the poolings' features together, and are pickled
-        with the model; delete the attribute when done.
+        with the model; delete the attribute when done. With
+        ``selection_samples``, the subsample's features.
     verbose : int, default=0
         Progress bars for the extraction, the cross-validation and prediction.
 
@@ -150,7 +178,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     transformer_ : IntermediateFeatureTransformer
         The fitted feature extractor of the chosen pooling.
     classifier_ : GroupLassoClassifier
-        The head refitted on all images.
+        The head refitted on all images (with ``selection_samples``: its
+        penalised fit and selection on the subsample, its ``coef_`` and
+        ``intercept_`` refitted on the kept features of all images).
     best_estimator_ : Pipeline
         ``Pipeline([("features", transformer_), ("head2toe", classifier_)])``,
         e.g. for :func:`skh2t.plotting.plot_kept_features`.
@@ -160,9 +190,13 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     n_not_converged_ : int
         Every solve of ``fit`` that stopped short of ``tol``: the
         cross-validation's and the final refit's (``classifier_.n_not_converged_``).
+    selection_indices_ : ndarray of int or None
+        The training images the selection ran on (increasing), with
+        ``selection_samples``; ``None`` when it ran on all of them.
     training_features_ : dict of int to ndarray of shape (n_images, n_features)
         With ``store_features=True`` only: the training images' features
-        (float32, rows in the images' order) for every pooling of the grid,
+        (float32, rows in the images' order; the ``selection_indices_``
+        images' only, with a subsample) for every pooling of the grid,
         keyed by target size (or stride); ``transformer_.repool(...)`` gives
         the transformer of another pooling.
     refit_time_ : float
@@ -233,6 +267,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         "device": [object],  # a string or a torch.device: checked by the transformer
         "precision": [StrOptions(set(PRECISIONS))],
         "random_state": ["random_state"],
+        "selection_samples": [Interval(Integral, 2, None, closed="left"), None],
+        "feature_store": [str, os.PathLike, None],
+        "feature_store_dtype": [StrOptions({"float32", "float16"})],
         "store_features": ["boolean"],
         "verbose": ["verbose"],
     }
@@ -264,6 +301,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         device: Any = "cpu",
         precision: str = DEFAULT_PRECISION,
         random_state=None,
+        selection_samples: int | None = None,
+        feature_store: str | os.PathLike | None = None,
+        feature_store_dtype: str = "float32",
         store_features: bool = False,
         verbose: int = 0,
     ) -> None:
@@ -291,6 +331,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.precision = precision
         self.random_state = random_state
+        self.selection_samples = selection_samples
+        self.feature_store = feature_store
+        self.feature_store_dtype = feature_store_dtype
         self.store_features = store_features
         self.verbose = verbose
 
@@ -325,33 +368,155 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         classes, y_encoded = np.unique(y, return_inverse=True)
         _check_weighted_classes(classes, y_encoded, sample_weight, "Head2ToeClassifier")
         grid = _Grid.of(self)
-        folds = split_folds(self.cv, y, self.random_state)
+        selection = selection_rows(y, self.selection_samples, self.random_state)
+        self._check_feature_store(selection)
+        chosen_rows = slice(None) if selection is None else selection
+        y_selected, weight_selected = y[chosen_rows], sample_weight[chosen_rows]
+        folds = self._split_selection(y_selected, selection)
         transformers = self._fit_transformers(images, grid)
         feature_sets = grid.feature_sets(transformers)  # before extraction: checks the budgets
-        features = self._training_features(transformers, images)
-        # Rows in fold order (moved in place): each fold then trains on two slices, not a copy.
-        by_fold = FoldOrder.of(folds, len(y))
+        store = self._write_store(transformers, images)
+        try:
+            features = self._selection_features(transformers, images, selection, store)
+            chosen = self._select(
+                features, feature_sets, y_selected, weight_selected, folds, grid, weighted_scores
+            )
+            self.__dict__.pop("training_features_", None)  # not left over from an earlier fit
+            if self.store_features:
+                self.training_features_ = dict(zip(grid.poolings, features, strict=True))
+            X = chosen.columns_of(features[chosen.pooling])
+            del features  # without store_features, only the chosen pooling's is needed
+            self._refit(chosen.transformer, X, y_selected, weight_selected)
+            del X
+            self.selection_indices_ = selection
+            if selection is not None:
+                self._refit_on_all_images(chosen, images, y, sample_weight, store)
+        finally:
+            if store is not None:
+                store.remove()
+        self.n_not_converged_ = self.n_cv_not_converged_ + self.classifier_.n_not_converged_
+        return self
+
+    def _split_selection(self, y: np.ndarray, selection: np.ndarray | None) -> list:
+        """The folds of the images the selection runs on (``cv`` splits the subsample)."""
+        try:
+            return split_folds(self.cv, y, self.random_state)
+        except ValueError as error:
+            if selection is None:
+                raise
+            raise ValueError(
+                f"selection_samples={self.selection_samples} leaves too few images for "
+                f"cv={self.cv!r} ({error}); use a larger selection_samples."
+            ) from None
+
+    def _check_feature_store(self, selection: np.ndarray | None) -> None:
+        if self.feature_store_dtype != "float32" and selection is None:
+            raise ValueError(
+                f"feature_store_dtype={self.feature_store_dtype!r} needs selection_samples "
+                "smaller than the number of images: the cross-validation streams the stored "
+                'features, which must then be float32. Set selection_samples, or use "float32".'
+            )
+
+    def _write_store(self, transformers: list, images):
+        """The training features of every pooling in a new store on disk (``None`` without
+        ``feature_store``)."""
+        if self.feature_store is None:
+            return None
+        from skh2t.features.store import write_features
+
+        return write_features(
+            transformers,
+            images,
+            self.feature_store,
+            dtype=self.feature_store_dtype,
+            verbose=bool(self.verbose),
+        )
+
+    def _selection_features(self, transformers, images, selection, store) -> list[np.ndarray]:
+        """Every pooling's features of the images the selection runs on: all images (in
+        memory, or the store's read-only memmaps) or the subsample's rows (in memory)."""
+        if store is None:
+            chosen = images if selection is None else images.take(selection)
+            return self._training_features(transformers, chosen)
+        if selection is None:
+            return [store.memmap(p) for p in range(len(transformers))]
+        return [store.read_rows(p, selection) for p in range(len(transformers))]
+
+    def _select(self, features, feature_sets, y, sample_weight, folds, grid, weighted_scores):
+        """Cross-validate the grid on ``features``; return the chosen feature set.
+
+        In memory, the rows are moved into fold order and back (each fold then
+        trains on two slices, not a copy); on disk, every fold trains on all
+        rows with its validation rows' weights at zero.
+        """
+        on_disk = isinstance(features[0], np.memmap)
+        by_fold = None if on_disk else FoldOrder.of(folds, len(y))
         order = np.arange(len(y))
         if by_fold is not None:
             order, folds = by_fold.order, by_fold.folds
             for X in features:
                 by_fold.apply_in_place(X)
-        paths = self._cross_validate(
-            features, feature_sets, y[order], sample_weight[order], folds, grid, weighted_scores
+        try:
+            paths = self._cross_validate(
+                features,
+                feature_sets,
+                y[order],
+                sample_weight[order],
+                folds,
+                grid,
+                weighted_scores,
+                by_weight=on_disk,
+            )
+        finally:
+            if by_fold is not None:
+                for X in features:
+                    by_fold.restore_in_place(X)
+        return feature_sets[self._record_search(paths, grid, len(folds))]
+
+    def _refit_on_all_images(self, chosen, images, y, sample_weight, store) -> None:
+        """Refit ``classifier_``'s plain head on its kept columns of every training image."""
+        head = self.classifier_
+        kept = np.flatnonzero(head.support_)
+        X_kept = self._kept_columns(chosen, kept, images, store)
+        if head.renormalize_index_ is not None:
+            renormalize_columns(X_kept, head.renormalize_index_[kept])
+        _, datafit = make_datafit(y, sample_weight, head.class_weight)
+        settings = SolverSettings(head.fit_intercept, head.tol, head.max_iter, 0)
+        started = time.perf_counter()
+        refit = refit_columns(X_kept, datafit, head.refit_l2, settings, copy=False)
+        coef = np.zeros((head.support_.shape[0], datafit.n_classes))
+        coef[kept] = refit.coef
+        head.coef_, head.intercept_ = to_public(coef, refit.intercept)
+        head.refit_n_iter_ = refit.n_iter
+        head.n_not_converged_ = int(head.kkt_violation_ > head.tol) + int(not refit.converged)
+        self.refit_time_ += time.perf_counter() - started
+        if not refit.converged:
+            warnings.warn(
+                f"The refit of the kept features on all {len(y)} images did not converge in "
+                f"max_iter={self.max_iter} L-BFGS iterations. Increase max_iter or refit_l2.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def _kept_columns(self, chosen, kept: np.ndarray, images, store) -> np.ndarray:
+        """Columns ``kept`` of the chosen feature set for every training image, float32:
+        read from the store, or extracted again (only the chosen pooling, in chunks)."""
+        if store is not None:
+            columns = kept if chosen.columns is None else chosen.columns[kept]
+            return store.read_columns(chosen.pooling, columns, verbose=bool(self.verbose))
+        from skh2t.features.joint import iter_transform_jointly
+
+        out = np.empty((len(images), kept.shape[0]), dtype=np.float32)
+        chunks = iter_transform_jointly(
+            [chosen.transformer],
+            images,
+            chunk_size=512,
+            desc="Extracting kept features",
+            verbose=bool(self.verbose),
         )
-        chosen = feature_sets[self._record_search(paths, grid, len(folds))]
-        kept = range(len(features)) if self.store_features else [chosen.pooling]
-        if by_fold is not None:
-            for p in kept:
-                by_fold.restore_in_place(features[p])
-        X = chosen.columns_of(features[chosen.pooling])
-        self.__dict__.pop("training_features_", None)  # not left over from an earlier fit
-        if self.store_features:
-            self.training_features_ = dict(zip(grid.poolings, features, strict=True))
-        del features  # without store_features, only the chosen pooling's is needed
-        self._refit(chosen.transformer, X, y, sample_weight)
-        self.n_not_converged_ = self.n_cv_not_converged_ + self.classifier_.n_not_converged_
-        return self
+        for rows, (features,) in chunks:
+            out[rows] = features[:, kept]
+        return out
 
     def _refit(self, transformer, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray):
         """Fit the best point's head on all images; set the final model's attributes."""
@@ -416,8 +581,10 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         folds: list,
         grid: _Grid,
         weighted_scores: bool,
+        by_weight: bool = False,
     ) -> list[FoldPath]:
-        """Every (feature set, fold) path, set by set, folds in order."""
+        """Every (feature set, fold) path, set by set, folds in order (``by_weight``: as
+        :func:`~skh2t.linear_model._fold_path.score_path_on_fold`'s)."""
         matrices = [s.columns_of(features[s.pooling]) for s in feature_sets]
         heads = [self._head_of_groups(s.groups).get_params() for s in feature_sets]
         scorer = check_scoring(self._head_of_groups(feature_sets[0].groups), scoring=self.scoring)
@@ -440,8 +607,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
                     sample_weight,
                     *folds[f],
                     path_grid,
-                    scorer,
+                    None if by_weight and self.scoring is None else scorer,
                     weighted_scores,
+                    by_weight=by_weight,
                 )
                 for p, f in (tasks[i] for i in schedule)
             )
@@ -610,6 +778,50 @@ def check_image_labels(y: ArrayLike, n_images: int, name: str = "y") -> np.ndarr
         )
     check_classification_targets(y)
     return y
+
+
+def selection_rows(
+    y: np.ndarray, selection_samples: int | None, random_state=None
+) -> np.ndarray | None:
+    """The images a Head2ToeClassifier's selection runs on: a stratified random subsample of
+    ``selection_samples`` of them (sorted indices), or ``None`` for all.
+
+    Each class keeps its share of the images (as ``train_test_split(...,
+    stratify=y)``), drawn with ``random_state``.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_images,)
+    selection_samples : int or None
+        ``None``, or at least ``len(y)``: all images (``None`` is returned).
+    random_state : int, RandomState instance or None, default=None
+
+    Returns
+    -------
+    ndarray of int or None
+
+    Examples
+    --------
+    >>> y = np.repeat([0, 1], [80, 20])
+    >>> rows = selection_rows(y, 10, random_state=0)
+    >>> np.bincount(y[rows]).tolist()
+    [8, 2]
+    >>> selection_rows(y, 100) is None
+    True
+    """
+    if selection_samples is None or selection_samples >= len(y):
+        return None
+    split = StratifiedShuffleSplit(
+        n_splits=1, train_size=selection_samples, random_state=random_state
+    )
+    try:
+        rows, _ = next(split.split(np.zeros((len(y), 1)), y))
+    except ValueError as error:
+        raise ValueError(
+            f"selection_samples={selection_samples} cannot be a stratified subsample of "
+            f"these {len(y)} images ({error}); use a larger selection_samples."
+        ) from None
+    return np.sort(rows)
 
 
 class _Grid:

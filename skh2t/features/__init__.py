@@ -9,6 +9,7 @@ modules), :mod:`~skh2t.features.weights` (offline weight sources),
 :mod:`~skh2t.features.hooks`, :mod:`~skh2t.features.discovery` and
 :mod:`~skh2t.features.extraction` (reading activations during a forward pass),
 :mod:`~skh2t.features.cache` (the on-disk feature cache),
+:mod:`~skh2t.features.store` (many images' features on disk, in row chunks),
 :mod:`~skh2t.features.costs` (what each tap costs in FLOPs),
 :mod:`~skh2t.features.fitted` (the fitted record ``extraction_``) and
 :mod:`~skh2t.features.lazy` (a module kept as the recipe that rebuilds it).
@@ -18,6 +19,7 @@ from skh2t.features.backbones import Backbone, BackboneReference, WeightSource, 
 from skh2t.features.costs import ComputeBudgetError
 from skh2t.features.devices import resolve_device, resolve_precision
 from skh2t.features.images import ImageReadError, check_image_files
+from skh2t.features.store import FeatureStore, InsufficientDiskSpaceError, write_features
 from skh2t.features.taps import TapInfo, default_taps, model_family
 from skh2t.features.transformer import IntermediateFeatureTransformer
 from skh2t.features.weights import (
@@ -34,7 +36,9 @@ __all__ = [
     "BackboneReference",
     "CheckpointError",
     "ComputeBudgetError",
+    "FeatureStore",
     "ImageReadError",
+    "InsufficientDiskSpaceError",
     "IntermediateFeatureTransformer",
     "OfflineWeights",
     "TapInfo",
@@ -47,4 +51,5 @@ __all__ = [
     "model_family",
     "resolve_device",
     "resolve_precision",
+    "write_features",
 ]

@@ -17,6 +17,7 @@ typed records; no estimator is built or changed here.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -325,7 +326,28 @@ def refit_kept(
     X_kept = StackedRows.of(X).take(kept)
     if renormalize_index is not None:
         renormalize_columns(X_kept, renormalize_index[kept])
+    refit = refit_columns(X_kept, datafit, l2, settings, intercept_init=intercept_init)
+    return dataclasses.replace(refit, kept=kept, seconds=time.perf_counter() - started)
+
+
+def refit_columns(
+    X_kept: np.ndarray,
+    datafit: MultinomialLogistic,
+    l2: float,
+    settings: SolverSettings,
+    *,
+    intercept_init: np.ndarray | None = None,
+    copy: bool = True,
+) -> Refit:
+    """:func:`refit_kept` on columns already taken (and re-normalised): ``X_kept`` is all of
+    them (``kept`` is every column). ``copy=False``: with more rows than columns, the
+    ridge fit uses ``X_kept`` as it is, without the centred copy and the second layout
+    (``fit_ridge_multinomial(copy=False)``), for a large refit that only just fits."""
+    started = time.perf_counter()
     in_row_space = l2 > 0 and X_kept.shape[0] < X_kept.shape[1]
+    options = {}
+    if not in_row_space and not copy:
+        options["copy"] = False
     fit = fit_ridge_in_row_space if in_row_space else fit_ridge_multinomial
     result = fit(
         X_kept,
@@ -335,9 +357,10 @@ def refit_kept(
         tol=settings.tol,
         max_iter=settings.max_iter,
         intercept_init=intercept_init,
+        **options,
     )
     return Refit(
-        kept=kept,
+        kept=np.arange(X_kept.shape[1]),
         coef=result.coef,
         intercept=result.intercept,
         n_iter=result.n_iter,

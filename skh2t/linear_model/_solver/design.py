@@ -68,3 +68,57 @@ class Design:
         """``X.T @ residual`` for ``residual`` of shape (n_samples,) or (n_samples, k), in X's
         dtype."""
         return thin_left_product(self.rows, residual.astype(self.rows.dtype, copy=False))
+
+
+class RowMajorDesign:
+    """A row-major matrix ``X`` (in memory or a memmap) used as it is: no second layout, no
+    copy; its products run in ``dtype``, converting ``ROW_BLOCK`` rows at a time if ``X`` is
+    in another dtype.
+
+    The refit of a large problem (many rows, the kept columns) needs ``X``'s
+    memory once: :class:`Design` would hold it twice more.
+
+    Examples
+    --------
+    >>> X = np.arange(6, dtype=np.float32).reshape(3, 2)
+    >>> design = RowMajorDesign(X, np.float64)
+    >>> design.dot(np.ones((2, 1))).ravel()
+    array([1., 5., 9.])
+    >>> design.tdot(np.ones((3, 1))).ravel()
+    array([6., 9.])
+    """
+
+    ROW_BLOCK = 4096
+
+    def __init__(self, X: np.ndarray, dtype=None):
+        self.rows = X
+        self.dtype = np.dtype(X.dtype if dtype is None else dtype)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows.shape
+
+    def _blocks(self):
+        for start in range(0, self.rows.shape[0], self.ROW_BLOCK):
+            yield start, np.asarray(self.rows[start : start + self.ROW_BLOCK], dtype=self.dtype)
+
+    def dot(self, coef: np.ndarray) -> np.ndarray:
+        """``X @ coef``, in ``dtype``."""
+        coef = coef.astype(self.dtype, copy=False)
+        if self.rows.dtype == self.dtype:
+            return self.rows @ coef
+        out = np.empty((self.rows.shape[0], *coef.shape[1:]), dtype=self.dtype)
+        for start, block in self._blocks():
+            out[start : start + block.shape[0]] = block @ coef
+        return out
+
+    def tdot(self, residual: np.ndarray) -> np.ndarray:
+        """``X.T @ residual``, in ``dtype``."""
+        residual = residual.astype(self.dtype, copy=False)
+        if self.rows.dtype == self.dtype:
+            return thin_left_product(self.rows, residual)
+        total = None
+        for start, block in self._blocks():
+            part = thin_left_product(block, residual[start : start + block.shape[0]])
+            total = part if total is None else total + part
+        return total

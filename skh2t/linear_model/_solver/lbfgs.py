@@ -9,7 +9,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from skh2t.linear_model._solver.datafits import MultinomialLogistic
-from skh2t.linear_model._solver.design import Design
+from skh2t.linear_model._solver.design import Design, RowMajorDesign
 from skh2t.threads import single_blas_thread
 
 
@@ -30,6 +30,7 @@ def fit_ridge_multinomial(
     tol: float = 1e-4,
     max_iter: int = 1000,
     intercept_init: np.ndarray | None = None,
+    copy: bool = True,
 ) -> RidgeResult:
     """Minimise ``datafit(X @ W + b) + l2 / 2 * ||W||_F^2`` with L-BFGS (intercept unpenalised).
 
@@ -43,9 +44,16 @@ def fit_ridge_multinomial(
     ``shape``, ``dot`` and ``tdot``; e.g. a triangular factor multiplied through
     BLAS's ``trmm``): it is then centred implicitly, the same parametrisation
     without a centred copy.
+
+    ``copy=False`` uses an array ``X`` as it is, centred implicitly
+    (:class:`RowMajorDesign`: no centred copy, no second layout), for data
+    that only just fits in memory; float32 data gets the same float64
+    check and polish, its products then converted a block of rows at a time.
     """
     if not isinstance(X, np.ndarray):
         return _fit_on_design(X, datafit, l2, fit_intercept, tol, max_iter, intercept_init)
+    if not copy:
+        return _fit_without_copy(X, datafit, l2, fit_intercept, tol, max_iter, intercept_init)
     data = X
     dtype = np.float32 if data.dtype == np.float32 else np.float64
     X, center = _centred(data, datafit, dtype, fit_intercept)
@@ -71,20 +79,50 @@ def fit_ridge_multinomial(
 
 
 def _fit_on_design(
-    design, datafit, l2, fit_intercept, tol, max_iter, intercept_init
+    design, datafit, l2, fit_intercept, tol, max_iter, intercept_init, start=None
 ) -> RidgeResult:
-    """:func:`fit_ridge_multinomial` on a design given by its products, centred implicitly."""
+    """:func:`fit_ridge_multinomial` on a design given by its products, centred implicitly;
+    from ``start`` (a :class:`RidgeResult` of the same problem), when given."""
     n_features = design.shape[1]
     center = None
     if fit_intercept:
-        center = np.ascontiguousarray(design.tdot(datafit.weight[:, None]))[:, 0]
-    start = _start(n_features, datafit, fit_intercept, intercept_init)
+        center = np.ascontiguousarray(design.tdot(datafit.weight[:, None]), dtype=float)[:, 0]
+    if start is None:
+        params = _start(n_features, datafit, fit_intercept, intercept_init)
+    else:  # to the centred parametrisation of this design
+        intercept = start.intercept + center @ start.coef if fit_intercept else []
+        params = np.concatenate([start.coef.ravel(), intercept])
     objective = _ridge_objective(design, datafit, l2, fit_intercept, center)
     with single_blas_thread():
-        solution = _lbfgs(objective, start, tol, max_iter)
+        if start is not None and np.abs(objective(params)[1]).max() <= tol:
+            return start
+        solution = _lbfgs(objective, params, tol, max_iter)
     return _result(
         solution.x, n_features, center, datafit, fit_intercept, int(solution.nit), solution.success
     )
+
+
+def _fit_without_copy(X, datafit, l2, fit_intercept, tol, max_iter, intercept_init):
+    """``fit_ridge_multinomial(copy=False)``: on :class:`RowMajorDesign` s of ``X``; float32
+    data first in float32, then checked and polished in float64."""
+    design = RowMajorDesign(X, np.float32 if X.dtype == np.float32 else np.float64)
+    result = _fit_on_design(design, datafit, l2, fit_intercept, tol, max_iter, intercept_init)
+    if design.dtype == np.float64 or result.n_iter >= max_iter:
+        return result
+    polished = _fit_on_design(
+        RowMajorDesign(X, np.float64),
+        datafit,
+        l2,
+        fit_intercept,
+        tol,
+        max_iter - result.n_iter,
+        intercept_init,
+        start=result,
+    )
+    if polished is result:
+        return result
+    polished.n_iter += result.n_iter
+    return polished
 
 
 def _start(
