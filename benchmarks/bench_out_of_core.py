@@ -35,7 +35,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 import skh2t.linear_model._fold_path as fold_path
-from skh2t import GroupLassoClassifierCV
+from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
 
 
 def anonymous_mb() -> float:
@@ -82,30 +82,43 @@ def folds_copied():
         fold_path._training_rows, fold_path._validation_score = rows_of, score_of
 
 
+def fit_variant(X, y, variant: str, args: argparse.Namespace):
+    """The model of one variant, fitted on ``X`` (a memmap, or what the variant makes of it)."""
+    if variant.startswith("cv"):
+        params = {
+            "alpha_fractions": args.alpha_fractions,
+            "keep_fractions": [0.1],
+            "cv": 3,
+            "max_iter": args.cv_max_iter,
+        }
+        with folds_copied() if variant == "cv copied" else nullcontext():
+            return GroupLassoClassifierCV(**params).fit(X, y)
+    model = GroupLassoClassifier(alpha_fraction=args.alpha_fraction, max_iter=args.max_iter)
+    return model.fit(X, y)
+
+
 def measure(path: str, variant: str, args: argparse.Namespace) -> None:
-    """One fit on the memmap at ``path``, in this (fresh) process; prints one line."""
-    X = np.load(path, mmap_mode="r")
+    """One fit in this (fresh) process; prints one line of numbers (read by :func:`main`) and
+    saves the support next to the data."""
+    in_memory = variant == "glc memory"
+    X = np.load(path, mmap_mode=None if in_memory else "r")
     y = np.load(path.replace("X.npy", "y.npy"))
-    size = X.nbytes / 2**20
-    params = {
-        "alpha_fractions": args.alpha_fractions,
-        "keep_fractions": [0.1],
-        "cv": 3,
-        "max_iter": args.max_iter,
-    }
-    context = folds_copied if variant == "copied" else nullcontext
+    if variant == "glc dask":  # imported before the measurement: dask's own memory is not X's
+        import dask.array as da
+
+        X = da.from_array(X, chunks=(4096, -1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        with context(), peak_anonymous_mb() as peak:
+        with peak_anonymous_mb() as peak:
             started = time.perf_counter()
-            model = GroupLassoClassifierCV(**params).fit(X, y)
+            model = fit_variant(X, y, variant, args)
             seconds = time.perf_counter() - started
-    print(
-        f"folds {variant:<10} peak anonymous memory +{peak['peak']:.0f} MB = "
-        f"{peak['peak'] / size:.2f}x the matrix; {seconds:.1f} s; "
-        f"kept {np.flatnonzero(model.support_)[:5].tolist()}...",
-        flush=True,
-    )
+    np.save(support_path(path, variant), model.support_)
+    print(f"{peak['peak']:.1f} {seconds:.3f} {int(model.support_.sum())}", flush=True)
+
+
+def support_path(path: str, variant: str) -> str:
+    return path.replace("X.npy", f"support {variant}.npy")
 
 
 def write_memmap(path: str, shape: tuple[int, int]) -> None:
@@ -121,18 +134,55 @@ def write_memmap(path: str, shape: tuple[int, int]) -> None:
     np.save(path.replace("X.npy", "y.npy"), y)
 
 
+def run_variant(path: str, variant: str, args: argparse.Namespace, alpha_fraction: float):
+    """``(peak MB, seconds, n_kept)`` of one variant, measured in a fresh process."""
+    command = [sys.executable, __file__, "--measure", path, variant]
+    command += ["--max-iter", str(args.max_iter), "--cv-max-iter", str(args.cv_max_iter)]
+    command += ["--alpha-fraction", str(alpha_fraction), "--alpha-fractions"]
+    command += [str(a) for a in args.alpha_fractions]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    peak, seconds, kept = output.split()
+    return float(peak), float(seconds), int(kept)
+
+
+def report(path, args, size, title, variants, alpha_fraction=None, reference=None) -> None:
+    """Run ``variants`` (the first is the reference of time and support unless given) and
+    print one line each."""
+    print(title, flush=True)
+    timings = {}
+    for variant in variants:
+        peak, seconds, kept = run_variant(path, variant, args, alpha_fraction or 0.0)
+        timings[variant] = seconds
+        base = reference or variants[0]
+        same = np.array_equal(
+            np.load(support_path(path, variant)), np.load(support_path(path, base))
+        )
+        print(
+            f"  {variant:<12} peak anonymous +{peak:6.0f} MB = {peak / size:5.2f}x the matrix; "
+            f"{seconds:6.1f} s = {seconds / timings[base]:4.2f}x {base}'s; {kept} kept, "
+            f"support {'equal to' if same else 'DIFFERENT from'} {base}'s",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-samples", type=int, default=20_000)
     parser.add_argument("--n-features", type=int, default=3_000)
-    parser.add_argument("--max-iter", type=int, default=30)
+    parser.add_argument("--max-iter", type=int, default=5000, help="GroupLassoClassifier's")
+    parser.add_argument("--cv-max-iter", type=int, default=30, help="GroupLassoClassifierCV's")
+    parser.add_argument(
+        "--alpha-fraction", type=float, nargs="+", default=[0.9, 0.3],
+        help="GroupLassoClassifier: a strong penalty, and a weak one (large working sets)",
+    )  # fmt: skip
     parser.add_argument(
         "--alpha-fractions", type=float, nargs="+", default=[0.9, 0.6],
-        help="strong penalties: small working sets, so the folds' rows are what is copied",
+        help="GroupLassoClassifierCV's: strong penalties, as before issue 24's solver part",
     )  # fmt: skip
     parser.add_argument("--measure", nargs=2, metavar=("PATH", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
+        args.alpha_fraction = args.alpha_fraction[0]
         measure(*args.measure, args)
         return
     shape = (args.n_samples, args.n_features)
@@ -141,12 +191,23 @@ def main() -> None:
         write_memmap(path, shape)
         size = shape[0] * shape[1] * 4 / 2**20
         print(f"memmap {shape[0]} x {shape[1]} float32, {size:.0f} MB; {os.cpu_count()} cores")
-        for variant in ("copied", "by weight"):  # each in a fresh process
-            command = [sys.executable, __file__, "--measure", path, variant]
-            command += ["--n-samples", str(args.n_samples), "--n-features", str(args.n_features)]
-            command += ["--max-iter", str(args.max_iter), "--alpha-fractions"]
-            command += [str(a) for a in args.alpha_fractions]
-            subprocess.run(command, check=True)
+        for fraction in args.alpha_fraction:
+            report(
+                path,
+                args,
+                size,
+                f"GroupLassoClassifier(alpha_fraction={fraction}).fit",
+                ["glc memory", "glc memmap", "glc dask"],
+                fraction,
+            )
+        report(
+            path,
+            args,
+            size,
+            f"GroupLassoClassifierCV(alpha_fractions={args.alpha_fractions}, keep_fractions=[0.1],"
+            f" cv=3, max_iter={args.cv_max_iter}).fit on the memmap",
+            ["cv copied", "cv by weight"],
+        )
 
 
 @contextmanager
