@@ -13,12 +13,16 @@ all of them (and one over the test images), and returns a
    fraction, keep fraction)`` by cross-validation.
 
 Every method is refitted on all training images with its chosen parameters
-and, when test images are given, scored on them. ``skh2t run`` prints this
+and, when test images are given, scored on them. With the estimator's
+``selection_samples``, the probes and Head2Toe's selection see only that
+stratified subsample of the training images; Head2Toe's head is then refitted
+on all of them. ``skh2t run`` prints this
 comparison; ``benchmarks/bench_tasks.py`` runs it on every task of the suite.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,8 +31,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import clone
+from sklearn.utils import check_random_state
 
-from skh2t.head2toe import Head2ToeClassifier, check_image_labels
+from skh2t.head2toe import Head2ToeClassifier, check_image_labels, selection_rows
 from skh2t.linear_model._search import positive_grid, split_folds
 from skh2t.probes import ProbeSearch, l2_probe_cv, last_layer_columns, last_layer_tap
 from skh2t.progress import progress_bar
@@ -70,14 +75,15 @@ class MethodResult:
     pooling : int
         The target size (or stride) whose features ``model`` reads.
     model : object
-        The model refitted on all training images: ``predict(X)`` on the
+        The model refitted on all training images (a probe's: on the
+        subsample, with a ``selection_samples``): ``predict(X)`` on the
         features of ``pooling`` (all their columns).
     n_features : int
         Features the final model reads.
     n_available : int
         Features extracted at ``pooling``.
     fit_seconds : float
-        The final fit on all training images (features already extracted).
+        The final fit of ``model`` (features already extracted).
     cv_seconds : float
         The cross-validation (Head2Toe's: its fit's time less the final
         refit, so it includes the extraction of the training features).
@@ -145,10 +151,17 @@ class Comparison:
     transformers : dict of int to IntermediateFeatureTransformer
         A fitted transformer per pooling of the grid, all sharing the backbone.
     folds : list of (train, validation) index arrays
-        The folds every method was cross-validated on.
+        The folds every method was cross-validated on (with a subsample, they
+        index its rows: ``selection_indices[train]`` are training images).
     pooling_name : str
         ``"target_size"`` or ``"pool_stride"``: what the poolings are.
     times : ComparisonTimes
+    n_train : int
+        The training images.
+    selection_indices : ndarray of int or None
+        With the estimator's ``selection_samples``: the training images
+        (increasing) that the probes and Head2Toe's selection were fitted on,
+        ``comparison.head2toe.selection_indices_``; ``None`` when all of them.
     """
 
     results: list[MethodResult]
@@ -157,6 +170,8 @@ class Comparison:
     folds: Folds
     pooling_name: str
     times: ComparisonTimes
+    n_train: int = 0
+    selection_indices: np.ndarray | None = field(default=None, repr=False)
 
     def __getitem__(self, method: str) -> MethodResult:
         for result in self.results:
@@ -168,8 +183,20 @@ class Comparison:
         return self.table()
 
     def table(self) -> str:
-        """The comparison as an aligned plain-text table, one row per method."""
-        return format_table(self.results)
+        """The comparison as an aligned plain-text table, one row per method; with a
+        subsample, a line under it says how many images the probes were fitted on."""
+        caption = self.selection_caption()
+        return format_table(self.results) + ("" if caption is None else f"\n{caption}")
+
+    def selection_caption(self) -> str | None:
+        """How many training images the probes and Head2Toe's selection saw, with a
+        subsample; ``None`` without one."""
+        if self.selection_indices is None:
+            return None
+        return (
+            f"probes and Head2Toe's selection: {len(self.selection_indices)} of "
+            f"{self.n_train} training images; Head2Toe's head refitted on all"
+        )
 
     def to_frame(self) -> Any:
         """The comparison as a ``pandas.DataFrame``, one row per method (needs pandas)."""
@@ -226,7 +253,19 @@ def compare_methods(
     then cross-validated over ``Cs`` on those features and on the same folds
     (``head2toe``'s ``cv``, split once), and refitted on all training images.
     The test images, if given, go through the backbone once, in chunks, for
-    every pooling a final model reads. With a ``compute_budget``, every
+    every pooling a final model reads.
+
+    With the estimator's ``selection_samples`` (fewer than the training
+    images), the selection runs on the stratified subsample
+    :func:`skh2t.head2toe.selection_rows` draws (the one ``head2toe``'s own
+    ``fit`` draws): ``cv`` splits the subsample, and both probes are
+    cross-validated **and refitted** on the subsample's features and labels
+    only, while Head2Toe refits its head on the kept features of every
+    training image (its ``feature_store`` and ``feature_store_dtype`` apply as
+    in its ``fit``). ``Comparison.selection_indices`` names the subsample and
+    the table says so under its rows.
+
+    With a ``compute_budget``, every
     method reads only the taps within it, and the last-layer probe reads the
     deepest of them (:func:`skh2t.probes.last_layer_columns`: the last tap
     that is not the model's output); its ``params`` name the tap.
@@ -294,15 +333,17 @@ def compare_methods(
             "compare_methods compares the methods on the same features: give the "
             "Head2ToeClassifier one compute_budget, not a grid of compute_budgets."
         )
-    folds = split_folds(head2toe.cv, y, head2toe.random_state)
+    selection = _Selection.of(head2toe, y)
+    y_selected = y if selection.rows is None else y[selection.rows]
+    folds = _split_selection(head2toe, y_selected, selection.rows)
 
-    model, features, h2t_seconds = _fit_head2toe(head2toe, images, y, folds, verbose)
+    model, features, h2t_seconds = _fit_head2toe(head2toe, images, y, folds, selection, verbose)
     pooling_name = "pool_stride" if head2toe.pool_strides is not None else "target_size"
     transformers = _transformers(model, features, pooling_name)
     start = time.perf_counter()
     results = [
-        _last_layer_probe(features, transformers, y, folds, Cs, model.n_jobs, verbose),
-        _all_taps_probe(features, y, folds, Cs, model.n_jobs, verbose, pooling_name),
+        _last_layer_probe(features, transformers, y_selected, folds, Cs, model.n_jobs, verbose),
+        _all_taps_probe(features, y_selected, folds, Cs, model.n_jobs, verbose, pooling_name),
     ]
     probe_seconds = time.perf_counter() - start
     del features
@@ -311,7 +352,44 @@ def compare_methods(
     if test is not None:
         test_seconds = _score_on_test(results, transformers, *test, verbose)
     times = ComparisonTimes(h2t_seconds, probe_seconds, test_seconds, time.perf_counter() - started)
-    return Comparison(results, model, transformers, folds, pooling_name, times)
+    return Comparison(
+        results, model, transformers, folds, pooling_name, times, len(y), selection.rows
+    )
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The subsample a Head2ToeClassifier's selection runs on, and the random state its fit
+    must draw it from again.
+
+    ``rows`` is ``None`` for all images. ``random_state`` is the estimator's,
+    except that ``None`` or a ``RandomState`` becomes a copy of the generator
+    before the draw: the clone's ``fit`` then draws the same rows.
+    """
+
+    rows: np.ndarray | None
+    random_state: Any
+
+    @classmethod
+    def of(cls, head2toe: Head2ToeClassifier, y: np.ndarray) -> _Selection:
+        state = head2toe.random_state
+        if head2toe.selection_samples is not None and not isinstance(state, (int, np.integer)):
+            state = copy.deepcopy(check_random_state(state))
+        rows = selection_rows(y, head2toe.selection_samples, copy.deepcopy(state))
+        return cls(rows, state)
+
+
+def _split_selection(head2toe: Head2ToeClassifier, y: np.ndarray, rows: np.ndarray | None) -> Folds:
+    """The folds of the images the selection runs on (``cv`` splits the subsample)."""
+    try:
+        return split_folds(head2toe.cv, y, head2toe.random_state)
+    except ValueError as error:
+        if rows is None:
+            raise
+        raise ValueError(
+            f"selection_samples={head2toe.selection_samples} leaves too few images for "
+            f"cv={head2toe.cv!r} ({error}); use a larger selection_samples."
+        ) from None
 
 
 def _test_set(X_test: Any, y_test: ArrayLike | None) -> tuple[Any, np.ndarray] | None:
@@ -326,20 +404,41 @@ def _test_set(X_test: Any, y_test: ArrayLike | None) -> tuple[Any, np.ndarray] |
 
 
 def _fit_head2toe(
-    head2toe: Head2ToeClassifier, images: Any, y: np.ndarray, folds: Folds, verbose: int
+    head2toe: Head2ToeClassifier,
+    images: Any,
+    y: np.ndarray,
+    folds: Folds,
+    selection: _Selection,
+    verbose: int,
 ) -> tuple[Head2ToeClassifier, dict[int, np.ndarray], float]:
-    """The fitted clone (with ``head2toe``'s parameters), its training features, its fit time."""
-    model = clone(head2toe).set_params(cv=folds, store_features=True, verbose=verbose)
+    """The fitted clone (with ``head2toe``'s parameters), its training features (the
+    subsample's, with one), its fit time."""
+    model = clone(head2toe)
+    random_state = model.random_state
+    model.set_params(
+        cv=folds, store_features=True, verbose=verbose, random_state=selection.random_state
+    )
     start = time.perf_counter()
     model.fit(images, y)
     seconds = time.perf_counter() - start
+    if not _same_rows(model.selection_indices_, selection.rows):
+        raise RuntimeError("Head2ToeClassifier.fit drew another subsample than selection_rows")
     features = model.training_features_
     if not head2toe.store_features:
         del model.training_features_
     model.set_params(
-        cv=head2toe.cv, store_features=head2toe.store_features, verbose=head2toe.verbose
+        cv=head2toe.cv,
+        store_features=head2toe.store_features,
+        verbose=head2toe.verbose,
+        random_state=random_state,
     )
     return model, features, seconds
+
+
+def _same_rows(rows: np.ndarray | None, expected: np.ndarray | None) -> bool:
+    if rows is None or expected is None:
+        return rows is expected
+    return np.array_equal(rows, expected)
 
 
 def _transformers(

@@ -1,5 +1,7 @@
 """compare_methods: Head2Toe and two linear probes on the same folds, from one backbone pass."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,6 +10,7 @@ from sklearn.base import clone
 import skh2t.features.joint as joint
 from skh2t import Head2ToeClassifier, compare_methods
 from skh2t.features.joint import transform_jointly
+from skh2t.head2toe import selection_rows
 from skh2t.linear_model._search import split_folds
 from skh2t.probes import l2_probe_cv, last_layer_columns
 from skh2t.protocol import ALL_TAPS, HEAD2TOE, LAST_LAYER
@@ -174,6 +177,8 @@ def test_without_test_images_and_with_pooling_strides():
         ({"X_test": IMAGES[TEST], "y_test": LABELS[:3]}, "y_test must hold one label per image"),
         ({"Cs": [1.0, -1.0]}, "Cs"),
         ({"y": LABELS[:5]}, "y must hold one label per image"),
+        ({"selection_samples": 4}, "selection_samples=4 leaves too few images for cv=3"),
+        ({"selection_samples": 1}, "selection_samples=1 cannot be a stratified subsample"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_image_is_extracted(arguments, message, monkeypatch):
@@ -185,7 +190,106 @@ def test_bad_arguments_are_refused_before_any_image_is_extracted(arguments, mess
     estimator = head2toe(
         scoring=arguments.pop("scoring", None),
         compute_budgets=arguments.pop("compute_budgets", None),
+        selection_samples=arguments.pop("selection_samples", None),
     )
     y = arguments.pop("y", LABELS[TRAIN])
     with pytest.raises(ValueError, match=message):
         compare_methods(estimator, IMAGES[TRAIN], y, **arguments)
+
+
+@pytest.fixture(scope="module")
+def subsampled():
+    return compare_methods(
+        head2toe(selection_samples=21),
+        IMAGES[TRAIN],
+        LABELS[TRAIN],
+        X_test=IMAGES[TEST],
+        y_test=LABELS[TEST],
+        Cs=CS,
+    )
+
+
+def test_with_selection_samples_the_folds_split_the_subsample(subsampled):
+    rows = selection_rows(LABELS[TRAIN], 21, 0)
+    assert np.array_equal(subsampled.selection_indices, rows)
+    assert np.array_equal(subsampled.head2toe.selection_indices_, rows)
+    assert subsampled.n_train == 30
+    expected = split_folds(3, LABELS[TRAIN][rows], 0)
+    for (train, valid), (train_, valid_) in zip(subsampled.folds, expected, strict=True):
+        assert np.array_equal(train, train_)
+        assert np.array_equal(valid, valid_)
+
+
+def test_with_selection_samples_head2toe_is_the_estimator_fitted_on_its_own(subsampled):
+    alone = head2toe(selection_samples=21).fit(IMAGES[TRAIN], LABELS[TRAIN])
+    model = subsampled.head2toe
+    assert model.best_params_ == alone.best_params_
+    np.testing.assert_allclose(
+        model.cv_results_["mean_test_score"], alone.cv_results_["mean_test_score"], atol=1e-12
+    )
+    assert np.array_equal(model.get_support(), alone.get_support())
+    # Refitted on all 30 images, not on the subsample.
+    np.testing.assert_allclose(model.classifier_.coef_, alone.classifier_.coef_, atol=1e-6)
+    assert model.get_params()["random_state"] == 0
+    assert not hasattr(model, "training_features_")
+
+
+def test_with_selection_samples_the_probes_see_only_the_subsample(subsampled):
+    rows = subsampled.selection_indices
+    transformers = list(subsampled.transformers.values())
+    features = dict(
+        zip(
+            subsampled.transformers,
+            transform_jointly(transformers, IMAGES[TRAIN][rows]),
+            strict=True,
+        )
+    )
+    all_taps = l2_probe_cv(features, LABELS[TRAIN][rows], subsampled.folds, CS)
+    result = subsampled[ALL_TAPS]
+    np.testing.assert_allclose(
+        result.cv_results["mean_test_score"], all_taps.cv_results["mean_test_score"], atol=1e-12
+    )
+    pooling = all_taps.best_key
+    test_features = transform_jointly([subsampled.transformers[pooling]], IMAGES[TEST])[0]
+    np.testing.assert_allclose(
+        result.model.decision_function(test_features),
+        all_taps.head.decision_function(test_features),
+        atol=1e-5,
+    )
+    last = subsampled[LAST_LAYER]
+    assert len(last.cv_results["params"]) == len(CS)
+
+
+def test_with_selection_samples_the_table_says_what_the_probes_saw(subsampled, comparison):
+    lines = str(subsampled).splitlines()
+    assert lines[-1] == (
+        "probes and Head2Toe's selection: 21 of 30 training images; Head2Toe's head refitted on all"
+    )
+    assert [line.split("  ")[0].strip() for line in lines[2:5]] == [LAST_LAYER, ALL_TAPS, HEAD2TOE]
+    assert comparison.selection_indices is None
+    assert comparison.selection_caption() is None
+    assert len(str(comparison).splitlines()) == 5
+
+
+@pytest.mark.parametrize("random_state", [None, np.random.RandomState(3)])
+def test_the_subsample_matches_the_fit_with_a_random_state_that_is_not_a_seed(random_state):
+    before = copy.deepcopy(random_state)
+    comparison = compare_methods(
+        head2toe(selection_samples=20, random_state=random_state, cv=2),
+        IMAGES[TRAIN],
+        LABELS[TRAIN],
+        Cs=[1.0],
+    )
+    rows = comparison.selection_indices
+    assert len(rows) == 20
+    assert np.array_equal(comparison.head2toe.selection_indices_, rows)
+    if before is not None:
+        assert np.array_equal(rows, selection_rows(LABELS[TRAIN], 20, before))
+
+
+def test_selection_samples_of_all_images_is_no_subsample():
+    comparison = compare_methods(
+        head2toe(selection_samples=30, cv=2), IMAGES[TRAIN], LABELS[TRAIN], Cs=[1.0]
+    )
+    assert comparison.selection_indices is None
+    assert comparison.head2toe.selection_indices_ is None
