@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from skh2t.cli.errors import UsageError, usage_errors
+from skh2t.cli.many_images import ALL, n_train_value
 from skh2t.cli.options import FASHION_MNIST, positive_int, seed
 from skh2t.datasets import IMG_EXTENSIONS, load_fashion_mnist, load_image_folder
 from skh2t.datasets import stratified_subsample as _stratified_subsample
@@ -18,6 +19,11 @@ from skh2t.features import check_image_files
 DATASET_HELP = (
     f"'{FASHION_MNIST}' (offline from Debian's dataset-fashion-mnist, or the skh2t data "
     "home), or the path of an image folder with one sub-folder per class"
+)
+
+N_TRAIN_ALL_HELP = (
+    "class-balanced training images, or 'all': every training image (for a folder "
+    "--dataset without --test-dataset, all but the --n-test held out) (default: %(default)s)"
 )
 
 
@@ -143,7 +149,7 @@ def stratified_subsample(data: LabelledImages, n: int, random_state: int, what: 
 def split_train_test(
     data: LabelledImages,
     test: LabelledImages | None,
-    n_train: int,
+    n_train: int | str,
     n_test: int | None,
     random_state: int,
 ) -> tuple[LabelledImages, LabelledImages]:
@@ -155,8 +161,9 @@ def split_train_test(
         The pool the ``n_train`` training images are drawn from.
     test : LabelledImages or None
         The test set; ``None`` uses the images of ``data`` not drawn for training.
-    n_train : int
-        Number of training images (class-balanced).
+    n_train : int or "all"
+        Number of training images (class-balanced); ``"all"``: every image of
+        ``data`` (with ``test=None``: all but the ``n_test`` held out for testing).
     n_test : int or None
         Number of test images (class-balanced subsample); ``None`` for all.
     random_state : int
@@ -166,6 +173,8 @@ def split_train_test(
     -------
     train, test : LabelledImages
     """
+    if n_train == ALL:
+        return _all_but_test(data, test, n_test, random_state)
     train_idx = stratified_subsample(data, n_train, random_state, "--n-train")
     if test is None:
         rest = np.setdiff1d(np.arange(len(data)), train_idx)
@@ -175,19 +184,56 @@ def split_train_test(
                 "lower it or pass --test-dataset"
             )
         test = data.take(rest)
-    elif test.class_names != data.class_names:
+    else:
+        _check_test_classes(data, test)
+    if n_test is not None:
+        test = test.take(stratified_subsample(test, n_test, _test_seed(random_state), "--n-test"))
+    return data.take(train_idx), test
+
+
+def _all_but_test(
+    data: LabelledImages, test: LabelledImages | None, n_test: int | None, random_state: int
+) -> tuple[LabelledImages, LabelledImages]:
+    """``--n-train all``: every image of ``data`` but those drawn for testing from it."""
+    if test is not None:
+        _check_test_classes(data, test)
+        if n_test is not None:
+            rows = stratified_subsample(test, n_test, _test_seed(random_state), "--n-test")
+            test = test.take(rows)
+        return data, test
+    if n_test is None:
+        raise UsageError(
+            f"--n-train all leaves no test images in {data.source}: pass --n-test N (held "
+            "out from it) or --test-dataset"
+        )
+    test_idx = stratified_subsample(data, n_test, _test_seed(random_state), "--n-test")
+    rest = np.setdiff1d(np.arange(len(data)), test_idx)
+    if rest.size == 0:
+        raise UsageError(
+            f"--n-train all with --n-test {n_test} leaves no training images in {data.source}; "
+            "lower --n-test or pass --test-dataset"
+        )
+    return data.take(rest), data.take(test_idx)
+
+
+def _test_seed(random_state: int) -> int:
+    return (random_state + 1) % 2**32  # another draw than the training one's
+
+
+def _check_test_classes(data: LabelledImages, test: LabelledImages) -> None:
+    if test.class_names != data.class_names:
         raise UsageError(
             f"the test classes {_plain(test.class_names)} differ from the training classes "
             f"{_plain(data.class_names)}"
         )
-    if n_test is not None:
-        test_seed = (random_state + 1) % 2**32  # another draw than the training one's
-        test = test.take(stratified_subsample(test, n_test, test_seed, "--n-test"))
-    return data.take(train_idx), test
 
 
 def add_train_test_options(
-    parser: argparse.ArgumentParser, *, n_train: int, random_state_help: str
+    parser: argparse.ArgumentParser,
+    *,
+    n_train: int,
+    random_state_help: str,
+    n_train_all: bool = False,
 ) -> None:
     """Add the "data" group: --dataset, --test-dataset, --n-train, --n-test, --random-state.
 
@@ -199,6 +245,8 @@ def add_train_test_options(
         Default of --n-train.
     random_state_help : str
         What --random-state seeds, for its help.
+    n_train_all : bool, default=False
+        Whether --n-train also takes ``all`` (every training image).
     """
     group = parser.add_argument_group("data")
     group.add_argument(
@@ -215,10 +263,12 @@ def add_train_test_options(
     )
     group.add_argument(
         "--n-train",
-        type=positive_int,
+        type=n_train_value if n_train_all else positive_int,
         default=n_train,
-        metavar="N",
-        help="class-balanced training images (default: %(default)s)",
+        metavar="N|all" if n_train_all else "N",
+        help=N_TRAIN_ALL_HELP
+        if n_train_all
+        else "class-balanced training images (default: %(default)s)",
     )
     group.add_argument(
         "--n-test",

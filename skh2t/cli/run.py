@@ -23,6 +23,13 @@ from skh2t.cli.data import (
 )
 from skh2t.cli.errors import UsageError, usage_errors
 from skh2t.cli.extraction import tap_table
+from skh2t.cli.many_images import (
+    Selection,
+    add_many_images_options,
+    check_many_images,
+    disk_space_errors,
+    many_images_params,
+)
 from skh2t.cli.plot import plot_kept_per_tap
 from skh2t.cli.progress import Progress
 from skh2t.cli.report import cv_rows, format_params, versions, write_json
@@ -57,6 +64,11 @@ Writes results.json (configuration, every cross-validation score, timings,
 versions), kept_per_tap.png (which depths Head2Toe chose) and model.joblib (the
 fitted Head2ToeClassifier, for `skh2t predict`) to --output-dir.
 
+For many images (--n-train all): --selection-samples N runs the probes and
+Head2Toe's selection on a stratified subsample of N of them and refits
+Head2Toe's head on all; --feature-store DIR keeps the training features on
+disk instead of in memory.
+
 Without arguments: Fashion-MNIST, EfficientNet-Lite0 with its offline ImageNet
 weights at 64 px, 1000 training images, the 10k test images (its wall time:
 docs/benchmarks.rst, "skh2t run")."""
@@ -74,9 +86,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         parser,
         n_train=DEFAULTS["n_train"],
         random_state_help="seed of the draws and folds (default: 0)",
+        n_train_all=True,
     )
     options.add_backbone_options(parser, target_size=False)
     _add_grid_options(parser)
+    add_many_images_options(parser)
     _add_output_options(parser)
     parser.set_defaults(handler=run)
 
@@ -168,14 +182,11 @@ def run(args: argparse.Namespace) -> int:
         options.check_output_file(os.path.join(args.output_dir, name), "--output-dir")
     train, test = load_train_test(args)
     _check_folds(train, args.folds)
+    selection = check_many_images(args, train.target, args.folds)
     check_readable(train.images)
     check_readable(test.images)
-    progress.message(
-        f"Head2Toe and two linear probes on the same {args.folds} folds: features of "
-        f"{len(train)} training images for target sizes "
-        f"{', '.join(map(str, sorted(args.target_sizes)))} (one pass)"
-    )
-    with hidden_warnings(ConvergenceWarning):  # counted by the methods, reported below
+    progress.message(_plan(args, train, selection))
+    with hidden_warnings(ConvergenceWarning), disk_space_errors():  # warnings: counted below
         comparison = compare_methods(
             _head2toe(args),
             train.images,
@@ -187,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         )
     _print_summary(comparison)
     payload = _payload(args, train, test, comparison)
+    payload["selection"] = selection.summary(args.selection_samples)
     payload["timings"] = {
         "head2toe_fit_seconds": comparison.times.head2toe_fit,
         "probes_seconds": comparison.times.probes,
@@ -209,6 +221,21 @@ def _head2toe(args: argparse.Namespace) -> Head2ToeClassifier:
         random_state=args.random_state,
         max_iter=args.max_iter,
         n_jobs=args.n_jobs,
+        **many_images_params(args),
+    )
+
+
+def _plan(args: argparse.Namespace, train: LabelledImages, selection: Selection) -> str:
+    sizes = ", ".join(map(str, sorted(args.target_sizes)))
+    plan = (
+        f"Head2Toe and two linear probes on the same {args.folds} folds: features of "
+        f"{len(train)} training images for target sizes {sizes} (one pass)"
+    )
+    if selection.rows is None:
+        return plan
+    return (
+        f"{plan}; the probes and Head2Toe's selection on {len(selection)} of them, "
+        "Head2Toe's head refitted on all"
     )
 
 
