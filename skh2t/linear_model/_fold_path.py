@@ -169,7 +169,8 @@ def score_path_on_fold(
     return FoldPath(scores, fit_times, score_times, n_not_converged)
 
 
-SCORE_BLOCK_ROWS = 4096  # validation rows gathered at a time when scoring block by block
+SCORE_BLOCK_ROWS = 4096  # validation rows gathered at most at a time when scoring block by block
+SCORE_BLOCK_BYTES = 8 * 2**20  # and at most this many bytes of them (a wide X: fewer rows)
 
 
 def _validation_score(X, y, test, weight, scorer, *, blockwise: bool) -> Callable:
@@ -177,13 +178,14 @@ def _validation_score(X, y, test, weight, scorer, *, blockwise: bool) -> Callabl
     the accuracy (``scorer=None``) with ``blockwise``, accumulated block by block."""
     y_test = y[test]
     if scorer is None and blockwise:
+        row_bytes = X.shape[1] * X.dtype.itemsize
+        step = max(1, min(SCORE_BLOCK_ROWS, SCORE_BLOCK_BYTES // max(1, row_bytes)))
 
         def accuracy(head) -> float:
             correct = np.concatenate(
                 [
-                    head.predict(X[test[start : start + SCORE_BLOCK_ROWS]])
-                    == y_test[start : start + SCORE_BLOCK_ROWS]
-                    for start in range(0, len(test), SCORE_BLOCK_ROWS)
+                    head.predict(X[test[start : start + step]]) == y_test[start : start + step]
+                    for start in range(0, len(test), step)
                 ]
             )
             return float(np.average(correct, weights=weight))

@@ -289,6 +289,25 @@ default=None
     ``float64``; when the two disagree near the solution, the optimality check
     is redone in ``float64``, so even tight tolerances are certified.
 
+    Out of core: ``X`` may be a numpy memmap or a 2-D dask array (float32 or
+    float64, chunked by rows; chunked by columns too, it is rechunked to whole
+    rows, lazily), and neither is loaded whole. The products with all of
+    ``X`` stream its rows (on a dask array, ``X.T @ R`` is a dask reduction,
+    one task per row block, so the fit runs on a ``distributed`` cluster too;
+    the input checks, finiteness included, are dask reductions). The
+    penalised solve then never holds its working set in ``float64``: each
+    round gathers the working set's columns once in ``X``'s dtype if they
+    take at most ``WORKING_SET_FRACTION`` (1/8) of ``X``'s bytes, else gathers
+    them from ``X`` block by block at every product, and converts, centres and
+    scales them a block of rows at a time (``BLOCK_FRACTION``, 1/64 of
+    ``X``'s bytes; both in ``skh2t.linear_model._solver.streamed``): the same
+    solution within ``tol``. In memory, the working set is kept in ``float64``
+    instead (faster products, about four copies of ``n_samples x working set``).
+    The refit of the kept features gathers those columns (``n_samples x
+    n_kept``). ``predict``, ``decision_function`` and ``score`` compute a dask
+    array ``PREDICT_BLOCK_ROWS`` (4096) rows at a time and return ndarrays.
+    See :ref:`benchmarks <bench-out-of-core>` for the memory used.
+
     Examples
     --------
     >>> from sklearn.datasets import load_digits

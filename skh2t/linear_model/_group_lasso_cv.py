@@ -152,11 +152,16 @@ max_iter
 
     Notes
     -----
-    On a numpy memmap, every fold trains on all rows with its validation
+    On a numpy memmap or a 2-D dask array (chunked by rows, as for
+    :class:`GroupLassoClassifier`, whose Notes say how the penalised solves
+    run out of core), every fold trains on all rows with its validation
     rows' weights at zero (the same problem) instead of on a copy of its
     training rows, and the default accuracy is computed block by block of
-    validation rows, so the matrix is streamed from disk rather than copied;
-    see :ref:`benchmarks <bench-out-of-core>` for what that saves and what
+    validation rows, so the matrix is streamed rather than copied; with a
+    ``scoring``, a dask array's validation rows stay a lazy selection, which
+    the fold's model predicts block by block. ``predict``, ``score`` and the
+    others compute a dask array block by block too. See
+    :ref:`benchmarks <bench-out-of-core>` for what that saves and what
     memory remains.
 
     Examples

@@ -21,7 +21,7 @@ import numpy as np
 from skh2t.linear_model._solver.design import thin_left_product
 
 # Rows computed at a time by DaskRows.chunks: at most this many bytes of X per piece.
-PIECE_BYTES = 8 * 2**20
+PIECE_BYTES = 4 * 2**20
 
 
 def is_dask_array(X) -> bool:
@@ -117,10 +117,14 @@ class DaskRows:
         self, columns: np.ndarray | None, size: int
     ) -> Iterator[tuple[int, np.ndarray]]:
         """``(first row, X[rows, columns])`` for consecutive chunks of at most ``size`` rows
-        (``columns=None``: all), each computed on its own."""
-        selected = self.array if columns is None else self.array[:, columns]
-        for first in range(0, self.shape[0], size):
-            yield first, np.asarray(selected[first : first + size].compute())
+        (``columns=None``: all); computed :data:`PIECE_BYTES` at a time (fewer, larger tasks)."""
+        width = self.shape[1] if columns is None else len(columns)
+        step = max(size, PIECE_BYTES // max(1, width * self.dtype.itemsize))
+        for first in range(0, self.shape[0], step):
+            rows = self.array[first : first + step]  # rows first: no gather of a whole chunk
+            piece = np.asarray((rows if columns is None else rows[:, columns]).compute())
+            for offset in range(0, piece.shape[0], size):
+                yield first + offset, piece[offset : offset + size]
 
     def column_extremes(self) -> tuple[np.ndarray, np.ndarray]:
         """The largest and the smallest value of every column (two dask reductions)."""
