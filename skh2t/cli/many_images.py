@@ -55,9 +55,9 @@ def add_many_images_options(parser: argparse.ArgumentParser) -> None:
         "--selection-samples",
         type=selection_samples_value,
         metavar="N",
-        help="select the features on a stratified subsample of N training images (drawn "
-        "with --random-state), then refit the plain head on the kept features of every "
-        "training image (default: select on all of them)",
+        help="select the features (skh2t run: and fit the probes) on a stratified subsample "
+        "of N training images, drawn with --random-state, then refit the plain head on the "
+        "kept features of every training image (default: all of them)",
     )
     group.add_argument(
         "--feature-store",
@@ -70,8 +70,9 @@ def add_many_images_options(parser: argparse.ArgumentParser) -> None:
         "--feature-store-dtype",
         choices=FEATURE_STORE_DTYPES,
         default="float32",
-        help="dtype of the features in --feature-store; float16 halves the disk space and "
-        "needs --selection-samples (default: %(default)s)",
+        metavar="DTYPE",
+        help="dtype of the features in --feature-store: float32 or float16 (half the disk "
+        "space; needs --selection-samples) (default: %(default)s)",
     )
 
 
