@@ -293,3 +293,18 @@ def test_selection_samples_of_all_images_is_no_subsample():
     )
     assert comparison.selection_indices is None
     assert comparison.head2toe.selection_indices_ is None
+
+
+def test_with_selection_samples_and_a_float16_feature_store(subsampled, tmp_path):
+    comparison = compare_methods(
+        head2toe(selection_samples=21, feature_store=tmp_path, feature_store_dtype="float16"),
+        IMAGES[TRAIN],
+        LABELS[TRAIN],
+        Cs=CS,
+    )
+    assert np.array_equal(comparison.selection_indices, subsampled.selection_indices)
+    assert comparison.head2toe.feature_store == tmp_path
+    assert list(tmp_path.iterdir()) == []  # the store is removed at the end of the fit
+    assert [r.n_available for r in comparison.results] == [
+        r.n_available for r in subsampled.results
+    ]
