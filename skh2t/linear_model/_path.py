@@ -323,10 +323,14 @@ def refit_kept(
     """
     started = time.perf_counter()
     kept = np.flatnonzero(support)
-    X_kept = StackedRows.of(X).take(kept)
+    rows = StackedRows.of(X)
+    X_kept = rows.take(kept)
     if renormalize_index is not None:
         renormalize_columns(X_kept, renormalize_index[kept])
-    refit = refit_columns(X_kept, datafit, l2, settings, intercept_init=intercept_init)
+    # Out of core, X_kept is the one copy of the kept columns: the refit makes no other.
+    refit = refit_columns(
+        X_kept, datafit, l2, settings, intercept_init=intercept_init, copy=not rows.out_of_core
+    )
     return dataclasses.replace(refit, kept=kept, seconds=time.perf_counter() - started)
 
 
