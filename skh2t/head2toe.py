@@ -133,7 +133,10 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         A directory for the training features on disk: they are extracted
         into ``.npy`` files there (:func:`skh2t.features.store.write_features`,
         one forward pass per image, a chunk of images in memory at a time)
-        and read back from them; the files are deleted at the end of ``fit``.
+        and read back from them; the files are deleted at the end of ``fit``,
+        unless ``store_features=True`` without a subsample: then
+        ``training_features_`` are read-only memmaps of them, and the files
+        stay (in a ``skh2t-features-*`` sub-folder) until you delete them.
         Its free space is checked before extraction. ``None``: in memory
         (with ``selection_samples``: the subsample's features, then a second
         pass over all images that keeps only the chosen pooling's kept
@@ -392,7 +395,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             if selection is not None:
                 self._refit_on_all_images(chosen, images, y, sample_weight, store)
         finally:
-            if store is not None:
+            if store is not None and not self._keeps_store(selection):
                 store.remove()
         self.n_not_converged_ = self.n_cv_not_converged_ + self.classifier_.n_not_converged_
         return self
@@ -408,6 +411,10 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
                 f"selection_samples={self.selection_samples} leaves too few images for "
                 f"cv={self.cv!r} ({error}); use a larger selection_samples."
             ) from None
+
+    def _keeps_store(self, selection: np.ndarray | None) -> bool:
+        """Whether the store outlives ``fit``: when ``training_features_`` are its memmaps."""
+        return self.store_features and selection is None
 
     def _check_feature_store(self, selection: np.ndarray | None) -> None:
         if self.feature_store_dtype != "float32" and selection is None:

@@ -1,6 +1,7 @@
 """Head2ToeClassifier on many images: features on disk, selection on a subsample, refit on all."""
 
 import errno
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,11 +36,13 @@ def in_memory():
     return head2toe(cv=3).fit(IMAGES, LABELS)
 
 
-def test_a_float32_store_gives_the_search_and_model_of_the_features_in_memory(in_memory, tmp_path):
-    on_disk = head2toe(cv=3, feature_store=tmp_path).fit(IMAGES, LABELS)
+def test_a_float32_store_gives_the_search_and_model_of_the_features_in_memory(tmp_path):
+    # The log-loss, not the accuracy: on 20 validation images a near-tie may flip one.
+    in_memory = head2toe(cv=3, scoring="neg_log_loss").fit(IMAGES, LABELS)
+    on_disk = head2toe(cv=3, scoring="neg_log_loss", feature_store=tmp_path).fit(IMAGES, LABELS)
     # The same problems: folds trained by weight on the memmap vs on slices in memory.
     np.testing.assert_allclose(
-        on_disk.cv_results_["mean_test_score"], in_memory.cv_results_["mean_test_score"], atol=0.02
+        on_disk.cv_results_["mean_test_score"], in_memory.cv_results_["mean_test_score"], atol=1e-4
     )
     assert on_disk.best_params_ == in_memory.best_params_
     assert np.array_equal(on_disk.get_support(), in_memory.get_support())
@@ -182,3 +185,13 @@ def test_the_transformer_and_predictions_do_not_depend_on_where_the_features_wer
     model = head2toe(cv=3, feature_store=tmp_path).fit(IMAGES, LABELS)
     assert isinstance(model.transformer_, IntermediateFeatureTransformer)
     assert np.mean(model.predict(IMAGES) == in_memory.predict(IMAGES)) >= 0.95
+
+
+def test_store_features_on_disk_are_memmaps_of_files_that_stay(tmp_path):
+    model = head2toe(cv=3, feature_store=tmp_path, store_features=True).fit(IMAGES, LABELS)
+    (folder,) = store_folders(tmp_path)
+    for target_size, features in model.training_features_.items():
+        assert isinstance(features, np.memmap)
+        assert folder in Path(features.filename).parents
+        expected = model.transformer_.repool(target_size=target_size).transform(IMAGES)
+        np.testing.assert_allclose(features, expected, atol=1e-6)
