@@ -46,7 +46,7 @@ from skh2t.linear_model._search import (
 )
 from skh2t.progress import progress_bar
 
-__all__ = ["Head2ToeClassifier"]
+__all__ = ["Head2ToeClassifier", "selection_rows"]
 
 
 class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
@@ -417,6 +417,11 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         return self.store_features and selection is None
 
     def _check_feature_store(self, selection: np.ndarray | None) -> None:
+        if self.feature_store_dtype != "float32" and self.feature_store is None:
+            raise ValueError(
+                f"feature_store_dtype={self.feature_store_dtype!r} is the dtype of the "
+                "features on disk: set feature_store to a directory, or leave it float32."
+            )
         if self.feature_store_dtype != "float32" and selection is None:
             raise ValueError(
                 f"feature_store_dtype={self.feature_store_dtype!r} needs selection_samples "

@@ -136,6 +136,15 @@ def test_float16_without_a_subsample_is_refused_before_any_forward_pass(tmp_path
     assert calls == []
 
 
+def test_float16_without_a_store_is_refused_before_any_forward_pass():
+    model, calls = forward_counter()
+    with pytest.raises(ValueError, match="is the dtype of the features on disk: set feature_s"):
+        head2toe(backbone=model, selection_samples=30, feature_store_dtype="float16").fit(
+            IMAGES, LABELS
+        )
+    assert calls == []
+
+
 def test_a_subsample_too_small_to_stratify_is_refused_before_any_forward_pass():
     model, calls = forward_counter()
     with pytest.raises(ValueError, match="selection_samples=2 "):
