@@ -769,6 +769,10 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("precision", "float32")  # pickled before the parameter existed
+        for name, value in _LATER_PARAMETERS.items():  # their defaults: the behaviour then
+            state.setdefault(name, value)
+        if "classifier_" in state:
+            state.setdefault("selection_indices_", None)
         super().__setstate__(state)
 
     def __sklearn_tags__(self):
@@ -790,6 +794,18 @@ def check_image_labels(y: ArrayLike, n_images: int, name: str = "y") -> np.ndarr
         )
     check_classification_targets(y)
     return y
+
+
+# Parameters added after models were first pickled, with the value that gives the behaviour
+# of those models.
+_LATER_PARAMETERS = {
+    "compute_budget": None,
+    "compute_budgets": None,
+    "store_features": False,
+    "selection_samples": None,
+    "feature_store": None,
+    "feature_store_dtype": "float32",
+}
 
 
 def selection_rows(

@@ -204,3 +204,18 @@ def test_store_features_on_disk_are_memmaps_of_files_that_stay(tmp_path):
         assert folder in Path(features.filename).parents
         expected = model.transformer_.repool(target_size=target_size).transform(IMAGES)
         np.testing.assert_allclose(features, expected, atol=1e-6)
+
+
+def test_a_model_pickled_before_the_many_images_parameters_still_loads(in_memory):
+    import pickle
+
+    state = in_memory.__getstate__()
+    for name in ["selection_samples", "feature_store", "feature_store_dtype", "store_features"]:
+        del state[name]
+    del state["selection_indices_"]
+    old = Head2ToeClassifier.__new__(Head2ToeClassifier)
+    old.__setstate__(state)
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded.get_params()["selection_samples"] is None
+    assert loaded.selection_indices_ is None
+    assert np.array_equal(loaded.predict(IMAGES[:5]), in_memory.predict(IMAGES[:5]))
