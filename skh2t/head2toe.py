@@ -46,7 +46,7 @@ from skh2t.linear_model._search import (
 )
 from skh2t.progress import progress_bar
 
-__all__ = ["Head2ToeClassifier", "selection_rows"]
+__all__ = ["Head2ToeClassifier", "selection_folds", "selection_rows"]
 
 
 class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
@@ -375,7 +375,8 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         self._check_feature_store(selection)
         chosen_rows = slice(None) if selection is None else selection
         y_selected, weight_selected = y[chosen_rows], sample_weight[chosen_rows]
-        folds = self._split_selection(y_selected, selection)
+        subsample = None if selection is None else self.selection_samples
+        folds = selection_folds(self.cv, y_selected, self.random_state, subsample)
         transformers = self._fit_transformers(images, grid)
         feature_sets = grid.feature_sets(transformers)  # before extraction: checks the budgets
         store = self._write_store(transformers, images)
@@ -399,18 +400,6 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
                 store.remove()
         self.n_not_converged_ = self.n_cv_not_converged_ + self.classifier_.n_not_converged_
         return self
-
-    def _split_selection(self, y: np.ndarray, selection: np.ndarray | None) -> list:
-        """The folds of the images the selection runs on (``cv`` splits the subsample)."""
-        try:
-            return split_folds(self.cv, y, self.random_state)
-        except ValueError as error:
-            if selection is None:
-                raise
-            raise ValueError(
-                f"selection_samples={self.selection_samples} leaves too few images for "
-                f"cv={self.cv!r} ({error}); use a larger selection_samples."
-            ) from None
 
     def _keeps_store(self, selection: np.ndarray | None) -> bool:
         """Whether the store outlives ``fit``: when ``training_features_`` are its memmaps."""
@@ -850,6 +839,36 @@ def selection_rows(
             f"these {len(y)} images ({error}); use a larger selection_samples."
         ) from None
     return np.sort(rows)
+
+
+def selection_folds(cv, y: np.ndarray, random_state=None, selection_samples=None) -> list:
+    """The cross-validation folds of the images a selection runs on, as
+    :class:`Head2ToeClassifier` splits them.
+
+    Parameters
+    ----------
+    cv : int, cross-validation generator or iterable
+        As Head2ToeClassifier's ``cv`` (an int: shuffled stratified folds).
+    y : ndarray of shape (n_selected,)
+        The labels of the images the selection runs on.
+    random_state : int, RandomState instance or None, default=None
+    selection_samples : int, default=None
+        The subsample's size when ``y`` is a subsample's labels: a split that
+        fails then names it.
+
+    Returns
+    -------
+    list of (train, test) index arrays
+    """
+    try:
+        return split_folds(cv, y, random_state)
+    except ValueError as error:
+        if selection_samples is None:
+            raise
+        raise ValueError(
+            f"selection_samples={selection_samples} leaves too few images for "
+            f"cv={cv!r} ({error}); use a larger selection_samples."
+        ) from None
 
 
 class _Grid:

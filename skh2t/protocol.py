@@ -33,8 +33,13 @@ from numpy.typing import ArrayLike
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 
-from skh2t.head2toe import Head2ToeClassifier, check_image_labels, selection_rows
-from skh2t.linear_model._search import positive_grid, split_folds
+from skh2t.head2toe import (
+    Head2ToeClassifier,
+    check_image_labels,
+    selection_folds,
+    selection_rows,
+)
+from skh2t.linear_model._search import positive_grid
 from skh2t.probes import ProbeSearch, l2_probe_cv, last_layer_columns, last_layer_tap
 from skh2t.progress import progress_bar
 
@@ -335,7 +340,8 @@ def compare_methods(
         )
     selection = _Selection.of(head2toe, y)
     y_selected = y if selection.rows is None else y[selection.rows]
-    folds = _split_selection(head2toe, y_selected, selection.rows)
+    subsample = None if selection.rows is None else head2toe.selection_samples
+    folds = selection_folds(head2toe.cv, y_selected, head2toe.random_state, subsample)
 
     model, features, h2t_seconds = _fit_head2toe(head2toe, images, y, folds, selection, verbose)
     pooling_name = "pool_stride" if head2toe.pool_strides is not None else "target_size"
@@ -377,19 +383,6 @@ class _Selection:
             state = copy.deepcopy(check_random_state(state))
         rows = selection_rows(y, head2toe.selection_samples, copy.deepcopy(state))
         return cls(rows, state)
-
-
-def _split_selection(head2toe: Head2ToeClassifier, y: np.ndarray, rows: np.ndarray | None) -> Folds:
-    """The folds of the images the selection runs on (``cv`` splits the subsample)."""
-    try:
-        return split_folds(head2toe.cv, y, head2toe.random_state)
-    except ValueError as error:
-        if rows is None:
-            raise
-        raise ValueError(
-            f"selection_samples={head2toe.selection_samples} leaves too few images for "
-            f"cv={head2toe.cv!r} ({error}); use a larger selection_samples."
-        ) from None
 
 
 def _test_set(X_test: Any, y_test: ArrayLike | None) -> tuple[Any, np.ndarray] | None:
