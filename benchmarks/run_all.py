@@ -19,13 +19,18 @@
   affinity against Head2Toe's gain.
 - bench_budget.py (with --tasks; --quick: its quick variant): Head2Toe's accuracy and
   exported latency against a compute budget, per task.
+- bench_out_of_core.py: group-lasso fits on a memmap and a dask array: peak memory,
+  time and support against the in-memory fit.
+- bench_many_images.py (with --many-images, ~20 minutes; --quick: 1000 and 3000 images):
+  Head2Toe's learning curve up to all 60,000 Fashion-MNIST training images.
 - bench_energy.py (with --energy, ~40 minutes; --quick: its quick variant): the energy
   sweep of prepared-head fine-tuning, and the probing rules' accuracy and cost.
 
 ``bench_run.py`` (the wall time of ``skh2t run`` against an earlier commit) runs
 on its own: ``python benchmarks/bench_run.py --baseline REF``.
 
-Run: ``python benchmarks/run_all.py [--quick] [--finetune] [--tasks] [--energy]``.
+Run: ``python benchmarks/run_all.py [--quick] [--finetune] [--tasks] [--many-images]
+[--energy]``.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ def main() -> None:
         "--tasks", action="store_true", help="also the task suite and its compute budgets"
     )
     parser.add_argument("--energy", action="store_true", help="also the energy sweep")
+    parser.add_argument(
+        "--many-images", action="store_true", help="also the learning curve up to 60,000 images"
+    )
     args = parser.parse_args()
     print(machine_description())
     run("bench_solver.py", *(["--quick"] if args.quick else []))
@@ -85,11 +93,15 @@ def main() -> None:
     if not args.quick:
         run("bench_refit.py")
     run("bench_export.py", *(["--quick"] if args.quick else []))
+    run("bench_out_of_core.py")
     if args.finetune:
         run("bench_finetune.py")
     if args.tasks:
         run("bench_tasks.py", *(["--quick"] if args.quick else []))
         run("bench_budget.py", *(["--quick"] if args.quick else []))
+    if args.many_images:
+        quick = ["--sizes", "1000", "3000", "--selection-samples", "1000", "--full-up-to", "0"]
+        run("bench_many_images.py", *(quick if args.quick else []))
     if args.energy:
         run("bench_energy.py", *(["--quick"] if args.quick else []))
 
