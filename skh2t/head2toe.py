@@ -484,7 +484,14 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         _, datafit = make_datafit(y, sample_weight, head.class_weight)
         settings = SolverSettings(head.fit_intercept, head.tol, head.max_iter, 0)
         started = time.perf_counter()
-        refit = refit_columns(X_kept, datafit, head.refit_l2, settings, copy=False)
+        with progress_bar(
+            desc=f"Refitting the head on {len(y)} images",
+            unit="iteration",
+            disable=not self.verbose,
+        ) as bar:
+            refit = refit_columns(
+                X_kept, datafit, head.refit_l2, settings, copy=False, on_iteration=bar.update
+            )
         coef = np.zeros((head.support_.shape[0], datafit.n_classes))
         coef[kept] = refit.coef
         head.coef_, head.intercept_ = to_public(coef, refit.intercept)

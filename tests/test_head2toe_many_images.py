@@ -222,3 +222,10 @@ def test_a_model_pickled_before_the_many_images_parameters_still_loads(in_memory
     assert loaded.get_params()["selection_samples"] is None
     assert loaded.selection_indices_ is None
     assert np.array_equal(loaded.predict(IMAGES[:5]), in_memory.predict(IMAGES[:5]))
+
+
+def test_verbose_shows_the_refit_on_all_images(capsys):
+    model = head2toe(cv=3, selection_samples=30, verbose=1).fit(IMAGES, LABELS)
+    err = capsys.readouterr().err
+    assert "Refitting the head on 60 images" in err
+    assert f"{model.classifier_.refit_n_iter_}" in err.split("Refitting the head on 60 images")[-1]

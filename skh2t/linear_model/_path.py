@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -342,16 +342,18 @@ def refit_columns(
     *,
     intercept_init: np.ndarray | None = None,
     copy: bool = True,
+    on_iteration: Callable[[], None] | None = None,
 ) -> Refit:
     """:func:`refit_kept` on columns already taken (and re-normalised): ``X_kept`` is all of
     them (``kept`` is every column). ``copy=False``: with more rows than columns, the
     ridge fit uses ``X_kept`` as it is, without the centred copy and the second layout
-    (``fit_ridge_multinomial(copy=False)``), for a large refit that only just fits."""
+    (``fit_ridge_multinomial(copy=False)``), for a large refit that only just fits.
+    ``on_iteration``: called after every L-BFGS iteration (not in the row space)."""
     started = time.perf_counter()
     in_row_space = l2 > 0 and X_kept.shape[0] < X_kept.shape[1]
     options = {}
-    if not in_row_space and not copy:
-        options["copy"] = False
+    if not in_row_space:
+        options = {"copy": copy, "on_iteration": on_iteration}
     fit = fit_ridge_in_row_space if in_row_space else fit_ridge_multinomial
     result = fit(
         X_kept,

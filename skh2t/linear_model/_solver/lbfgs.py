@@ -31,6 +31,7 @@ def fit_ridge_multinomial(
     max_iter: int = 1000,
     intercept_init: np.ndarray | None = None,
     copy: bool = True,
+    on_iteration: Callable[[], None] | None = None,
 ) -> RidgeResult:
     """Minimise ``datafit(X @ W + b) + l2 / 2 * ||W||_F^2`` with L-BFGS (intercept unpenalised).
 
@@ -49,11 +50,16 @@ def fit_ridge_multinomial(
     (:class:`RowMajorDesign`: no centred copy, no second layout), for data
     that only just fits in memory; float32 data gets the same float64
     check and polish, its products then converted a block of rows at a time.
+    ``on_iteration`` is called after every L-BFGS iteration (progress bars).
     """
     if not isinstance(X, np.ndarray):
-        return _fit_on_design(X, datafit, l2, fit_intercept, tol, max_iter, intercept_init)
+        return _fit_on_design(
+            X, datafit, l2, fit_intercept, tol, max_iter, intercept_init, None, on_iteration
+        )
     if not copy:
-        return _fit_without_copy(X, datafit, l2, fit_intercept, tol, max_iter, intercept_init)
+        return _fit_without_copy(
+            X, datafit, l2, fit_intercept, tol, max_iter, intercept_init, on_iteration
+        )
     data = X
     dtype = np.float32 if data.dtype == np.float32 else np.float64
     X, center = _centred(data, datafit, dtype, fit_intercept)
@@ -61,7 +67,8 @@ def fit_ridge_multinomial(
     n_coef = n_features * n_classes
     start = _start(n_features, datafit, fit_intercept, intercept_init)
     with single_blas_thread():  # L-BFGS-B calls SciPy's BLAS, NumPy's does the products
-        solution = _lbfgs(_ridge_objective(X, datafit, l2, fit_intercept), start, tol, max_iter)
+        objective = _ridge_objective(X, datafit, l2, fit_intercept)
+        solution = _lbfgs(objective, start, tol, max_iter, on_iteration)
         n_iter, params = int(solution.nit), solution.x
         if dtype != np.float64:
             # Certified on the data centred in float64: the rounding of the float32
@@ -73,13 +80,21 @@ def fit_ridge_multinomial(
             center = center64
             objective = _ridge_objective(X, datafit, l2, fit_intercept)
             if np.abs(objective(params)[1]).max() > tol and n_iter < max_iter:
-                solution = _lbfgs(objective, params, tol, max_iter - n_iter)
+                solution = _lbfgs(objective, params, tol, max_iter - n_iter, on_iteration)
                 n_iter, params = n_iter + int(solution.nit), solution.x
     return _result(params, n_features, center, datafit, fit_intercept, n_iter, solution.success)
 
 
 def _fit_on_design(
-    design, datafit, l2, fit_intercept, tol, max_iter, intercept_init, start=None
+    design,
+    datafit,
+    l2,
+    fit_intercept,
+    tol,
+    max_iter,
+    intercept_init,
+    start=None,
+    on_iteration=None,
 ) -> RidgeResult:
     """:func:`fit_ridge_multinomial` on a design given by its products, centred implicitly;
     from ``start`` (a :class:`RidgeResult` of the same problem), when given."""
@@ -96,17 +111,19 @@ def _fit_on_design(
     with single_blas_thread():
         if start is not None and np.abs(objective(params)[1]).max() <= tol:
             return start
-        solution = _lbfgs(objective, params, tol, max_iter)
+        solution = _lbfgs(objective, params, tol, max_iter, on_iteration)
     return _result(
         solution.x, n_features, center, datafit, fit_intercept, int(solution.nit), solution.success
     )
 
 
-def _fit_without_copy(X, datafit, l2, fit_intercept, tol, max_iter, intercept_init):
+def _fit_without_copy(X, datafit, l2, fit_intercept, tol, max_iter, intercept_init, on_iteration):
     """``fit_ridge_multinomial(copy=False)``: on :class:`RowMajorDesign` s of ``X``; float32
     data first in float32, then checked and polished in float64."""
     design = RowMajorDesign(X, np.float32 if X.dtype == np.float32 else np.float64)
-    result = _fit_on_design(design, datafit, l2, fit_intercept, tol, max_iter, intercept_init)
+    result = _fit_on_design(
+        design, datafit, l2, fit_intercept, tol, max_iter, intercept_init, None, on_iteration
+    )
     if design.dtype == np.float64 or result.n_iter >= max_iter:
         return result
     polished = _fit_on_design(
@@ -118,6 +135,7 @@ def _fit_without_copy(X, datafit, l2, fit_intercept, tol, max_iter, intercept_in
         max_iter - result.n_iter,
         intercept_init,
         start=result,
+        on_iteration=on_iteration,
     )
     if polished is result:
         return result
@@ -165,9 +183,18 @@ def _centred(
     return X, center
 
 
-def _lbfgs(objective: Callable, start: np.ndarray, tol: float, max_iter: int):
+def _lbfgs(
+    objective: Callable,
+    start: np.ndarray,
+    tol: float,
+    max_iter: int,
+    on_iteration: Callable[[], None] | None = None,
+):
     options = {"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps}
-    return minimize(objective, start, jac=True, method="L-BFGS-B", options=options)
+    callback = None if on_iteration is None else (lambda *_: on_iteration())
+    return minimize(
+        objective, start, jac=True, method="L-BFGS-B", options=options, callback=callback
+    )
 
 
 def _ridge_objective(
