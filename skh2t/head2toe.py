@@ -486,7 +486,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         started = time.perf_counter()
         with progress_bar(
             desc=f"Refitting the head on {len(y)} images",
-            unit="iteration",
+            unit=" iterations",  # no total: tqdm writes the count and the unit together
             disable=not self.verbose,
         ) as bar:
             refit = refit_columns(
