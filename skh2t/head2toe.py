@@ -873,8 +873,9 @@ def selection_folds(cv, y: np.ndarray, random_state=None, selection_samples=None
         if selection_samples is None:
             raise
         raise ValueError(
-            f"selection_samples={selection_samples} leaves too few images for "
-            f"cv={cv!r} ({error}); use a larger selection_samples."
+            f"selection_samples={selection_samples}: cv splits that subsample of "
+            f"{len(y)} images, and here it cannot ({error}). Use a larger "
+            "selection_samples, or folds of the subsample's rows."
         ) from None
 
 

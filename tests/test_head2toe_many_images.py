@@ -150,8 +150,17 @@ def test_float16_without_a_store_is_refused_before_any_forward_pass():
 
 def test_a_subsample_too_small_to_stratify_is_refused_before_any_forward_pass():
     model, calls = forward_counter()
-    with pytest.raises(ValueError, match="selection_samples=2 "):
+    with pytest.raises(ValueError, match="selection_samples=2: cv splits"):
         head2toe(backbone=model, selection_samples=2).fit(IMAGES, LABELS)
+    assert calls == []
+
+
+def test_folds_of_all_images_with_a_subsample_are_refused_before_any_forward_pass():
+    model, calls = forward_counter()
+    folds = list(StratifiedKFold(3).split(np.zeros(len(LABELS)), LABELS))  # of all 60 images
+    message = r"cv splits that subsample of 30 images.*index row \d+ but there are 30 rows"
+    with pytest.raises(ValueError, match=message):
+        head2toe(backbone=model, cv=folds, selection_samples=30).fit(IMAGES, LABELS)
     assert calls == []
 
 

@@ -177,7 +177,7 @@ def test_without_test_images_and_with_pooling_strides():
         ({"X_test": IMAGES[TEST], "y_test": LABELS[:3]}, "y_test must hold one label per image"),
         ({"Cs": [1.0, -1.0]}, "Cs"),
         ({"y": LABELS[:5]}, "y must hold one label per image"),
-        ({"selection_samples": 4}, "selection_samples=4 leaves too few images for cv=3"),
+        ({"selection_samples": 4}, "selection_samples=4: cv splits that subsample of 4 images"),
         ({"selection_samples": 1}, "selection_samples=1 cannot be a stratified subsample"),
     ],
 )

@@ -280,7 +280,15 @@ def split_folds(cv: Any, y: np.ndarray, random_state: Any = None) -> list[tuple]
     if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
         cv = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=random_state)
     splitter = check_cv(cv, y, classifier=True)
-    return list(splitter.split(np.zeros((len(y), 1)), y))
+    folds = list(splitter.split(np.zeros((len(y), 1)), y))
+    for rows in (np.asarray(part) for fold in folds for part in fold):
+        outside = rows[(rows < 0) | (rows >= len(y))]
+        if outside.size:
+            raise ValueError(
+                f"cv's folds index row {outside[0]} but there are {len(y)} rows: give folds "
+                f"of these {len(y)} rows."
+            )
+    return folds
 
 
 def warn_not_converged(n_not_converged: int, what: str, fix: str) -> None:
