@@ -70,3 +70,62 @@ def head_rounding_bound(pipeline, images) -> np.ndarray:
     kept = np.flatnonzero(head.support_)
     X_kept = renormalize_columns(X[:, kept], head.renormalize_index_[kept])
     return product_rounding_bound(X_kept, head.coef_[:, kept].T, np.float32).ravel()
+
+
+def assert_same_support(ours, reference, rtol: float = 1e-3) -> None:
+    """Two group-lasso models of the same problem, solved along other code paths (each
+    within its tolerance of the optimum), keep the same features but for near-ties.
+
+    A feature kept by only one of them must sit at the edge of the selection in both:
+    within ``rtol`` of the weakest kept feature's weight (``feature_scores_``; among
+    zero weights, its dual score), or at the edge of the non-zero weights (a weight
+    below ``rtol`` of the largest, or a zero weight whose dual score is within ``rtol``
+    of 1, about to enter). On a CPU whose kernels round as the reference's, none differ.
+    """
+    differ = np.flatnonzero(ours.support_ != reference.support_)
+    for model in (ours, reference):
+        edge = _selection_edge(model, rtol)
+        outside = [j for j in differ if not edge(j)]
+        assert not outside, (
+            f"features {outside[:5]} are kept by one model only, away from the edge of the "
+            f"selection (weights {model.feature_scores_[outside[:5]]}, dual scores "
+            f"{model.dual_scores_[outside[:5]]})"
+        )
+
+
+def _selection_edge(model, rtol: float):
+    scores, dual = model.feature_scores_, model.dual_scores_
+    kept = np.flatnonzero(model.support_)
+    weakest = kept[np.lexsort((-dual[kept], -scores[kept]))[-1]] if kept.size else None
+
+    def near(a: float, b: float) -> bool:
+        return abs(a - b) <= rtol * max(abs(a), abs(b))
+
+    def edge(j: int) -> bool:
+        at_zero = scores[j] <= rtol * scores.max() or (scores[j] == 0 and dual[j] >= 1 - rtol)
+        if weakest is None:
+            return at_zero
+        if scores[weakest] > 0:
+            return at_zero or near(scores[j], scores[weakest])
+        return at_zero or (scores[j] == 0 and near(dual[j], dual[weakest]))
+
+    return edge
+
+
+def assert_same_predictions(predicted, model, X) -> np.ndarray:
+    """``predicted``: ``model``'s classes of the rows of ``X`` computed along another path
+    (other blocks of rows, another memory layout). They must equal ``model.predict(X)``
+    on every row whose winning score leads by more than twice the rounding bound of the
+    product ``X @ coef_.T``; returns the mask of those rows (most of them, checked)."""
+    X = np.asarray(X)
+    scores = model.decision_function(X)
+    bound = product_rounding_bound(X, model.coef_.T)
+    if scores.ndim == 1:  # binary: the sign of one score
+        margin, slack = np.abs(scores), bound.ravel()
+    else:
+        top = np.sort(scores, axis=1)
+        margin, slack = top[:, -1] - top[:, -2], 2 * bound.max(axis=1)
+    clear = margin > 2 * slack
+    assert clear.mean() >= 0.9, "too many near-ties for the comparison to mean anything"
+    np.testing.assert_array_equal(np.asarray(predicted)[clear], model.predict(X)[clear])
+    return clear

@@ -11,6 +11,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from skh2t import GroupLassoClassifier, GroupLassoClassifierCV
 from skh2t.linear_model._group_lasso import Problem
 from skh2t.linear_model._path import PenalisedFit, SolverSettings, group_lasso_path, predicted_start
+from tests.rounding import assert_same_support
 
 
 @parametrize_with_checks(
@@ -256,6 +257,6 @@ def test_a_memmap_trains_its_folds_by_weight_with_the_same_results(digits, tmp_p
         in_memory.keep_fraction_,
     )
     np.testing.assert_allclose(streamed.alphas_, in_memory.alphas_, rtol=1e-10)
-    # The final refits are the same code on the same values (the memmap holds the array's floats):
-    # exactly the same support.
-    np.testing.assert_array_equal(streamed.support_, in_memory.support_)
+    # The final refit on the memmap streams it (out of core), the one in memory does not: the
+    # same problem solved along other code paths, so the same support but for near-ties.
+    assert_same_support(streamed, in_memory)

@@ -14,6 +14,7 @@ from skh2t.linear_model._solver import dask_rows, streamed, working_set
 from skh2t.linear_model._solver.rows import StackedRows
 from skh2t.linear_model._solver.streamed import BlockDesign
 from skh2t.linear_model._solver.working_set import ColumnSummary, full_gradient
+from tests.rounding import assert_same_predictions, assert_same_support
 
 da = pytest.importorskip("dask.array")
 
@@ -48,7 +49,7 @@ def no_float64_working_set(monkeypatch):
 
 
 def _assert_same_fit(ours, reference, atol=1e-4):
-    np.testing.assert_array_equal(ours.support_, reference.support_)
+    assert_same_support(ours, reference)  # other code paths: equal but for near-ties
     scale = np.abs(reference.group_lasso_coef_).max()
     np.testing.assert_allclose(
         ours.group_lasso_coef_, reference.group_lasso_coef_, rtol=0, atol=atol * scale
@@ -147,8 +148,9 @@ def test_dask_fit_equals_in_memory(monkeypatch, never_whole, chunks):
     assert isinstance(scores, np.ndarray)
     assert scores.shape == (300, 4)
     np.testing.assert_allclose(scores, reference.decision_function(X[:300]), atol=1e-3)
-    np.testing.assert_array_equal(ours.predict(_dask(X)), ours.predict(X))
-    assert ours.score(_dask(X), y) == pytest.approx(ours.score(X, y))
+    clear = assert_same_predictions(ours.predict(_dask(X)), ours, X)  # blocks of rows
+    unclear = np.count_nonzero(~clear) / len(y)
+    assert ours.score(_dask(X), y) == pytest.approx(ours.score(X, y), abs=unclear + 1e-12)
     assert ours.alpha_max(_dask(X), y) == pytest.approx(reference.alpha_max_, rel=1e-5)
 
 
@@ -201,14 +203,16 @@ def test_dask_cv_equals_in_memory_and_trains_folds_by_weight(monkeypatch, never_
     monkeypatch.setattr(_fold_path, "_training_rows", spy)
     ours = GroupLassoClassifierCV(**params).fit(_dask(X, (100, 50)), y)
     assert by_weight == [True, True, True]
-    np.testing.assert_allclose(ours.scores_, reference.scores_, atol=1e-9)
+    # Accuracies of the same problems solved along other code paths: a near-tie may move
+    # one validation row (1 / len(y) of a mean over folds that partition the rows).
+    np.testing.assert_allclose(ours.scores_, reference.scores_, atol=1 / len(y) + 1e-9)
     assert (ours.alpha_fraction_, ours.keep_fraction_) == (
         reference.alpha_fraction_,
         reference.keep_fraction_,
     )
-    np.testing.assert_array_equal(ours.support_, reference.support_)
+    assert_same_support(ours, reference)
     assert ours.n_features_in_ == 120
-    np.testing.assert_array_equal(ours.predict(_dask(X)), ours.predict(X))
+    assert_same_predictions(ours.predict(_dask(X)), ours, X)
 
 
 def test_dask_cv_with_a_scorer_predicts_lazy_validation_rows(never_whole):

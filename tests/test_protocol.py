@@ -227,6 +227,7 @@ def test_with_selection_samples_head2toe_is_the_estimator_fitted_on_its_own(subs
     np.testing.assert_allclose(
         model.cv_results_["mean_test_score"], alone.cv_results_["mean_test_score"], atol=1e-12
     )
+    # store_features changes no float: the same code on the same features and folds.
     assert np.array_equal(model.get_support(), alone.get_support())
     # Refitted on all 30 images, not on the subsample.
     np.testing.assert_allclose(model.classifier_.coef_, alone.classifier_.coef_, atol=1e-6)
