@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -14,7 +14,6 @@ import numpy as np
 from joblib import Memory, Parallel, delayed, effective_n_jobs
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.pipeline import Pipeline
@@ -33,7 +32,12 @@ from skh2t.linear_model._fold_path import (
     path_cv_results,
     score_path_on_fold,
 )
-from skh2t.linear_model._group_lasso import _check_weighted_classes, make_datafit, to_public
+from skh2t.linear_model._group_lasso import (
+    _check_weighted_classes,
+    make_datafit,
+    record_refit,
+    warn_refit_not_converged,
+)
 from skh2t.linear_model._path import SolverSettings, refit_columns
 from skh2t.linear_model._search import (
     cheapest_within_one_standard_error,
@@ -44,6 +48,7 @@ from skh2t.linear_model._search import (
     split_folds,
     warn_not_converged,
 )
+from skh2t.linear_model._solver.rows import out_of_core
 from skh2t.progress import progress_bar
 
 __all__ = ["Head2ToeClassifier", "selection_folds", "selection_rows"]
@@ -450,7 +455,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         trains on two slices, not a copy); on disk, every fold trains on all
         rows with its validation rows' weights at zero.
         """
-        on_disk = isinstance(features[0], np.memmap)
+        on_disk = out_of_core(features[0])
         by_fold = None if on_disk else FoldOrder.of(folds, len(y))
         order = np.arange(len(y))
         if by_fold is not None:
@@ -492,19 +497,12 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             refit = refit_columns(
                 X_kept, datafit, head.refit_l2, settings, copy=False, on_iteration=bar.update
             )
-        coef = np.zeros((head.support_.shape[0], datafit.n_classes))
-        coef[kept] = refit.coef
-        head.coef_, head.intercept_ = to_public(coef, refit.intercept)
-        head.refit_n_iter_ = refit.n_iter
+        record_refit(head, dataclasses.replace(refit, kept=kept), datafit.n_classes)
+        # The penalised fit converged iff its KKT violation is within tol (the solver's test).
         head.n_not_converged_ = int(head.kkt_violation_ > head.tol) + int(not refit.converged)
         self.refit_time_ += time.perf_counter() - started
         if not refit.converged:
-            warnings.warn(
-                f"The refit of the kept features on all {len(y)} images did not converge in "
-                f"max_iter={self.max_iter} L-BFGS iterations. Increase max_iter or refit_l2.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
+            warn_refit_not_converged(self.max_iter, f"the kept features on all {len(y)} images")
 
     def _kept_columns(self, chosen, kept: np.ndarray, images, store) -> np.ndarray:
         """Columns ``kept`` of the chosen feature set for every training image, float32:
@@ -595,7 +593,10 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
         :func:`~skh2t.linear_model._fold_path.score_path_on_fold`'s)."""
         matrices = [s.columns_of(features[s.pooling]) for s in feature_sets]
         heads = [self._head_of_groups(s.groups).get_params() for s in feature_sets]
-        scorer = check_scoring(self._head_of_groups(feature_sets[0].groups), scoring=self.scoring)
+        scorer = None  # the heads' own accuracy (block by block on features on disk)
+        if self.scoring is not None:
+            head = self._head_of_groups(feature_sets[0].groups)
+            scorer = check_scoring(head, scoring=self.scoring)
         path_grid = PathGrid(np.array(grid.alpha_fractions), grid.keep_fractions, relative=True)
         tasks = [(p, f) for p in range(len(matrices)) for f in range(len(folds))]
         # Widest features first: the longest paths start early and short ones fill the end.
@@ -615,7 +616,7 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
                     sample_weight,
                     *folds[f],
                     path_grid,
-                    None if by_weight and self.scoring is None else scorer,
+                    scorer,
                     weighted_scores,
                     by_weight=by_weight,
                 )

@@ -423,12 +423,7 @@ default=None
                 intercept_init=fit.intercept,
             )
             if not refit.converged:
-                warnings.warn(
-                    f"The refit of the selected features did not converge in "
-                    f"max_iter={self.max_iter} L-BFGS iterations. Increase max_iter or refit_l2.",
-                    ConvergenceWarning,
-                    stacklevel=2,
-                )
+                warn_refit_not_converged(self.max_iter)
         record_fit(self, problem, fit, support, refit)
         return self
 
@@ -611,11 +606,27 @@ def record_fit(
         estimator.coef_ = estimator.group_lasso_coef_.copy()
         estimator.intercept_ = estimator.group_lasso_intercept_.copy()
     else:
-        estimator.refit_n_iter_ = refit.n_iter
-        coef = np.zeros((support.shape[0], problem.datafit.n_classes))
-        coef[refit.kept] = refit.coef
-        estimator.coef_, estimator.intercept_ = to_public(coef, refit.intercept)
+        record_refit(estimator, refit, problem.datafit.n_classes)
     return estimator
+
+
+def record_refit(estimator: GroupLassoClassifier, refit: Refit, n_classes: int) -> None:
+    """Set the head of a fitted estimator (``coef_``, ``intercept_``, ``refit_n_iter_``)
+    from a refit of its kept features (``refit.kept`` indexes its features)."""
+    estimator.refit_n_iter_ = refit.n_iter
+    coef = np.zeros((estimator.support_.shape[0], n_classes))
+    coef[refit.kept] = refit.coef
+    estimator.coef_, estimator.intercept_ = to_public(coef, refit.intercept)
+
+
+def warn_refit_not_converged(max_iter: int, what: str = "the selected features") -> None:
+    """The ``ConvergenceWarning`` of a refit that stopped at ``max_iter``."""
+    warnings.warn(
+        f"The refit of {what} did not converge in max_iter={max_iter} L-BFGS iterations. "
+        "Increase max_iter or refit_l2.",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
 
 
 def to_public(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,8 @@ from skh2t.linear_model._search import (
     simplicity_order,
     warn_not_converged,
 )
-from skh2t.linear_model._solver.dask_rows import DaskRows, is_dask_array
+from skh2t.linear_model._solver.dask_rows import DaskRows
+from skh2t.linear_model._solver.rows import out_of_core
 
 # Fitted attributes of the refitted GroupLassoClassifier exposed by the CV estimator.
 _COPIED_ATTRIBUTES = (
@@ -251,7 +252,7 @@ max_iter
             The fitted estimator.
         """
         # Their folds train by weight: no copy of X.
-        on_disk = isinstance(X, np.memmap) or is_dask_array(X)
+        on_disk = out_of_core(X)
         X, y = validate_rows(self, X, y)
         if isinstance(X, DaskRows):
             X = X.array  # whole rows per chunk; the folds index it lazily
@@ -274,9 +275,9 @@ max_iter
             grid = PathGrid(self.alphas_, keep_fractions, relative=False)
         self.keep_fractions_ = keep_fractions
         folds = list(check_cv(self.cv, y, classifier=True).split(X, y))
-        scorer = check_scoring(GroupLassoClassifier(**params), scoring=self.scoring)
-        if on_disk and self.scoring is None:
-            scorer = None  # the accuracy, block by block of validation rows: never all gathered
+        scorer = None  # the heads' own accuracy (block by block of validation rows out of core)
+        if self.scoring is not None:
+            scorer = check_scoring(GroupLassoClassifier(**params), scoring=self.scoring)
         paths = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
             delayed(score_path_on_fold)(
                 params,

@@ -95,7 +95,7 @@ class StackedRows:
     @property
     def out_of_core(self) -> bool:
         """Whether a block is a view of a file mapped in memory (a numpy memmap's rows)."""
-        return any(_file_backed(block) for block in self.blocks)
+        return any(out_of_core(block) for block in self.blocks)
 
     def as_array(self) -> np.ndarray:
         """The stacked matrix as one array: the block itself when there is one, else a copy."""
@@ -141,6 +141,12 @@ class StackedRows:
         for block in self.blocks:
             yield start, block
             start += block.shape[0]
+
+
+def out_of_core(X) -> bool:
+    """Whether ``X`` is not held in memory: a dask array, or a numpy memmap (or a view of
+    one), whose rows the solvers stream and whose folds train by weight."""
+    return is_dask_array(X) or (isinstance(X, np.ndarray) and _file_backed(X))
 
 
 def _file_backed(array: np.ndarray) -> bool:
