@@ -451,9 +451,9 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
     def _select(self, features, feature_sets, y, sample_weight, folds, grid, weighted_scores):
         """Cross-validate the grid on ``features``; return the chosen feature set.
 
-        In memory, the rows are moved into fold order and back (each fold then
-        trains on two slices, not a copy); on disk, every fold trains on all
-        rows with its validation rows' weights at zero.
+        In memory, the rows are moved into fold order (each fold then trains on
+        two slices, not a copy), and those still needed back; on disk, every
+        fold trains on all rows with its validation rows' weights at zero.
         """
         on_disk = out_of_core(features[0])
         by_fold = None if on_disk else FoldOrder.of(folds, len(y))
@@ -462,22 +462,22 @@ class Head2ToeClassifier(ClassifierMixin, BaseEstimator):
             order, folds = by_fold.order, by_fold.folds
             for X in features:
                 by_fold.apply_in_place(X)
-        try:
-            paths = self._cross_validate(
-                features,
-                feature_sets,
-                y[order],
-                sample_weight[order],
-                folds,
-                grid,
-                weighted_scores,
-                by_weight=on_disk,
-            )
-        finally:
-            if by_fold is not None:
-                for X in features:
-                    by_fold.restore_in_place(X)
-        return feature_sets[self._record_search(paths, grid, len(folds))]
+        paths = self._cross_validate(
+            features,
+            feature_sets,
+            y[order],
+            sample_weight[order],
+            folds,
+            grid,
+            weighted_scores,
+            by_weight=on_disk,
+        )
+        chosen = feature_sets[self._record_search(paths, grid, len(folds))]
+        if by_fold is not None:  # back in the images' order: only the features still needed
+            needed = range(len(features)) if self.store_features else [chosen.pooling]
+            for p in needed:
+                by_fold.restore_in_place(features[p])
+        return chosen
 
     def _refit_on_all_images(self, chosen, images, y, sample_weight, store) -> None:
         """Refit ``classifier_``'s plain head on its kept columns of every training image."""
