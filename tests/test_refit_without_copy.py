@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from skh2t.linear_model._solver.datafits import MultinomialLogistic
-from skh2t.linear_model._solver.design import RowMajorDesign
 from skh2t.linear_model._solver.lbfgs import fit_ridge_multinomial
+from skh2t.linear_model._solver.streamed import BlockDesign
 
 
 def problem(dtype, n=600, d=40, k=4):
@@ -31,10 +31,10 @@ def test_no_copy_reaches_the_minimiser_of_the_copying_fit(dtype, tmp_path):
     np.testing.assert_allclose(got.intercept, expected.intercept, atol=1e-5)
 
 
-def test_row_major_design_products_in_blocks(monkeypatch):
-    monkeypatch.setattr(RowMajorDesign, "ROW_BLOCK", 7)
+def test_the_rows_as_a_block_design_compute_their_products_in_blocks():
     X = np.random.default_rng(1).standard_normal((30, 5)).astype(np.float16)
-    design = RowMajorDesign(X, np.float64)
+    design = BlockDesign.of_rows(X)
+    design.rows_per_block = 7  # five blocks, the last of two rows
     W, R = np.ones((5, 2)), np.arange(60.0).reshape(30, 2)
     exact = X.astype(np.float64)
     np.testing.assert_allclose(design.dot(W), exact @ W, rtol=1e-12)

@@ -9,7 +9,8 @@ import numpy as np
 from scipy.optimize import minimize
 
 from skh2t.linear_model._solver.datafits import MultinomialLogistic
-from skh2t.linear_model._solver.design import Design, RowMajorDesign
+from skh2t.linear_model._solver.design import Design
+from skh2t.linear_model._solver.streamed import BlockDesign
 from skh2t.threads import single_blas_thread
 
 
@@ -47,7 +48,8 @@ def fit_ridge_multinomial(
     without a centred copy.
 
     ``copy=False`` uses an array ``X`` as it is, centred implicitly
-    (:class:`RowMajorDesign`: no centred copy, no second layout), for data
+    (:meth:`BlockDesign.of_rows <skh2t.linear_model._solver.streamed.BlockDesign.of_rows>`:
+    no centred copy, no second layout), for data
     that only just fits in memory; float32 data gets the same float64
     check and polish, its products then converted a block of rows at a time.
     ``on_iteration`` is called after every L-BFGS iteration (progress bars).
@@ -118,16 +120,16 @@ def _fit_on_design(
 
 
 def _fit_without_copy(X, datafit, l2, fit_intercept, tol, max_iter, intercept_init, on_iteration):
-    """``fit_ridge_multinomial(copy=False)``: on :class:`RowMajorDesign` s of ``X``; float32
+    """``fit_ridge_multinomial(copy=False)``: on ``BlockDesign.of_rows(X)``; float32
     data first in float32, then checked and polished in float64."""
-    design = RowMajorDesign(X, np.float32 if X.dtype == np.float32 else np.float64)
+    design = BlockDesign.of_rows(X, dtype=np.float32 if X.dtype == np.float32 else np.float64)
     result = _fit_on_design(
         design, datafit, l2, fit_intercept, tol, max_iter, intercept_init, None, on_iteration
     )
     if design.dtype == np.float64 or result.n_iter >= max_iter:
         return result
     polished = _fit_on_design(
-        RowMajorDesign(X, np.float64),
+        BlockDesign.of_rows(X),
         datafit,
         l2,
         fit_intercept,

@@ -43,7 +43,8 @@ class BlockDesign:
     """``Z = (X[:, features] - center) * factor``, its products computed in row blocks.
 
     ``factor`` is zero for the columns that are constant once centred.
-    Products are in float64: ``Z @ coef = X_f @ (factor * coef) - offset @ coef`` and
+    Products are in ``dtype`` (float64 unless asked):
+    ``Z @ coef = X_f @ (factor * coef) - offset @ coef`` and
     ``Z.T @ R = factor * (X_f.T @ R) - outer(offset, sum(R))``, with
     ``offset = center * factor``.
 
@@ -55,12 +56,33 @@ class BlockDesign:
         The columns of ``source`` to read (``None``: all).
     factor, offset : ndarray of shape (n_columns,)
     rows_per_block : int
+    dtype : numpy dtype, default=np.float64
+        Of the blocks and the products.
+
+    Examples
+    --------
+    >>> X = np.arange(6, dtype=np.float32).reshape(3, 2)
+    >>> design = BlockDesign.of_rows(X)
+    >>> design.dot(np.ones((2, 1))).ravel()
+    array([1., 5., 9.])
+    >>> design.tdot(np.ones((3, 1))).ravel()
+    array([6., 9.])
     """
 
-    def __init__(self, source, columns, factor, offset, rows_per_block: int):
+    def __init__(self, source, columns, factor, offset, rows_per_block: int, dtype=np.float64):
         self.source, self.columns = source, columns
         self.factor, self.offset = factor, offset
         self.rows_per_block = rows_per_block
+        self.dtype = np.dtype(dtype)
+
+    @classmethod
+    def of_rows(cls, X, columns: np.ndarray | None = None, *, dtype=np.float64) -> BlockDesign:
+        """The columns ``columns`` (``None``: all) of ``X`` (an array, a memmap, its
+        StackedRows or DaskRows), neither centred nor scaled: no copy of ``X``, products
+        in ``dtype``, gathering and converting a block of rows at a time."""
+        width = X.shape[1] if columns is None else columns.shape[0]
+        ones, zeros = np.ones(width), np.zeros(width)
+        return cls(StackedRows.of(X), columns, ones, zeros, block_rows(X, width), dtype)
 
     @classmethod
     def of(
@@ -89,6 +111,7 @@ class BlockDesign:
             self.factor / column_scale,
             self.offset / column_scale,
             self.rows_per_block,
+            self.dtype,
         )
 
     @property
@@ -97,13 +120,13 @@ class BlockDesign:
 
     def _blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         for start, block in self.source.column_chunks(self.columns, self.rows_per_block):
-            yield start, np.asarray(block, dtype=np.float64)
+            yield start, np.asarray(block, dtype=self.dtype)
 
     def dot(self, coef: np.ndarray) -> np.ndarray:
-        """``Z @ coef`` for ``coef`` of shape (n_columns,) or (n_columns, k), in float64."""
-        matrix = coef.reshape(coef.shape[0], -1)
-        scaled = matrix * self.factor[:, None]
-        out = np.empty((self.shape[0], matrix.shape[1]))
+        """``Z @ coef`` for ``coef`` of shape (n_columns,) or (n_columns, k), in ``dtype``."""
+        matrix = coef if coef.ndim == 2 else coef[:, None]  # (0, k) when no column is read
+        scaled = (matrix * self.factor[:, None]).astype(self.dtype, copy=False)
+        out = np.empty((self.shape[0], matrix.shape[1]), dtype=self.dtype)
         for start, block in self._blocks():
             out[start : start + block.shape[0]] = block @ scaled
         out -= self.offset @ matrix
@@ -111,9 +134,10 @@ class BlockDesign:
 
     def tdot(self, residual: np.ndarray) -> np.ndarray:
         """``Z.T @ residual`` for ``residual`` of shape (n_samples,) or (n_samples, k), in
-        float64."""
-        matrix = residual.reshape(residual.shape[0], -1).astype(np.float64, copy=False)
-        total = np.zeros((self.shape[1], matrix.shape[1]))
+        ``dtype``."""
+        matrix = residual if residual.ndim == 2 else residual[:, None]
+        matrix = matrix.astype(self.dtype, copy=False)
+        total = np.zeros((self.shape[1], matrix.shape[1]), dtype=self.dtype)
         for start, block in self._blocks():
             total += thin_left_product(block, matrix[start : start + block.shape[0]])
         total *= self.factor[:, None]
@@ -127,20 +151,3 @@ class BlockDesign:
             part = block * self.factor - self.offset  # never in place: a block may be a view
             total += (part * part).T @ weight[start : start + block.shape[0]]
         return total
-
-
-def gathered_product(X: StackedRows, columns: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """``X[:, columns] @ coef``, gathering ``columns`` one block of rows at a time."""
-    out = np.empty((X.shape[0], coef.shape[1]))
-    for start, block in X.column_chunks(columns, block_rows(X, columns.shape[0])):
-        out[start : start + block.shape[0]] = block @ coef
-    return out
-
-
-def float64_tdot(X: StackedRows, residual: np.ndarray) -> np.ndarray:
-    """``X.T @ residual`` in float64, converting one block of rows of ``X`` at a time."""
-    total = np.zeros((X.shape[1], residual.shape[1]))
-    for start, chunk in X.chunks(block_rows(X, X.shape[1])):
-        block = np.asarray(chunk, dtype=np.float64)
-        total += thin_left_product(block, residual[start : start + block.shape[0]])
-    return total

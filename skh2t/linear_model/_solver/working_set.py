@@ -11,7 +11,7 @@ from skh2t.linear_model._solver.design import Design
 from skh2t.linear_model._solver.fista import fista
 from skh2t.linear_model._solver.penalties import GroupLasso
 from skh2t.linear_model._solver.rows import StackedRows
-from skh2t.linear_model._solver.streamed import BlockDesign, float64_tdot, gathered_product
+from skh2t.linear_model._solver.streamed import BlockDesign
 from skh2t.threads import single_blas_thread
 
 _MIN_WORKING_SET = 100  # groups in the first working set
@@ -66,7 +66,7 @@ def full_gradient(
     if logits is None:
         nonzero = np.flatnonzero(np.any(coef != 0.0, axis=1))
         if X.out_of_core:
-            logits = gathered_product(X, nonzero, coef[nonzero]) + intercept
+            logits = BlockDesign.of_rows(X, nonzero).dot(coef[nonzero]) + intercept
         else:
             logits = X.take(nonzero) @ coef[nonzero] + intercept
         if center is not None:
@@ -74,7 +74,7 @@ def full_gradient(
     loss, logit_gradient = datafit.value_and_logit_gradient(logits)
     grad_intercept = logit_gradient.sum(axis=0)
     if in_float64 and X.out_of_core:
-        grad_coef = float64_tdot(X, logit_gradient)
+        grad_coef = BlockDesign.of_rows(X).tdot(logit_gradient)
     elif in_float64:
         grad_coef = np.empty((X.shape[1], logit_gradient.shape[1]))
         for start in range(0, X.shape[1], _FLOAT64_BLOCK):
